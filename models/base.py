@@ -1,0 +1,44 @@
+"""The interface every sequence model implements.
+
+A model maps ``inputs [B, T, input_size]`` to ``logits [B, T, output_size]`` and is built from
+``(input_size, output_size, **params)``. Memory models may also return a `Trace` with ``forward(inputs, trace=True)``:
+a dict of per-step tensors, each ``[B, T, ...]`` (e.g. ``read_weights [B, T, heads, N]``), for the report's heat maps.
+Models are causal: the output at step t depends on inputs 0..t only, so padding at the end never changes it.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+Trace = dict[str, torch.Tensor]
+
+
+class SequenceModel(nn.Module):
+    """Base class: subclasses implement `forward(inputs, trace=False)`."""
+
+    #: whether `forward(..., trace=True)` returns memory weightings worth plotting
+    has_memory: bool = False
+
+    def forward(self, inputs: torch.Tensor, trace: bool = False):  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def parameter_count(self) -> int:
+        """The number of trainable scalars (what the results report as `params`)."""
+        return sum(p.numel() for p in self.parameters() if p.requires_grad)
+
+
+def set_lstm_forget_bias(lstm: nn.LSTM | nn.LSTMCell, value: float = 1.0) -> None:
+    """Zero both bias vectors, then put `value` on the forget gate of ONE of them (else the effective bias is 2x)."""
+    with torch.no_grad():
+        for name, param in lstm.named_parameters():
+            if name.startswith("bias_"):
+                param.zero_()
+                if name.startswith("bias_ih"):
+                    units = param.shape[0] // 4  # gate order: input, forget, cell, output
+                    param[units : 2 * units] = value
+
+
+def stack_time(steps: list[torch.Tensor]) -> torch.Tensor:
+    """Stack a list of per-step tensors [B, ...] into [B, T, ...]."""
+    return torch.stack(steps, dim=1)

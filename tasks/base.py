@@ -1,0 +1,181 @@
+"""The task interface: a `Task` draws `Batch`es of one algorithmic problem from an explicit generator.
+
+A task knows its input/output widths, its training-size distribution, its generalisation sizes and its convergence
+rule. Sampling is pure: the same `torch.Generator` state always yields the same batch. Examples of different sizes
+share a batch by padding at the END with zero inputs, zero targets and mask 0 (SPEC section 1).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+Size = tuple[int, ...]  # one example's size: (L,) for Copy, (L, n) for Repeat Copy, ...
+
+
+@dataclass(frozen=True)
+class Batch:
+    """A batch of examples. Shapes: inputs [B, T, in], targets [B, T, out], mask [B, T], sizes [B, k] (int64)."""
+
+    inputs: torch.Tensor
+    targets: torch.Tensor
+    mask: torch.Tensor
+    sizes: torch.Tensor
+
+    @property
+    def batch_size(self) -> int:
+        return self.inputs.shape[0]
+
+    @property
+    def steps(self) -> int:
+        return self.inputs.shape[1]
+
+    def to(self, device: torch.device | str) -> Batch:
+        return Batch(self.inputs.to(device), self.targets.to(device), self.mask.to(device), self.sizes.to(device))
+
+    def pad_to(self, steps: int) -> Batch:
+        """The same batch padded at the end to `steps` time steps (zero input, zero target, mask 0)."""
+        extra = steps - self.steps
+        if extra < 0:
+            raise ValueError(f"cannot pad a batch of {self.steps} steps down to {steps}")
+        if extra == 0:
+            return self
+        pad = (0, 0, 0, extra)
+        return Batch(
+            torch.nn.functional.pad(self.inputs, pad),
+            torch.nn.functional.pad(self.targets, pad),
+            torch.nn.functional.pad(self.mask, (0, extra)),
+            self.sizes,
+        )
+
+
+def uniform_int(low: int, high: int, generator: torch.Generator) -> int:
+    """An integer drawn uniformly from {low, ..., high}, both ends included."""
+    return int(torch.randint(low, high + 1, (1,), generator=generator).item())
+
+
+def random_bits(shape: Sequence[int], generator: torch.Generator) -> torch.Tensor:
+    """Bernoulli(0.5) bits as float32."""
+    return torch.randint(0, 2, tuple(shape), generator=generator).to(torch.float32)
+
+
+class Task:
+    """Base class of every task. Subclasses set the widths and implement `sample_size` and `example`.
+
+    Subclasses must set `name`, `input_size`, `output_size`, `size_parts` (the names of a size's parts, e.g.
+    ``("L", "n")``), `train_sizes` (a readable description of the training range, for the report) and
+    `test_sizes` (the generalisation sizes, each a tuple matching `size_parts`).
+    """
+
+    name: str = "task"
+    input_size: int
+    output_size: int
+    size_parts: tuple[str, ...] = ("L",)
+    train_sizes: dict[str, tuple[int, int]]
+    test_sizes: list[Size]
+    converge_below: float | None = 0.1
+
+    # ---- what a subclass implements -------------------------------------------------------------------------
+    def sample_size(self, generator: torch.Generator) -> Size:
+        """One size drawn from the training distribution."""
+        raise NotImplementedError
+
+    def example(self, size: Size, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One example of `size`: (inputs [T, in], targets [T, out], mask [T])."""
+        raise NotImplementedError
+
+    def steps_for(self, size: Size) -> int:
+        """The sequence length T of an example of `size`."""
+        raise NotImplementedError
+
+    # ---- shared machinery -----------------------------------------------------------------------------------
+    def max_train_steps(self) -> int:
+        """The largest T the training distribution can produce (for static shapes on CUDA)."""
+        ranges = [self.train_sizes[p] for p in self.size_parts]
+        return self.steps_for(tuple(high for _, high in ranges))
+
+    def check_size(self, size: Size) -> Size:
+        size = tuple(int(s) for s in (size if isinstance(size, tuple | list) else (size,)))
+        if len(size) != len(self.size_parts):
+            raise ValueError(f"{self.name}: a size has {len(self.size_parts)} part(s) {self.size_parts}, got {size}")
+        return size
+
+    def size_label(self, size: Size) -> str:
+        """A readable label for CSVs, e.g. ``L=10,n=20``."""
+        return ",".join(f"{p}={v}" for p, v in zip(self.size_parts, size))
+
+    def sample(self, batch_size: int, generator: torch.Generator, size: Size | int | None = None) -> Batch:
+        """A batch of `batch_size` examples. `size=None` draws each example's size from the training distribution."""
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        fixed = None if size is None else self.check_size(size)
+        parts = []
+        for _ in range(batch_size):
+            example_size = fixed if fixed is not None else self.sample_size(generator)
+            parts.append((example_size, *self.example(example_size, generator)))
+        return collate(parts)
+
+    def reference_metrics(self, batch: Batch) -> dict[str, float]:
+        """Extra per-batch reference numbers (summed over the batch's examples), e.g. a Bayes-optimal loss."""
+        return {}
+
+    def converged(self, metrics: dict[str, float]) -> bool:
+        """Whether evaluation `metrics` (per-sequence means) meet this task's convergence rule."""
+        if self.converge_below is None:
+            return False
+        return metrics["wrong_bits_per_seq"] < self.converge_below
+
+    def describe(self) -> str:
+        ranges = ", ".join(f"{p} in [{lo}, {hi}]" for p, (lo, hi) in self.train_sizes.items())
+        return f"{self.name}: train {ranges}"
+
+
+def collate(parts: list[tuple[Size, torch.Tensor, torch.Tensor, torch.Tensor]]) -> Batch:
+    """Stack examples of possibly different lengths, padding each at the end with zeros and mask 0."""
+    steps = max(inputs.shape[0] for _, inputs, _, _ in parts)
+    batch_size = len(parts)
+    in_width = parts[0][1].shape[1]
+    out_width = parts[0][2].shape[1]
+    inputs = torch.zeros(batch_size, steps, in_width)
+    targets = torch.zeros(batch_size, steps, out_width)
+    mask = torch.zeros(batch_size, steps)
+    for b, (_, x, y, m) in enumerate(parts):
+        inputs[b, : x.shape[0]] = x
+        targets[b, : y.shape[0]] = y
+        mask[b, : m.shape[0]] = m
+    sizes = torch.tensor([s for s, _, _, _ in parts], dtype=torch.int64)
+    return Batch(inputs, targets, mask, sizes)
+
+
+def parse_train_sizes(name: str, value, parts: tuple[str, ...]) -> dict[str, tuple[int, int]]:
+    """Normalise `train_sizes`: ``[lo, hi]`` for a one-part size, or ``{part: [lo, hi], ...}`` for several."""
+    if not isinstance(value, dict):
+        if len(parts) != 1:
+            raise ValueError(f"{name}: train_sizes must map each of {list(parts)} to [low, high]")
+        value = {parts[0]: value}
+    if set(value) != set(parts):
+        raise ValueError(f"{name}: train_sizes must give exactly {list(parts)}, got {sorted(value)}")
+    ranges = {}
+    for part in parts:
+        pair = value[part]
+        if not (isinstance(pair, list | tuple) and len(pair) == 2 and all(isinstance(v, int) for v in pair)):
+            raise ValueError(f"{name}: train_sizes.{part} must be [low, high] integers, got {pair!r}")
+        low, high = int(pair[0]), int(pair[1])
+        if low < 1 or high < low:
+            raise ValueError(f"{name}: train_sizes.{part} needs 1 <= low <= high, got [{low}, {high}]")
+        ranges[part] = (low, high)
+    return ranges
+
+
+def parse_test_sizes(name: str, value, parts: tuple[str, ...]) -> list[Size]:
+    """Normalise `test_sizes`: a list of ints for one-part sizes, or a list of ``[a, b]`` lists."""
+    sizes = []
+    for item in value:
+        size = tuple(item) if isinstance(item, list | tuple) else (item,)
+        if len(size) != len(parts) or not all(isinstance(v, int) and v >= 1 for v in size):
+            raise ValueError(f"{name}: each test size must be {len(parts)} positive integer(s) {list(parts)}, "
+                             f"got {item!r}")
+        sizes.append(tuple(int(v) for v in size))
+    return sizes
