@@ -1,0 +1,388 @@
+"""Suite files: YAML -> frozen dataclasses, strictly checked before anything trains.
+
+A suite file may `include:` a base file (deep merge, the including file wins); `suites/_defaults.yaml` holds the
+paper protocol. Every error is a `ConfigError` whose one-line message names the file, the key path and what is
+allowed. The README's suite reference is generated from the `help` metadata of the dataclass fields below
+(`python -m bench keys`), and a test keeps the two in sync.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import difflib
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+SUITES_DIR = Path(__file__).resolve().parents[1] / "suites"
+DEFAULTS_FILE = "_defaults.yaml"
+
+OPTIMIZERS = ("adam", "rmsprop")
+CLIP_KINDS = ("norm", "value", "none")
+LENGTH_SAMPLING = ("per_batch", "per_example")
+
+
+class ConfigError(ValueError):
+    """A problem with a suite file; the message is one line: ``FILE: KEY.PATH: what is wrong; what is allowed``."""
+
+
+def _help(text: str, choices: tuple | None = None) -> dict:
+    return {"help": text, "choices": choices}
+
+
+@dataclass(frozen=True)
+class ClipConfig:
+    kind: str = field(default="norm", metadata=_help("gradient clipping: global norm, elementwise value, or none",
+                                                     CLIP_KINDS))
+    value: float = field(default=50.0, metadata=_help("the norm limit (norm) or the elementwise bound (value)"))
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    optimizer: str = field(default="adam", metadata=_help("optimizer", OPTIMIZERS))
+    lr: float = field(default=1e-3, metadata=_help("learning rate"))
+    alpha: float = field(default=0.95, metadata=_help("rmsprop only: smoothing constant"))
+    momentum: float = field(default=0.9, metadata=_help("rmsprop only: momentum"))
+    eps: float = field(default=1e-4, metadata=_help("rmsprop only: epsilon (adam keeps torch's 1e-8)"))
+    centered: bool = field(default=True, metadata=_help("rmsprop only: centered RMSProp (Graves 2013)"))
+    batch_size: int = field(default=32, metadata=_help("sequences per optimizer step"))
+    steps: int = field(default=31250, metadata=_help("optimizer steps per run (the budget)"))
+    clip: ClipConfig = field(default_factory=ClipConfig, metadata=_help("gradient clipping, applied per run"))
+    eval_every: int = field(default=200, metadata=_help("evaluate on the fixed evaluation set every N steps"))
+    eval_sequences: int = field(default=640, metadata=_help("size of the fixed evaluation set"))
+    generalization_sequences: int = field(default=192, metadata=_help("sequences per generalisation test size"))
+    stop_at_convergence: bool = field(default=False, metadata=_help("end a run at its first converged evaluation"))
+    length_sampling: str = field(default="per_batch", metadata=_help(
+        "one training size per batch, or one per example (padded at the end)", LENGTH_SAMPLING))
+    checkpoint_every: int = field(default=1000, metadata=_help("write a resumable checkpoint every N steps"))
+    max_nonfinite: int = field(default=100, metadata=_help(
+        "consecutive non-finite updates (skipped) after which a run ends as diverged"))
+
+
+#: training keys that do not change the numbers, so they stay out of the run_id (DESIGN.md)
+TRAIN_KEYS_NOT_IN_RUN_ID = ("checkpoint_every",)
+
+
+@dataclass(frozen=True)
+class Component:
+    """A task or model entry of a suite: its label, the registry name it builds, and its parameters."""
+
+    label: str
+    type: str
+    params: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Suite:
+    name: str = field(default="", metadata=_help("suite name; defaults to the file's stem"))
+    description: str = field(default="", metadata=_help("one line shown in the report"))
+    include: str | None = field(default=None, metadata=_help("a base YAML file to deep-merge under this one"))
+    seeds: tuple[int, ...] = field(default=(1,), metadata=_help("a count N (seeds 1..N) or an explicit list"))
+    eval_seed: int = field(default=20141020, metadata=_help(
+        "seed of the evaluation and generalisation sets, shared by every run of the suite"))
+    device: str = field(default="auto", metadata=_help("where runs train: auto (CUDA when present), cpu, cuda or cuda:N"))
+    train: TrainConfig = field(default_factory=TrainConfig, metadata=_help("the training protocol (SPEC 4)"))
+    tasks: dict[str, Component] = field(default_factory=dict, metadata=_help(
+        "label -> task parameters; `task:` names the registry entry (defaults to the label)"))
+    models: dict[str, Component] = field(default_factory=dict, metadata=_help(
+        "label -> model parameters; `model:` names the registry entry (defaults to the label)"))
+    sweep: dict[str, tuple] = field(default_factory=dict, metadata=_help(
+        "key -> list of values; `train.KEY` or a model parameter name (all models that take it) or "
+        "`models.LABEL.KEY`; each value becomes a model variant named after it"))
+    path: str = ""  # the file it came from (not a YAML key)
+    resolved: dict[str, Any] = field(default_factory=dict)  # the merged YAML, for the report's appendix
+
+
+YAML_FIELDS = {"Suite": [f.name for f in dataclasses.fields(Suite) if f.metadata],
+               "TrainConfig": [f.name for f in dataclasses.fields(TrainConfig)],
+               "ClipConfig": [f.name for f in dataclasses.fields(ClipConfig)]}
+
+
+# ---- loading ----------------------------------------------------------------------------------------------------
+
+def resolve_suite_path(name_or_path: str) -> Path:
+    """A suite name in suites/ (``quick``) or a path to any YAML file."""
+    candidate = Path(name_or_path)
+    if candidate.suffix in (".yaml", ".yml") or candidate.exists():
+        if not candidate.exists():
+            raise ConfigError(f"{candidate}: no such suite file")
+        return candidate
+    path = SUITES_DIR / f"{name_or_path}.yaml"
+    if not path.exists():
+        known = available_suites()
+        hint = difflib.get_close_matches(name_or_path, known, n=1)
+        extra = f" (did you mean {hint[0]!r}?)" if hint else ""
+        raise ConfigError(f"{name_or_path}: no suite of that name{extra}; known suites: {', '.join(known)}")
+    return path
+
+
+def available_suites() -> list[str]:
+    return sorted(p.stem for p in SUITES_DIR.glob("*.yaml") if not p.stem.startswith("_"))
+
+
+def _read_yaml(path: Path, included_from: Path | None = None) -> dict:
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        where = f"{included_from}: include" if included_from else str(path)
+        raise ConfigError(f"{where}: included file {path} does not exist") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        line = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+        raise ConfigError(f"{path}: YAML syntax error{line}: {problem}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of keys, got {type(data).__name__}")
+    return data
+
+
+def deep_merge(base: dict, override: dict) -> dict:
+    """A new dict: `override` merged into `base`, recursing into mappings; `override` wins."""
+    merged = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def _load_merged(path: Path, seen: tuple[Path, ...] = ()) -> dict:
+    if path.resolve() in seen:
+        raise ConfigError(f"{path}: include: circular include ({' -> '.join(str(p) for p in seen)})")
+    data = _read_yaml(path, seen[-1] if seen else None)
+    include = data.get("include")
+    if include is None:
+        return data
+    if not isinstance(include, str):
+        raise ConfigError(f"{path}: include: must be a file name (string), got {include!r}")
+    base_path = (path.parent / include) if not Path(include).is_absolute() else Path(include)
+    if not base_path.exists():
+        raise ConfigError(f"{path}: include: included file {base_path} does not exist")
+    base = _load_merged(base_path, (*seen, path.resolve()))
+    return deep_merge(base, data)
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``train.lr=3e-4`` -> (["train", "lr"], 0.0003); the value is parsed as YAML."""
+    if "=" not in text:
+        raise ConfigError(f"--set {text}: expected KEY.PATH=VALUE, e.g. --set train.lr=3e-4")
+    key, value = text.split("=", 1)
+    keys = [k for k in key.strip().split(".") if k]
+    if not keys:
+        raise ConfigError(f"--set {text}: empty key")
+    try:
+        parsed = yaml.safe_load(value) if value.strip() else ""
+    except yaml.YAMLError:
+        parsed = value
+    if isinstance(parsed, str) and re.fullmatch(r"[-+]?\d+(\.\d*)?[eE][-+]?\d+", parsed):
+        parsed = float(parsed)  # YAML 1.1 reads 3e-4 as a string
+    return keys, parsed
+
+
+def load_suite(name_or_path: str, overrides: list[str] | tuple[str, ...] = ()) -> Suite:
+    """Load, merge, override and validate a suite. Raises `ConfigError` with a one-line message."""
+    path = resolve_suite_path(name_or_path)
+    data = _load_merged(path)
+    for text in overrides:
+        keys, value = parse_override(text)
+        target = data
+        for key in keys[:-1]:
+            if not isinstance(target.get(key), dict):
+                target[key] = {}
+            target = target[key]
+        target[keys[-1]] = value
+    return build_suite(data, path)
+
+
+# ---- validation -------------------------------------------------------------------------------------------------
+
+def _unknown(where: str, key: str, known) -> ConfigError:
+    known = list(known)
+    close = difflib.get_close_matches(str(key), known, n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return ConfigError(f"{where}.{key}: unknown key{hint}; known keys: {', '.join(known)}".replace(": .", ": "))
+
+
+def _typed(where: str, value: Any, kind: type, choices: tuple | None = None) -> Any:
+    if kind is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: must be true or false, got {value!r}")
+        return value
+    if kind is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: must be an integer, got {value!r}")
+        return value
+    if kind is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{where}: must be a number, got {value!r}")
+        return float(value)
+    if kind is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: must be a string, got {value!r}")
+        if choices and value not in choices:
+            raise ConfigError(f"{where}: {value!r} is not allowed; allowed: {', '.join(choices)}")
+        return value
+    raise TypeError(kind)  # pragma: no cover
+
+
+_FIELD_TYPES = {"int": int, "float": float, "bool": bool, "str": str}
+
+
+def _build_dataclass(cls, data: Any, where: str, file: str):
+    if not isinstance(data, dict):
+        raise ConfigError(f"{file}: {where}: must be a mapping, got {data!r}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    values = {}
+    for key, value in data.items():
+        if key not in fields:
+            raise ConfigError(f"{file}: " + str(_unknown(where, key, fields)))
+        f = fields[key]
+        if f.type == "ClipConfig":
+            values[key] = _build_dataclass(ClipConfig, value, f"{where}.{key}", file)
+        else:
+            try:
+                values[key] = _typed(f"{where}.{key}", value, _FIELD_TYPES[f.type], f.metadata.get("choices"))
+            except ConfigError as error:
+                raise ConfigError(f"{file}: {error}") from None
+    return cls(**values)
+
+
+def _check_train(train: TrainConfig, file: str, where: str = "train") -> None:
+    positive = ("lr", "batch_size", "steps", "eval_every", "eval_sequences", "generalization_sequences",
+                "checkpoint_every", "max_nonfinite")
+    for key in positive:
+        value = getattr(train, key)
+        if value <= 0:
+            raise ConfigError(f"{file}: {where}.{key}: must be > 0, got {value}")
+    if train.clip.kind != "none" and train.clip.value <= 0:
+        raise ConfigError(f"{file}: {where}.clip.value: must be > 0, got {train.clip.value}")
+
+
+def _parse_seeds(value: Any, file: str) -> tuple[int, ...]:
+    if isinstance(value, bool):
+        raise ConfigError(f"{file}: seeds: must be a count or a list of integers, got {value!r}")
+    if isinstance(value, int):
+        if value < 1:
+            raise ConfigError(f"{file}: seeds: a count must be >= 1, got {value}")
+        return tuple(range(1, value + 1))
+    if isinstance(value, list):
+        if not value:
+            raise ConfigError(f"{file}: seeds: the list is empty; give a count or at least one seed")
+        if not all(isinstance(s, int) and not isinstance(s, bool) for s in value):
+            raise ConfigError(f"{file}: seeds: every seed must be an integer, got {value!r}")
+        if len(set(value)) != len(value):
+            raise ConfigError(f"{file}: seeds: seeds must be distinct, got {value!r}")
+        return tuple(value)
+    raise ConfigError(f"{file}: seeds: must be a count or a list of integers, got {value!r}")
+
+
+def _components(section: str, value: Any, file: str, type_key: str) -> dict[str, Component]:
+    from bench import registry
+
+    if not isinstance(value, dict) or not value:
+        raise ConfigError(f"{file}: {section}: must be a non-empty mapping of label -> parameters")
+    lookup = registry.task_class if section == "tasks" else registry.model_class
+    known_params = registry.task_parameters if section == "tasks" else registry.model_parameters
+    components = {}
+    for label, params in value.items():
+        params = {} if params is None else params
+        if not isinstance(params, dict):
+            raise ConfigError(f"{file}: {section}.{label}: must be a mapping of parameters, got {params!r}")
+        params = dict(params)
+        kind = params.pop(type_key, label)
+        try:
+            lookup(kind)
+        except registry.RegistryError as error:
+            raise ConfigError(f"{file}: {section}.{label}.{type_key}: {error}") from None
+        allowed = known_params(kind)
+        for key in params:
+            if key not in allowed:
+                raise ConfigError(f"{file}: " + str(_unknown(f"{section}.{label}", key, allowed)))
+        components[str(label)] = Component(str(label), kind, params)
+    return components
+
+
+def build_suite(data: dict, path: Path) -> Suite:
+    """Validate merged YAML `data` from `path` into a `Suite`, building every task and model once to check them."""
+    file = str(path)
+    known = YAML_FIELDS["Suite"]
+    for key in data:
+        if key not in known:
+            raise ConfigError(f"{file}: " + str(_unknown("", key, known)))
+    train = _build_dataclass(TrainConfig, data.get("train", {}) or {}, "train", file)
+    _check_train(train, file)
+    name = data.get("name", path.stem)
+    for key in ("name", "description", "device"):
+        if key in data and not isinstance(data[key], str):
+            raise ConfigError(f"{file}: {key}: must be a string, got {data[key]!r}")
+    device = data.get("device", "auto")
+    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", device):
+        raise ConfigError(f"{file}: device: {device!r} is not allowed; allowed: auto, cpu, cuda, cuda:N")
+    eval_seed = data.get("eval_seed", Suite.eval_seed)
+    _typed(f"{file}: eval_seed", eval_seed, int)
+    if "tasks" not in data:
+        raise ConfigError(f"{file}: tasks: missing; a suite needs at least one task")
+    if "models" not in data:
+        raise ConfigError(f"{file}: models: missing; a suite needs at least one model")
+    tasks = _components("tasks", data["tasks"], file, "task")
+    models = _components("models", data["models"], file, "model")
+    sweep = data.get("sweep", {}) or {}
+    if not isinstance(sweep, dict):
+        raise ConfigError(f"{file}: sweep: must be a mapping of key -> list of values")
+    for key, values in sweep.items():
+        if not isinstance(values, list) or not values:
+            raise ConfigError(f"{file}: sweep.{key}: must be a non-empty list of values")
+    suite = Suite(name=name, description=data.get("description", ""), include=data.get("include"),
+                  seeds=_parse_seeds(data.get("seeds", 1), file), eval_seed=eval_seed, device=device, train=train,
+                  tasks=tasks, models=models, sweep={k: tuple(v) for k, v in sweep.items()}, path=file,
+                  resolved=data)
+    from bench.grid import expand
+
+    expand(suite)  # checks sweeps, builds every task and model, so that bad values fail before training
+    return suite
+
+
+def train_from_dict(data: dict) -> TrainConfig:
+    """Rebuild a `TrainConfig` from `dataclasses.asdict` output (as stored in spec.json)."""
+    data = dict(data)
+    data["clip"] = ClipConfig(**data["clip"])
+    return TrainConfig(**data)
+
+
+def reference_rows() -> list[tuple[str, str, str, str]]:
+    """(key, type, default, description) for every suite key, for the README's suite reference."""
+    rows = []
+    for f in dataclasses.fields(Suite):
+        if not f.metadata:
+            continue
+        default = f.default if f.default is not dataclasses.MISSING else ""
+        if f.name == "train":
+            rows.append(("train", "mapping", "", f.metadata["help"]))
+            for t in dataclasses.fields(TrainConfig):
+                if t.name == "clip":
+                    rows.append(("train.clip", "mapping", "", t.metadata["help"]))
+                    for c in dataclasses.fields(ClipConfig):
+                        rows.append((f"train.clip.{c.name}", c.type, repr(c.default), _describe(c)))
+                    continue
+                rows.append((f"train.{t.name}", t.type, repr(t.default), _describe(t)))
+            continue
+        type_name = {"tasks": "mapping", "models": "mapping", "sweep": "mapping",
+                     "seeds": "int or list"}.get(f.name, str(f.type).replace(" | None", ""))
+        shown = {"tasks": "", "models": "", "sweep": "", "seeds": "1"}.get(f.name, repr(default))
+        rows.append((f.name, type_name, shown,
+                     _describe(f)))
+    return rows
+
+
+def _describe(f) -> str:
+    choices = f.metadata.get("choices")
+    return f.metadata["help"] + (f" ({' / '.join(choices)})" if choices else "")

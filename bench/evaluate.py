@@ -1,0 +1,72 @@
+"""Fixed evaluation sets and their scoring (SPEC 1 and 4).
+
+The evaluation set of a task is drawn once from the suite's evaluation seed, so every model and seed is scored on
+the very same sequences. Sizes are drawn first, then the examples are grouped by size, so no compute is spent on
+padding. Generalisation sets hold `n` sequences at each of the task's test sizes.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+import torch
+
+from bench.grid import derive_seed
+from bench.metrics import MetricTotals
+from tasks.base import Batch, Size, Task
+
+#: the most sequences scored in one forward pass (bounds evaluation memory)
+EVAL_CHUNK = 256
+
+
+def _chunks(task: Task, size: Size, count: int, generator: torch.Generator) -> list[Batch]:
+    batches = []
+    while count > 0:
+        n = min(count, EVAL_CHUNK)
+        batches.append(task.sample(n, generator, size=size))
+        count -= n
+    return batches
+
+
+def evaluation_set(task: Task, sequences: int, eval_seed: int, task_key: str) -> list[Batch]:
+    """`sequences` examples from the training distribution, grouped by size into batches."""
+    return _cached_set(task, sequences, eval_seed, task_key, "eval")
+
+
+def generalization_set(task: Task, sequences: int, eval_seed: int, task_key: str) -> dict[Size, list[Batch]]:
+    """`sequences` examples at each of the task's test sizes."""
+    return {size: _cached_set(task, sequences, eval_seed, task_key, "gen", size) for size in task.test_sizes}
+
+
+_CACHE: dict[tuple, list[Batch]] = {}
+
+
+def _cached_set(task: Task, sequences: int, eval_seed: int, task_key: str, kind: str,
+                size: Size | None = None) -> list[Batch]:
+    key = (sequences, eval_seed, task_key, kind, size)
+    if key not in _CACHE:
+        if len(_CACHE) > 64:
+            _CACHE.clear()
+        _CACHE[key] = _draw(task, sequences, eval_seed, task_key, kind, size)
+    return _CACHE[key]
+
+
+def _draw(task: Task, sequences: int, eval_seed: int, task_key: str, kind: str, size: Size | None) -> list[Batch]:
+    generator = torch.Generator().manual_seed(derive_seed(kind, eval_seed, task_key, size))
+    if size is not None:
+        return _chunks(task, size, sequences, generator)
+    counts = Counter(task.sample_size(generator) for _ in range(sequences))
+    return [batch for s in sorted(counts) for batch in _chunks(task, s, counts[s], generator)]
+
+
+@torch.no_grad()
+def score(model: torch.nn.Module, task: Task, batches: list[Batch], device: torch.device) -> dict[str, float]:
+    """Per-sequence means over `batches`: loss_bits_per_seq, wrong_bits_per_seq, seq_accuracy (+ task extras)."""
+    was_training = model.training
+    model.eval()
+    totals = MetricTotals()
+    for batch in batches:
+        on_device = batch.to(device)
+        logits = model(on_device.inputs)
+        totals.add(logits, on_device.targets, on_device.mask, task.reference_metrics(batch))
+    model.train(was_training)
+    return totals.means()

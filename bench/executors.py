@@ -1,0 +1,162 @@
+"""Run a suite's runs: in this process, or in a pool of worker processes. Finished runs are skipped.
+
+Every run writes only inside its own folder, so workers never share a file; the suite-level CSVs are rebuilt from
+the folders afterwards (`bench.results.collect`), which makes a crash mid-suite harmless.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import sys
+import time
+import traceback
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from dataclasses import dataclass, field
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from bench.config import Suite
+from bench.grid import RunSpec, expand
+from bench.results import atomic_write_json, collect, run_is_finished
+
+log = logging.getLogger("bench")
+
+
+def show_bars() -> bool:
+    """Progress bars only on an interactive terminal and outside CI; otherwise one log line per finished run."""
+    return sys.stderr.isatty() and not os.environ.get("CI")
+
+
+def threads_per_run(workers: int) -> int:
+    """Torch threads for each run: the cores shared out between the workers, at least 1."""
+    return max(1, (os.cpu_count() or 1) // max(1, workers))
+
+
+@dataclass
+class SuiteOutcome:
+    out_dir: Path
+    total: int
+    skipped: int
+    results: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @property
+    def failed(self) -> list[str]:
+        return [rid for rid, r in self.results.items() if r.get("status") == "failed"]
+
+
+def execute_run(spec: RunSpec, run_dir: Path, threads: int, plugins: tuple[str, ...] = (),
+                on_progress=None) -> dict[str, Any]:
+    """Train one run; an exception becomes a `failed` result.json (retried on the next invocation)."""
+    from bench import registry
+    from bench.train import train_run
+
+    for plugin in plugins:
+        registry.load_plugin(plugin)
+    try:
+        return train_run(spec, run_dir, threads=threads, on_progress=on_progress)
+    except Exception as error:  # the suite carries on; the failure is recorded and shown
+        result = {"status": "failed", "error": f"{type(error).__name__}: {error}",
+                  "traceback": traceback.format_exc()}
+        run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(run_dir / "result.json", result)
+        return result
+
+
+def _worker_init(plugins: tuple[str, ...]) -> None:
+    from bench import registry
+
+    registry.load_all()
+    for plugin in plugins:
+        registry.load_plugin(plugin)
+
+
+def prepare(suite: Suite, out_dir: Path, fresh: bool = False) -> tuple[list[RunSpec], list[RunSpec]]:
+    """Write the suite manifest; returns (all specs, the pending ones). `fresh` deletes this suite's run folders."""
+    specs = expand(suite)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    run_ids = [s.run_id for s in specs]
+    if len(set(run_ids)) != len(run_ids):
+        raise ValueError(f"{suite.path}: two runs of this suite resolve to the same configuration; give each "
+                         "model and task a distinct configuration")
+    if fresh:
+        for rid in run_ids:
+            shutil.rmtree(out_dir / "runs" / rid, ignore_errors=True)
+    atomic_write_json(out_dir / "suite.json", {"name": suite.name, "description": suite.description,
+                                               "path": suite.path, "resolved": suite.resolved, "run_ids": run_ids,
+                                               "seeds": list(suite.seeds)})
+    pending = [s for s in specs if not run_is_finished(out_dir / "runs" / s.run_id)]
+    return specs, pending
+
+
+def _describe(spec: RunSpec) -> str:
+    return f"{spec.task}/{spec.model}/seed {spec.seed}"
+
+
+def _log_result(spec: RunSpec, result: dict[str, Any], bar: tqdm | None) -> None:
+    if result.get("status") == "failed":
+        message = f"FAILED {_describe(spec)} ({spec.run_id}): {result.get('error')}"
+    else:
+        conv = f"converged at step {result['converge_step']}" if result.get("converged") else "not converged"
+        message = (f"{result['status']} {_describe(spec)}: {conv}, final {result['final_wrong_bits_per_seq']:.3g} "
+                   f"wrong bits/seq, {result['seq_per_s']:.0f} seq/s, {result['wall_s']:.0f}s")
+    if bar is not None:
+        bar.write(message)
+    else:
+        log.info(message)
+
+
+def run_local(suite: Suite, out_dir: Path, workers: int = 1, fresh: bool = False,
+              plugins: tuple[str, ...] = ()) -> SuiteOutcome:
+    """Run every pending run of `suite` under `out_dir`, `workers` at a time, then rebuild the suite CSVs."""
+    specs, pending = prepare(suite, out_dir, fresh)
+    outcome = SuiteOutcome(out_dir, len(specs), len(specs) - len(pending))
+    bars = show_bars()
+    suite_bar = tqdm(total=len(specs), initial=outcome.skipped, desc=f"suite {suite.name}", unit="run",
+                     disable=not bars, position=0, dynamic_ncols=True)
+    threads = threads_per_run(workers)
+    started = time.perf_counter()
+    if outcome.skipped:
+        log.info("%d of %d runs already finished; %d to go", outcome.skipped, len(specs), len(pending))
+    try:
+        if workers <= 1:
+            for spec in pending:
+                run_bar = tqdm(total=spec.train.steps, desc=_describe(spec), unit="step", leave=False,
+                               disable=not bars, position=1, dynamic_ncols=True)
+
+                def progress(step: int, metrics, bar=run_bar) -> None:
+                    bar.n = step
+                    if metrics is not None:
+                        bar.set_postfix(wrong_bits=f"{metrics['wrong_bits_per_seq']:.3g}", refresh=False)
+                    bar.refresh() if step % 10 == 0 or metrics is not None else None
+
+                result = execute_run(spec, out_dir / "runs" / spec.run_id, threads, plugins, progress)
+                run_bar.close()
+                outcome.results[spec.run_id] = result
+                _log_result(spec, result, suite_bar if bars else None)
+                suite_bar.update(1)
+        else:
+            context = get_context("spawn")  # fork is unsafe with torch's thread pools
+            with ProcessPoolExecutor(workers, mp_context=context, initializer=_worker_init,
+                                     initargs=(plugins,)) as pool:
+                futures = {pool.submit(execute_run, spec, out_dir / "runs" / spec.run_id, threads, plugins): spec
+                           for spec in pending}
+                remaining = set(futures)
+                while remaining:
+                    done, remaining = wait(remaining, return_when=FIRST_COMPLETED)
+                    for future in done:
+                        spec = futures[future]
+                        result = future.result()
+                        outcome.results[spec.run_id] = result
+                        _log_result(spec, result, suite_bar if bars else None)
+                        suite_bar.update(1)
+    finally:
+        suite_bar.close()
+        collect(out_dir, [s.run_id for s in specs])
+    log.info("suite %s: %d runs (%d skipped as finished) in %.0fs", suite.name, len(specs), outcome.skipped,
+             time.perf_counter() - started)
+    return outcome

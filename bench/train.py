@@ -1,0 +1,289 @@
+"""The one training loop, shared by every task and model.
+
+`train_run(spec, run_dir)` trains one (task, model, seed) run and writes its folder:
+
+    spec.json            the resolved spec + provenance (git commit, versions, device, command line)
+    curve.csv            one row per evaluation on the fixed evaluation set
+    generalization.csv   one row per test size, scored on the final model
+    samples.npz          one example at the largest training size and at 2x it: inputs, targets, outputs, traces
+    checkpoint.pt        model, optimizer, step, data-generator state, curve and bookkeeping (for resume)
+    result.json          written last: status, convergence, final error, params, wall time, seq/s
+
+A run that finds a checkpoint of the same run_id resumes from it and produces the same rows as one that never
+stopped. A non-finite loss or gradient skips that update and is counted; `max_nonfinite` consecutive skips end the
+run as `diverged`.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import math
+import os
+import platform
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from bench import registry
+from bench.evaluate import evaluation_set, generalization_set, score
+from bench.grid import RunSpec, derive_seed
+from bench.metrics import loss_nats_per_seq
+from bench.results import atomic_torch_save, atomic_write_bytes, atomic_write_csv, atomic_write_json
+from tasks.base import Task
+
+log = logging.getLogger("bench")
+REPO = Path(__file__).resolve().parents[1]
+CHECKPOINT = "checkpoint.pt"
+
+
+class FaultInjected(RuntimeError):
+    """Raised by the test-only fault hooks (BENCH_FAULT)."""
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` is CUDA when present, else CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"device {name!r} requested but CUDA is not available here; use device: auto or cpu")
+    return device
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
+
+
+def provenance(device: torch.device) -> dict[str, Any]:
+    """Git commit (and dirtiness), package versions, device and command line, for spec.json."""
+    def git(*args: str) -> str | None:
+        try:
+            return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, timeout=10,
+                                  check=True).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return None
+
+    status = git("status", "--porcelain", "--untracked-files=no")
+    return {"git_commit": git("rev-parse", "HEAD"), "git_dirty": bool(status) if status is not None else None,
+            "python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__,
+            "pandas": pd.__version__, "device_name": device_name(device), "command": " ".join(sys.argv),
+            "hostname": platform.node()}
+
+
+def task_key(spec: RunSpec) -> str:
+    return json.dumps([spec.task_type, spec.task_params], sort_keys=True, default=str)
+
+
+def build_task(spec: RunSpec) -> Task:
+    return registry.build_task(spec.task_type, **spec.task_params)
+
+
+def build_model(spec: RunSpec, task: Task, device: torch.device) -> torch.nn.Module:
+    """The model, initialised from the run's init seed without touching torch's global RNG state."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(spec.init_seed)
+        model = registry.build_model(spec.model_type, task.input_size, task.output_size, **spec.model_params)
+    return model.to(device)
+
+
+def make_optimizer(spec: RunSpec, params) -> torch.optim.Optimizer:
+    train = spec.train
+    if train.optimizer == "adam":
+        return torch.optim.Adam(params, lr=train.lr)
+    return torch.optim.RMSprop(params, lr=train.lr, alpha=train.alpha, momentum=train.momentum, eps=train.eps,
+                               centered=train.centered)
+
+
+def clip_gradients(spec: RunSpec, params: list[torch.nn.Parameter]) -> float:
+    """Clip in place per the protocol; returns the pre-clip global gradient norm (non-finite if any grad is)."""
+    clip = spec.train.clip
+    grads = [p for p in params if p.grad is not None]
+    if clip.kind == "norm":
+        return float(torch.nn.utils.clip_grad_norm_(grads, clip.value))
+    total = float(torch.nn.utils.get_total_norm([p.grad for p in grads]))
+    if clip.kind == "value" and math.isfinite(total):
+        torch.nn.utils.clip_grad_value_(grads, clip.value)
+    return total
+
+
+def _fault(point: str, step: int) -> None:
+    """Test hook: BENCH_FAULT="point:step[:kill]" raises (or SIGKILLs the process) at that point and step."""
+    spec = os.environ.get("BENCH_FAULT")
+    if not spec:
+        return
+    parts = spec.split(":")
+    if parts[0] == point and int(parts[1]) == step:
+        if len(parts) > 2 and parts[2] == "kill":
+            os.kill(os.getpid(), 9)
+        raise FaultInjected(f"injected fault at {point} step {step}")
+
+
+def save_checkpoint(run_dir: Path, state: dict[str, Any]) -> None:
+    _fault("checkpoint", state["step"])
+    atomic_torch_save(run_dir / CHECKPOINT, state)
+
+
+def load_checkpoint(run_dir: Path, run_id: str) -> dict[str, Any] | None:
+    path = run_dir / CHECKPOINT
+    if not path.exists():
+        return None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as error:  # a torn file cannot happen with atomic writes, but never crash on one
+        log.warning("ignoring unreadable checkpoint %s: %s", path, error)
+        return None
+    return state if state.get("run_id") == run_id else None
+
+
+def train_run(spec: RunSpec, run_dir: Path, threads: int | None = None,
+              on_progress: Callable[[int, dict[str, float] | None], None] | None = None) -> dict[str, Any]:
+    """Train one run to its budget (or to convergence), writing its folder. Returns result.json's contents."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if threads:
+        torch.set_num_threads(threads)
+    device = resolve_device(spec.device)
+    train = spec.train
+    task = build_task(spec)
+    model = build_model(spec, task, device)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = make_optimizer(spec, params)
+    data_generator = torch.Generator().manual_seed(spec.data_seed)
+    eval_batches = evaluation_set(task, train.eval_sequences, spec.eval_seed, task_key(spec))
+
+    meta = {**spec.to_json(), "provenance": provenance(device), "params": model.parameter_count(),
+            "torch_threads": torch.get_num_threads()}
+    atomic_write_json(run_dir / "spec.json", meta)
+
+    state = load_checkpoint(run_dir, spec.run_id)
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        data_generator.set_state(state["data_generator"])
+        log.info("%s: resuming from step %d", spec.run_id, state["step"])
+    else:
+        state = {"run_id": spec.run_id, "step": 0, "curve": [], "converge_step": None, "nonfinite_steps": 0,
+                 "consecutive_nonfinite": 0, "status": "running", "train_s": 0.0, "wall_s": 0.0}
+
+    def evaluate_now() -> dict[str, float]:
+        metrics = score(model, task, eval_batches, device)
+        row = {"step": state["step"], "sequences_seen": state["step"] * train.batch_size, **metrics,
+               "wall_s": state["wall_s"] + (time.perf_counter() - started)}
+        state["curve"].append(row)
+        if state["converge_step"] is None and state["step"] > 0 and task.converged(metrics):
+            state["converge_step"] = state["step"]
+        if on_progress:
+            on_progress(state["step"], metrics)
+        return metrics
+
+    started = time.perf_counter()
+    if not state["curve"]:
+        evaluate_now()
+    model.train()
+    while state["step"] < train.steps and state["status"] == "running":
+        if state["converge_step"] is not None and train.stop_at_convergence:
+            break
+        step_started = time.perf_counter()
+        size = task.sample_size(data_generator) if train.length_sampling == "per_batch" else None
+        batch = task.sample(train.batch_size, data_generator, size=size).to(device)
+        optimizer.zero_grad(set_to_none=True)
+        loss = loss_nats_per_seq(model(batch.inputs), batch.targets, batch.mask)
+        finite = bool(torch.isfinite(loss))
+        if finite:
+            loss.backward()
+            finite = math.isfinite(clip_gradients(spec, params))
+        state["step"] += 1
+        if finite:
+            optimizer.step()
+            state["consecutive_nonfinite"] = 0
+        else:
+            state["nonfinite_steps"] += 1
+            state["consecutive_nonfinite"] += 1
+            if state["nonfinite_steps"] == 1:
+                log.warning("%s (%s/%s seed %d): non-finite loss or gradient at step %d; update skipped",
+                            spec.run_id, spec.task, spec.model, spec.seed, state["step"])
+            if state["consecutive_nonfinite"] >= train.max_nonfinite:
+                state["status"] = "diverged"
+                log.warning("%s: %d consecutive non-finite steps; run ends as diverged", spec.run_id,
+                            state["consecutive_nonfinite"])
+        state["train_s"] += time.perf_counter() - step_started
+        _fault("step", state["step"])
+        if state["step"] % train.eval_every == 0 or state["step"] == train.steps or state["status"] != "running":
+            evaluate_now()
+        elif on_progress:
+            on_progress(state["step"], None)
+        if state["step"] % train.checkpoint_every == 0 and state["step"] < train.steps:
+            save_checkpoint(run_dir, _checkpoint_state(state, model, optimizer, data_generator, started))
+
+    if state["curve"][-1]["step"] != state["step"]:
+        evaluate_now()  # a run that stopped at convergence or diverged off an evaluation step
+    if state["status"] == "running":
+        state["status"] = "done"
+
+    generalization = []
+    if state["status"] == "done":
+        for size, batches in generalization_set(task, train.generalization_sequences, spec.eval_seed,
+                                                task_key(spec)).items():
+            metrics = score(model, task, batches, device)
+            generalization.append({"size": task.size_label(size),
+                                   **{f"size_{p}": v for p, v in zip(task.size_parts, size)}, **metrics})
+        save_samples(model, task, spec, run_dir, device)
+    wall_s = state["wall_s"] + (time.perf_counter() - started)
+    final = state["curve"][-1]
+    converge_step = state["converge_step"]
+    result = {
+        "status": state["status"], "converged": converge_step is not None, "converge_step": converge_step,
+        "converge_sequences": None if converge_step is None else converge_step * train.batch_size,
+        "final_loss_bits_per_seq": final["loss_bits_per_seq"], "final_wrong_bits_per_seq": final["wrong_bits_per_seq"],
+        "nonfinite_steps": state["nonfinite_steps"], "params": model.parameter_count(), "steps": state["step"],
+        "device": device_name(device), "wall_s": round(wall_s, 3),
+        "seq_per_s": round(state["step"] * train.batch_size / max(state["train_s"], 1e-9), 2),
+    }
+    atomic_write_csv(run_dir / "curve.csv", pd.DataFrame(state["curve"]))
+    atomic_write_csv(run_dir / "generalization.csv", pd.DataFrame(generalization))
+    atomic_torch_save(run_dir / CHECKPOINT, _checkpoint_state(state, model, optimizer, data_generator, started))
+    atomic_write_json(run_dir / "result.json", result)  # last: its presence marks the run finished
+    return result
+
+
+def _checkpoint_state(state, model, optimizer, data_generator, started) -> dict[str, Any]:
+    return {**state, "wall_s": state["wall_s"] + (time.perf_counter() - started),
+            "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            "data_generator": data_generator.get_state()}
+
+
+@torch.no_grad()
+def save_samples(model: torch.nn.Module, task: Task, spec: RunSpec, run_dir: Path, device: torch.device) -> None:
+    """One example at the largest training size and at 2x it, with the model's outputs and memory traces."""
+    largest = tuple(high for _, high in (task.train_sizes[p] for p in task.size_parts))
+    arrays: dict[str, np.ndarray] = {}
+    model.eval()
+    for name, size in (("train_max", largest), ("double", tuple(2 * s for s in largest))):
+        generator = torch.Generator().manual_seed(derive_seed("sample", spec.eval_seed, task_key(spec), name))
+        try:
+            batch = task.sample(1, generator, size=size)
+        except ValueError:
+            continue
+        logits, trace = model(batch.inputs.to(device), trace=True)
+        arrays[f"{name}/inputs"] = batch.inputs[0].numpy()
+        arrays[f"{name}/targets"] = batch.targets[0].numpy()
+        arrays[f"{name}/mask"] = batch.mask[0].numpy()
+        arrays[f"{name}/outputs"] = torch.sigmoid(logits[0]).float().cpu().numpy()
+        arrays[f"{name}/size"] = np.array(size)
+        for key, value in trace.items():
+            arrays[f"{name}/trace/{key}"] = value[0].float().cpu().numpy()
+    model.train()
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **arrays)
+    atomic_write_bytes(run_dir / "samples.npz", buffer.getvalue())
