@@ -42,6 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--seeds", type=int, help="use seeds 1..N instead of the suite's seeds")
     run.add_argument("--device", help="auto | cpu | cuda | cuda:N (overrides the suite)")
     run.add_argument("--workers", type=int, default=1, help="runs trained at once in separate processes")
+    run.add_argument("--threads", type=int, default=1,
+                     help="torch threads per run (default 1; CPU results are bit-identical at equal --threads)")
+    run.add_argument("--no-estimate", action="store_true", help="skip the up-front cost estimate")
     run.add_argument("--fresh", action="store_true", help="delete this suite's run folders and start over")
     run.add_argument("--no-report", action="store_true", help="skip writing the HTML report")
 
@@ -85,9 +88,12 @@ def cmd_run(args) -> int:
         overrides.append(f"device={args.device}")
     if args.workers < 1:
         raise CliError(f"--workers: must be >= 1, got {args.workers}")
+    if args.threads < 1:
+        raise CliError(f"--threads: must be >= 1, got {args.threads}")
     suite = _load(args.suite, overrides, args.plugins)
     out_dir = _out_dir(args, suite.name)
-    outcome = run_local(suite, out_dir, workers=args.workers, fresh=args.fresh, plugins=tuple(args.plugins))
+    outcome = run_local(suite, out_dir, workers=args.workers, fresh=args.fresh, plugins=tuple(args.plugins),
+                        threads=args.threads, estimate=not args.no_estimate)
     if not args.no_report:
         from bench.report import write_report
 

@@ -32,9 +32,9 @@ def show_bars() -> bool:
     return sys.stderr.isatty() and not os.environ.get("CI")
 
 
-def threads_per_run(workers: int) -> int:
-    """Torch threads for each run: the cores shared out between the workers, at least 1."""
-    return max(1, (os.cpu_count() or 1) // max(1, workers))
+#: torch threads per run unless --threads says otherwise. Fixed, not derived from --workers, because CPU results
+#: are bit-identical only at the same thread count (reductions split differently); 1 suits these small models.
+DEFAULT_THREADS = 1
 
 
 @dataclass
@@ -88,9 +88,24 @@ def prepare(suite: Suite, out_dir: Path, fresh: bool = False) -> tuple[list[RunS
             shutil.rmtree(out_dir / "runs" / rid, ignore_errors=True)
     atomic_write_json(out_dir / "suite.json", {"name": suite.name, "description": suite.description,
                                                "path": suite.path, "resolved": suite.resolved, "run_ids": run_ids,
-                                               "seeds": list(suite.seeds)})
+                                               "seeds": list(suite.seeds), "steps": suite.train.steps,
+                                               "batch_size": suite.train.batch_size, "tasks": task_facts(suite)})
     pending = [s for s in specs if not run_is_finished(out_dir / "runs" / s.run_id)]
     return specs, pending
+
+
+def task_facts(suite: Suite) -> dict[str, dict[str, Any]]:
+    """What the report needs to know of each task without building it: sizes and the convergence rule."""
+    from bench import registry
+
+    facts = {}
+    for label, component in suite.tasks.items():
+        task = registry.build_task(component.type, **component.params)
+        facts[label] = {"type": component.type, "size_parts": list(task.size_parts),
+                        "train_sizes": {p: list(r) for p, r in task.train_sizes.items()},
+                        "test_sizes": [list(s) for s in task.test_sizes],
+                        "convergence_rule": task.convergence_rule()}
+    return facts
 
 
 def _describe(spec: RunSpec) -> str:
@@ -110,18 +125,75 @@ def _log_result(spec: RunSpec, result: dict[str, Any], bar: tqdm | None) -> None
         log.info(message)
 
 
+def estimate_seconds(pending: list[RunSpec], threads: int, probe_steps: int = 2) -> float:
+    """Upper bound on the pending runs' training time: a short timing of each distinct configuration x steps."""
+    from bench.train import build_model, build_task, loss_nats_per_seq, make_optimizer, resolve_device
+
+    import torch
+
+    per_step: dict[str, float] = {}
+    total = 0.0
+    previous_threads = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        for spec in pending:
+            key = spec.task + "|" + spec.model
+            if key not in per_step:
+                device = resolve_device(spec.device)
+                task = build_task(spec)
+                model = build_model(spec, task, device)
+                optimizer = make_optimizer(spec, model.parameters())
+                generator = torch.Generator().manual_seed(0)
+                middle = tuple((lo + hi) // 2 for lo, hi in (task.train_sizes[p] for p in task.size_parts))
+                timings = []
+                for _ in range(probe_steps + 1):
+                    batch = task.sample(spec.train.batch_size, generator, size=middle).to(device)
+                    started = time.perf_counter()
+                    optimizer.zero_grad()
+                    loss_nats_per_seq(model(batch.inputs), batch.targets, batch.mask).backward()
+                    optimizer.step()
+                    if device.type == "cuda":
+                        torch.cuda.synchronize(device)
+                    timings.append(time.perf_counter() - started)
+                per_step[key] = min(timings[1:])  # the first step pays one-off costs
+            total += per_step[key] * spec.train.steps
+    finally:
+        torch.set_num_threads(previous_threads)
+    return total
+
+
+def format_duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
 def run_local(suite: Suite, out_dir: Path, workers: int = 1, fresh: bool = False,
-              plugins: tuple[str, ...] = ()) -> SuiteOutcome:
+              plugins: tuple[str, ...] = (), threads: int = DEFAULT_THREADS, estimate: bool = True) -> SuiteOutcome:
     """Run every pending run of `suite` under `out_dir`, `workers` at a time, then rebuild the suite CSVs."""
     specs, pending = prepare(suite, out_dir, fresh)
     outcome = SuiteOutcome(out_dir, len(specs), len(specs) - len(pending))
     bars = show_bars()
     suite_bar = tqdm(total=len(specs), initial=outcome.skipped, desc=f"suite {suite.name}", unit="run",
                      disable=not bars, position=0, dynamic_ncols=True)
-    threads = threads_per_run(workers)
     started = time.perf_counter()
     if outcome.skipped:
         log.info("%d of %d runs already finished; %d to go", outcome.skipped, len(specs), len(pending))
+    if estimate and pending:
+        seconds = estimate_seconds(pending, threads) / workers
+        stop = " (less where runs stop at convergence)" if suite.train.stop_at_convergence else ""
+        device = pending[0].device
+        log.info("estimated training time for %d runs x %d steps on %s: %s%s", len(pending),
+                 suite.train.steps, device, format_duration(seconds), stop)
+        if seconds > 3 * 3600 and not any(s.device.startswith("cuda") for s in pending):
+            import torch
+
+            if not torch.cuda.is_available():
+                log.warning("this suite is sized for a GPU: on this CPU it would take about %s. Try a *_small "
+                            "suite, fewer seeds (--seeds 2) or --set train.steps=N.", format_duration(seconds))
+        suite_bar.set_postfix_str(f"est. {format_duration(seconds)} in all")
     try:
         if workers <= 1:
             for spec in pending:

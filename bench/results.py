@@ -107,11 +107,11 @@ def collect(suite_dir: Path, run_ids: list[str] | None = None) -> dict[str, pd.D
         keys = {"suite": spec["suite"], "task": spec["task"], "model": spec["model"], "seed": spec["seed"],
                 "run_id": spec["run_id"]}
         runs.append({**keys, "task_type": spec["task_type"], "model_type": spec["model_type"], **result})
-        if (folder / "curve.csv").exists():
-            curve = pd.read_csv(folder / "curve.csv")
+        curve = _read_csv(folder / "curve.csv")
+        if curve is not None:
             curves.append(curve.assign(**keys))
-        if (folder / "generalization.csv").exists():
-            gen = pd.read_csv(folder / "generalization.csv")
+        gen = _read_csv(folder / "generalization.csv")
+        if gen is not None:
             generalization.append(gen.assign(**keys))
     frames = {
         "runs": _ordered(pd.DataFrame(runs), RUNS_COLUMNS),
@@ -125,6 +125,16 @@ def collect(suite_dir: Path, run_ids: list[str] | None = None) -> dict[str, pd.D
     for name, frame in frames.items():
         atomic_write_csv(suite_dir / f"{name}.csv", frame)
     return frames
+
+
+def _read_csv(path: Path) -> pd.DataFrame | None:
+    """A run's CSV, or None when it is missing or empty (a diverged run has no generalisation rows)."""
+    if not path.exists():
+        return None
+    try:
+        return pd.read_csv(path)
+    except pd.errors.EmptyDataError:
+        return None
 
 
 def _ordered(frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:

@@ -127,6 +127,10 @@ class Task:
             return False
         return metrics["wrong_bits_per_seq"] < self.converge_below
 
+    def convergence_rule(self) -> str | None:
+        """The convergence rule in words, for the report; None when the task has no threshold."""
+        return None if self.converge_below is None else f"wrong bits/seq < {self.converge_below:g}"
+
     def describe(self) -> str:
         ranges = ", ".join(f"{p} in [{lo}, {hi}]" for p, (lo, hi) in self.train_sizes.items())
         return f"{self.name}: train {ranges}"

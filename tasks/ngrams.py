@@ -177,6 +177,11 @@ class NGrams(Task):
         loss = optimal_loss_bits(batch.inputs.cpu(), batch.targets.cpu(), batch.mask.cpu(), self.context_bits)
         return {"optimal_loss_bits_per_seq": float(loss.sum())}
 
+    def convergence_rule(self) -> str | None:
+        if self.converge_within is None:
+            return None
+        return f"loss within {self.converge_within:g} bits/seq of the Bayes optimum"
+
     def converged(self, metrics: dict[str, float]) -> bool:
         if self.converge_within is None:
             return False

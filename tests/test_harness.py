@@ -1,0 +1,85 @@
+"""The harness's promises: non-finite updates are skipped and counted, plugins add models, workers don't change
+results, and provenance is recorded."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+from bench.cli import main
+from tests.test_end_to_end import TINY, assert_same_rows, frames
+
+NAN_SUITE = """
+name: nan
+include: {defaults}
+seeds: 1
+device: cpu
+train: {{steps: 30, eval_every: 10, batch_size: 4, max_nonfinite: 5, checkpoint_every: 10}}
+tasks:
+  copy: {{bits: 3, train_sizes: [1, 3], test_sizes: [3]}}
+models:
+  a_blips: {{model: nan_lstm, nan_at: [3, 4, 17]}}
+  b_diverges: {{model: nan_lstm, nan_from: 12}}
+  c_healthy: {{model: nan_lstm}}
+"""
+
+
+def test_nonfinite_updates_are_skipped_counted_and_persistent_nan_diverges(tmp_path, capsys):
+    from tests.conftest import REPO
+
+    path = tmp_path / "nan.yaml"
+    path.write_text(NAN_SUITE.format(defaults=REPO / "suites" / "_defaults.yaml"))
+    out = tmp_path / "out"
+    code = main(["run", "--suite", str(path), "--out", str(out), "--plugin", "tests.plugins.nan_model"])
+    assert code == 0
+    runs = pd.read_csv(out / "runs.csv").set_index("model")
+    assert runs.loc["a_blips", "status"] == "done" and runs.loc["a_blips", "nonfinite_steps"] == 3
+    assert runs.loc["a_blips", "steps"] == 30
+    assert runs.loc["b_diverges", "status"] == "diverged"
+    assert runs.loc["b_diverges", "nonfinite_steps"] == 5 and runs.loc["b_diverges", "steps"] == 16
+    assert runs.loc["c_healthy", "status"] == "done" and runs.loc["c_healthy", "nonfinite_steps"] == 0
+    err = capsys.readouterr().err
+    assert "non-finite loss or gradient at step 3" in err and "run ends as diverged" in err
+    assert err.count("non-finite loss or gradient") == 2  # logged once per run, not once per step
+    curves = pd.read_csv(out / "curves.csv")
+    assert curves[curves["model"] == "a_blips"]["loss_bits_per_seq"].notna().all()  # skipped updates left no NaN
+    assert (out / "index.html").exists()
+
+
+def test_plugin_model_runs_without_touching_the_harness(tmp_path):
+    out = tmp_path / "out"
+    args = ["run", "--suite", "smoke", "--out", str(out), "--no-report", "--plugin", "tests.plugins.gru",
+            *TINY, "--set", "models={gru: {units: 8}}", "--set", "seeds=1"]
+    assert main(args) == 0
+    runs = pd.read_csv(out / "runs.csv")
+    assert list(runs["model_type"]) == ["gru"] and (runs["status"] == "done").all()
+
+
+def test_unknown_plugin_is_a_clear_error(tmp_path, capsys):
+    assert main(["run", "--suite", "smoke", "--out", str(tmp_path), "--plugin", "no.such.module"]) == 2
+    assert "no.such.module" in capsys.readouterr().err
+
+
+def test_two_workers_give_the_same_rows_as_one(tmp_path):
+    assert main(["run", "--suite", "smoke", "--out", str(tmp_path / "one"), "--no-report", *TINY]) == 0
+    assert main(["run", "--suite", "smoke", "--out", str(tmp_path / "two"), "--no-report", "--workers", "2",
+                 *TINY]) == 0
+    assert_same_rows(frames(tmp_path / "one"), frames(tmp_path / "two"))
+
+
+def test_spec_json_records_provenance(tmp_path):
+    assert main(["run", "--suite", "smoke", "--out", str(tmp_path), "--no-report", *TINY, "--set", "seeds=1"]) == 0
+    spec = json.loads(next((tmp_path / "runs").glob("*/spec.json")).read_text())
+    prov = spec["provenance"]
+    for key in ("git_commit", "git_dirty", "python", "torch", "numpy", "device_name", "command"):
+        assert key in prov
+    assert spec["train"]["steps"] == 30 and spec["seed"] == 1 and spec["run_id"] in str(tmp_path / "runs" /
+                                                                                        spec["run_id"])
+
+
+@pytest.mark.parametrize("bad", [["--workers", "0"], ["--threads", "0"], ["--seeds", "0"]])
+def test_bad_cli_numbers(tmp_path, capsys, bad):
+    assert main(["run", "--suite", "smoke", "--out", str(tmp_path / "o"), *bad]) == 2
+    assert not (tmp_path / "o").exists()
