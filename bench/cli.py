@@ -146,7 +146,9 @@ def cmd_keys(args) -> int:
 
 def reference_markdown(rows) -> str:
     lines = ["| key | type | default | meaning |", "|---|---|---|---|"]
-    lines += [f"| `{key}` | {kind} | {f'`{default}`' if default else ''} | {text} |" for key, kind, default, text in rows]
+    for key, kind, default, text in rows:
+        shown = f"`{default}`" if default else ""
+        lines.append(f"| `{key}` | {kind} | {shown} | {text} |")
     return "\n".join(lines)
 
 

@@ -84,7 +84,8 @@ class Suite:
     seeds: tuple[int, ...] = field(default=(1,), metadata=_help("a count N (seeds 1..N) or an explicit list"))
     eval_seed: int = field(default=20141020, metadata=_help(
         "seed of the evaluation and generalisation sets, shared by every run of the suite"))
-    device: str = field(default="auto", metadata=_help("where runs train: auto (CUDA when present), cpu, cuda or cuda:N"))
+    device: str = field(default="auto", metadata=_help(
+        "where runs train: auto (CUDA when present), cpu, cuda or cuda:N"))
     train: TrainConfig = field(default_factory=TrainConfig, metadata=_help("the training protocol (SPEC 4)"))
     tasks: dict[str, Component] = field(default_factory=dict, metadata=_help(
         "label -> task parameters; `task:` names the registry entry (defaults to the label)"))

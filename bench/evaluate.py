@@ -8,6 +8,7 @@ padding. Generalisation sets hold `n` sequences at each of the task's test sizes
 from __future__ import annotations
 
 from collections import Counter
+
 import torch
 
 from bench.grid import derive_seed

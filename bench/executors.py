@@ -127,9 +127,9 @@ def _log_result(spec: RunSpec, result: dict[str, Any], bar: tqdm | None) -> None
 
 def estimate_seconds(pending: list[RunSpec], threads: int, probe_steps: int = 2) -> float:
     """Upper bound on the pending runs' training time: a short timing of each distinct configuration x steps."""
-    from bench.train import build_model, build_task, loss_nats_per_seq, make_optimizer, resolve_device
-
     import torch
+
+    from bench.train import build_model, build_task, loss_nats_per_seq, make_optimizer, resolve_device
 
     per_step: dict[str, float] = {}
     total = 0.0

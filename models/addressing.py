@@ -76,3 +76,81 @@ def erase_and_add(memory: torch.Tensor, weights: torch.Tensor, erase: torch.Tens
     """One head's write, erase then add: M <- M * (1 - w e^T) + w a^T. weights [B, N], erase/add [B, M]."""
     w = weights.unsqueeze(-1)  # [B, N, 1]
     return memory * (1.0 - w * erase.unsqueeze(1)) + w * add.unsqueeze(1)
+
+
+# ---- DNC memory management (SPEC section 3.3; Graves et al. 2016, DeepMind's reference) ------------------------------
+#
+# Shapes: usage and precedence [B, N]; read weights [B, R, N]; write weights [B, N] for the single write head the DNC
+# model uses, or [B, Wh, N] for Wh write heads; link matrices [B, N, N], or [B, Wh, N, N] with one graph per write head.
+
+#: allocation floors usage at DNC_USAGE_FLOOR + (1 - DNC_USAGE_FLOOR) * u so the exclusive cumulative product of
+#: sorted usages never hits exactly 0, whose gradient is degenerate (the reference's epsilon)
+DNC_USAGE_FLOOR = 1e-6
+
+
+def _as_heads(weights: torch.Tensor, dims: int) -> torch.Tensor:
+    """Give per-head weights a head axis: a [B, N] tensor becomes [B, 1, N] (`dims` is the rank without heads)."""
+    return weights.unsqueeze(1) if weights.dim() == dims else weights
+
+
+def update_usage(usage: torch.Tensor, prev_write_weights: torch.Tensor, free_gates: torch.Tensor,
+                 prev_read_weights: torch.Tensor) -> torch.Tensor:
+    """DNC usage: u <- u + (1 - u) w_w,prev, then u <- u * prod_i (1 - f_i w_r,i,prev). Returns [B, N].
+
+    usage [B, N]; prev_write_weights [B, N] or [B, Wh, N] (several heads combine as 1 - prod(1 - w)); free_gates
+    [B, R]; prev_read_weights [B, R, N]. The previous write weights enter WITHOUT gradient, as in the reference.
+    """
+    written = 1.0 - torch.prod(1.0 - _as_heads(prev_write_weights.detach(), 2), dim=1)  # [B, N]
+    usage = usage + (1.0 - usage) * written
+    retention = torch.prod(1.0 - free_gates.unsqueeze(-1) * prev_read_weights, dim=1)  # [B, N]; psi in the paper
+    return usage * retention
+
+
+def allocation_weights(usage: torch.Tensor, floor: float = DNC_USAGE_FLOOR) -> torch.Tensor:
+    """DNC allocation: sort usage ascending (free list phi), a[phi_j] = (1 - u[phi_j]) prod_{i<j} u[phi_i]. [B, N].
+
+    Works on any leading shape ``[..., N]``. Ties keep slot order (stable sort), so of two equally used slots the lower
+    index is allocated first, as with the reference's top-k. The weights sum to 1 - prod(u) <= 1.
+    """
+    usage = floor + (1.0 - floor) * usage
+    sorted_usage, free_list = torch.sort(usage, dim=-1, stable=True)  # [..., N] ascending, phi
+    # exclusive cumulative product: the j-th entry is prod_{i<j} sorted_usage[i]
+    shifted = torch.cat([torch.ones_like(sorted_usage[..., :1]), sorted_usage[..., :-1]], dim=-1)
+    sorted_allocation = (1.0 - sorted_usage) * torch.cumprod(shifted, dim=-1)  # [..., N]
+    # back to slot order: slot free_list[j] gets sorted_allocation[j]
+    return torch.zeros_like(sorted_allocation).scatter(-1, free_list, sorted_allocation)
+
+
+def update_link(link: torch.Tensor, prev_precedence: torch.Tensor, write_weights: torch.Tensor) -> torch.Tensor:
+    """Temporal links: L[i, j] <- (1 - w_i - w_j) L[i, j] + w_i p_j with the PREVIOUS precedence p; diagonal 0.
+
+    link [B, N, N] with write_weights and prev_precedence [B, N], or link [B, Wh, N, N] with [B, Wh, N] (one graph
+    per write head). L[i, j] near 1 means slot i was written right after slot j.
+    """
+    w_i = write_weights.unsqueeze(-1)  # [..., N, 1]
+    w_j = write_weights.unsqueeze(-2)  # [..., 1, N]
+    link = (1.0 - w_i - w_j) * link + w_i * prev_precedence.unsqueeze(-2)
+    size = link.shape[-1]
+    # a slot never follows itself; multiplying by a mask (not an in-place fill) keeps the function pure for compile
+    off_diagonal = 1.0 - torch.eye(size, dtype=link.dtype, device=link.device)  # [N, N]
+    return link * off_diagonal
+
+
+def update_precedence(precedence: torch.Tensor, write_weights: torch.Tensor) -> torch.Tensor:
+    """Precedence p <- (1 - sum_i w_i) p + w: where the last write went. [B, N] (or [B, Wh, N] per write head)."""
+    return (1.0 - write_weights.sum(-1, keepdim=True)) * precedence + write_weights
+
+
+def directional_read_weights(link: torch.Tensor, prev_read_weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(forward, backward) = (L w_r,prev, L^T w_r,prev) for each read head.
+
+    prev_read_weights [B, R, N]; link [B, N, N] gives two [B, R, N]; link [B, Wh, N, N] gives two [B, R, Wh, N].
+    Forward moves each head to the slot written right after the one it read; backward to the one written before.
+    """
+    if link.dim() == 3:
+        # forward[b, r, i] = sum_j L[b, i, j] w[b, r, j]  -> w L^T;  backward[b, r, j] = sum_i L[b, i, j] w[b, r, i]
+        return torch.matmul(prev_read_weights, link.transpose(-1, -2)), torch.matmul(prev_read_weights, link)
+    weights = prev_read_weights.unsqueeze(1)  # [B, 1, R, N], broadcast over write heads
+    forward = torch.matmul(weights, link.transpose(-1, -2)).transpose(1, 2)  # [B, R, Wh, N]
+    backward = torch.matmul(weights, link).transpose(1, 2)
+    return forward, backward

@@ -1,4 +1,4 @@
-"""Associative Recall (Graves et al. 2014, section 4.3): given a list of items and a query item, return its successor."""
+"""Associative Recall (Graves et al. 2014, section 4.3): given a list of items and a query item, return the next."""
 
 from __future__ import annotations
 
