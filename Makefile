@@ -8,13 +8,16 @@ TORCH         ?= torch==2.13.0
 SUITE         ?= quick
 ARGS          ?=
 EXTRAS        ?= dev
+EXECUTOR      ?= local
 STAMP          = $(VENV)/.installed-$(subst /,_,$(subst =,_,$(TORCH)))
 DEV_STAMP      = $(VENV)/.installed-dev
+RAY_STAMP      = $(VENV)/.installed-ray
 
 .PHONY: install install-dev bench report test test-all lint perf clean help
 
 help:
 	@echo "make bench [SUITE=quick] [ARGS='--set train.lr=3e-4 --workers 2']   train a suite and write its report"
+	@echo "make bench EXECUTOR=ray                                              the same on Ray (RAY_ADDRESS or local)"
 	@echo "make report SUITE=name                                                re-render a suite's report"
 	@echo "make test                                                             run the tests (CI runs this)"
 	@echo "make lint | perf | install [TORCH=torch==2.13.0] | clean"
@@ -34,12 +37,17 @@ $(DEV_STAMP): $(STAMP) setup.cfg
 	$(PY) -m pip install --quiet -e ".[$(EXTRAS)]"
 	touch $@
 
+# The ray extra, only for `make bench EXECUTOR=ray` (the dev extra has it too).
+$(RAY_STAMP): $(STAMP) setup.cfg
+	$(PY) -m pip install --quiet -e ".[ray]"
+	touch $@
+
 install: $(STAMP)
 
 install-dev: $(DEV_STAMP)
 
-bench: $(STAMP)
-	$(PY) -m bench run --suite $(SUITE) $(ARGS)
+bench: $(STAMP) $(if $(filter ray,$(EXECUTOR)),$(RAY_STAMP))
+	$(PY) -m bench run --suite $(SUITE) --executor $(EXECUTOR) $(ARGS)
 
 report: $(STAMP)
 	$(PY) -m bench report --suite $(SUITE) $(ARGS)

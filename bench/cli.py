@@ -41,6 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
     _suite_args(run)
     run.add_argument("--seeds", type=int, help="use seeds 1..N instead of the suite's seeds")
     run.add_argument("--device", help="auto | cpu | cuda | cuda:N (overrides the suite)")
+    run.add_argument("--executor", choices=("local", "ray"), default="local",
+                     help="local: this machine (--workers processes); ray: one Ray task per run, on the cluster at "
+                          "RAY_ADDRESS or a local Ray instance (the suite's resources, max_retries, checkpoint_dir)")
     run.add_argument("--workers", type=int, default=1, help="runs trained at once in separate processes")
     run.add_argument("--threads", type=int, default=1,
                      help="torch threads per run (default 1; CPU results are bit-identical at equal --threads)")
@@ -58,7 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--out", help="the suite's output folder (default: reports/<suite name>)")
 
     sub.add_parser("list", help="list registered tasks, models and suites")
-    sub.add_parser("keys", help="print the suite-file reference (markdown)")
+    keys = sub.add_parser("keys", help="print the suite-file reference (markdown)")
+    keys.add_argument("--write-readme", action="store_true", help="rewrite the table in README.md in place")
     return parser
 
 
@@ -88,12 +92,26 @@ def cmd_run(args) -> int:
         overrides.append(f"device={args.device}")
     if args.workers < 1:
         raise CliError(f"--workers: must be >= 1, got {args.workers}")
+    if args.executor == "ray":
+        from bench.ray_executor import INSTALL_HINT, ray_available
+
+        if not ray_available():
+            raise CliError(INSTALL_HINT)
+        if args.workers > 1:
+            raise CliError("--workers: the ray executor runs as many runs at once as the cluster fits (the suite's "
+                           "resources); leave --workers out")
     if args.threads < 1:
         raise CliError(f"--threads: must be >= 1, got {args.threads}")
     suite = _load(args.suite, overrides, args.plugins)
     out_dir = _out_dir(args, suite.name)
-    outcome = run_local(suite, out_dir, workers=args.workers, fresh=args.fresh, plugins=tuple(args.plugins),
-                        threads=args.threads, estimate=not args.no_estimate)
+    if args.executor == "ray":
+        from bench.ray_executor import run_ray
+
+        outcome = run_ray(suite, out_dir, fresh=args.fresh, plugins=tuple(args.plugins), threads=args.threads,
+                          estimate=not args.no_estimate)
+    else:
+        outcome = run_local(suite, out_dir, workers=args.workers, fresh=args.fresh, plugins=tuple(args.plugins),
+                            threads=args.threads, estimate=not args.no_estimate)
     if not args.no_report:
         from bench.report import write_report
 
@@ -140,7 +158,20 @@ def cmd_list(args) -> int:
 def cmd_keys(args) -> int:
     from bench.config import reference_rows
 
-    print(reference_markdown(reference_rows()))
+    table = reference_markdown(reference_rows())
+    if not args.write_readme:
+        print(table)
+        return 0
+    import re
+
+    readme = REPO / "README.md"
+    text = readme.read_text()
+    if "<!-- keys:start -->" not in text:
+        raise CliError(f"{readme}: no <!-- keys:start --> / <!-- keys:end --> markers to write between")
+    block = f"<!-- keys:start -->\n{table}\n<!-- keys:end -->"
+    text = re.sub(r"<!-- keys:start -->.*<!-- keys:end -->", lambda _: block, text, flags=re.S)
+    readme.write_text(text)
+    print(f"{readme}: suite reference updated")
     return 0
 
 
@@ -148,6 +179,7 @@ def reference_markdown(rows) -> str:
     lines = ["| key | type | default | meaning |", "|---|---|---|---|"]
     for key, kind, default, text in rows:
         shown = f"`{default}`" if default else ""
+        kind = str(kind).replace(" | ", " or ")  # a bare | would split the markdown cell
         lines.append(f"| `{key}` | {kind} | {shown} | {text} |")
     return "\n".join(lines)
 

@@ -24,6 +24,7 @@ DEFAULTS_FILE = "_defaults.yaml"
 OPTIMIZERS = ("adam", "rmsprop")
 CLIP_KINDS = ("norm", "value", "none")
 LENGTH_SAMPLING = ("per_batch", "per_example")
+COMPILE_MODES = ("auto", "on", "off")
 
 
 class ConfigError(ValueError):
@@ -61,10 +62,26 @@ class TrainConfig:
     checkpoint_every: int = field(default=1000, metadata=_help("write a resumable checkpoint every N steps"))
     max_nonfinite: int = field(default=100, metadata=_help(
         "consecutive non-finite updates (skipped) after which a run ends as diverged"))
+    parallel_seeds: int | str = field(default="auto", metadata=_help(
+        "train this many seeds of one configuration together as one batched computation; auto: every seed on "
+        "a GPU, on a CPU what measures fastest"))
+    compile: str = field(default="auto", metadata=_help(
+        "torch.compile the model's step function; auto: on for runs long enough to repay the compile time",
+        COMPILE_MODES))
 
 
 #: training keys that do not change the numbers, so they stay out of the run_id (DESIGN.md)
-TRAIN_KEYS_NOT_IN_RUN_ID = ("checkpoint_every",)
+TRAIN_KEYS_NOT_IN_RUN_ID = ("checkpoint_every", "parallel_seeds", "compile")
+
+
+@dataclass(frozen=True)
+class ResourcesConfig:
+    """What one run reserves on a Ray cluster (the ray executor); not part of the run_id."""
+
+    num_cpus: float = field(default=1.0, metadata=_help(
+        "ray executor: CPUs reserved per run (fractions allowed up to 1)"))
+    num_gpus: float = field(default=0.0, metadata=_help(
+        "ray executor: GPUs reserved per run; 0.25 lets four runs share a GPU; 0 trains on CPU"))
 
 
 @dataclass(frozen=True)
@@ -94,13 +111,21 @@ class Suite:
     sweep: dict[str, tuple] = field(default_factory=dict, metadata=_help(
         "key -> list of values; `train.KEY` or a model parameter name (all models that take it) or "
         "`models.LABEL.KEY`; each value becomes a model variant named after it"))
+    resources: ResourcesConfig = field(default_factory=ResourcesConfig, metadata=_help(
+        "ray executor: what each run reserves on the cluster"))
+    max_retries: int = field(default=3, metadata=_help(
+        "ray executor: times Ray reruns a run whose worker died; each retry resumes from the run's last checkpoint"))
+    checkpoint_dir: str | None = field(default=None, metadata=_help(
+        "ray executor: where workers train and keep checkpoints (default: the suite's output folder's runs/); "
+        "must be shared storage for a retry on another node to resume"))
     path: str = ""  # the file it came from (not a YAML key)
     resolved: dict[str, Any] = field(default_factory=dict)  # the merged YAML, for the report's appendix
 
 
 YAML_FIELDS = {"Suite": [f.name for f in dataclasses.fields(Suite) if f.metadata],
                "TrainConfig": [f.name for f in dataclasses.fields(TrainConfig)],
-               "ClipConfig": [f.name for f in dataclasses.fields(ClipConfig)]}
+               "ClipConfig": [f.name for f in dataclasses.fields(ClipConfig)],
+               "ResourcesConfig": [f.name for f in dataclasses.fields(ResourcesConfig)]}
 
 
 # ---- loading ----------------------------------------------------------------------------------------------------
@@ -249,6 +274,14 @@ def _build_dataclass(cls, data: Any, where: str, file: str):
         f = fields[key]
         if f.type == "ClipConfig":
             values[key] = _build_dataclass(ClipConfig, value, f"{where}.{key}", file)
+        elif f.type == "ResourcesConfig":
+            values[key] = _build_dataclass(ResourcesConfig, value, f"{where}.{key}", file)
+        elif key == "parallel_seeds":
+            if value != "auto" and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise ConfigError(f"{file}: {where}.{key}: must be auto or an integer >= 1, got {value!r}")
+            values[key] = value
+        elif key == "compile" and isinstance(value, bool):
+            values[key] = "on" if value else "off"  # YAML 1.1 reads on/off as booleans
         else:
             try:
                 values[key] = _typed(f"{where}.{key}", value, _FIELD_TYPES[f.type], f.metadata.get("choices"))
@@ -266,6 +299,15 @@ def _check_train(train: TrainConfig, file: str, where: str = "train") -> None:
             raise ConfigError(f"{file}: {where}.{key}: must be > 0, got {value}")
     if train.clip.kind != "none" and train.clip.value <= 0:
         raise ConfigError(f"{file}: {where}.clip.value: must be > 0, got {train.clip.value}")
+
+
+def _check_resources(resources: ResourcesConfig, file: str) -> None:
+    for key in ("num_cpus", "num_gpus"):
+        value = getattr(resources, key)
+        if value < 0:
+            raise ConfigError(f"{file}: resources.{key}: must be >= 0, got {value:g}")
+        if value > 1 and not value.is_integer():  # Ray's rule: only quantities up to 1 may be fractional
+            raise ConfigError(f"{file}: resources.{key}: above 1 it must be a whole number, got {value:g}")
 
 
 def _parse_seeds(value: Any, file: str) -> tuple[int, ...]:
@@ -336,6 +378,15 @@ def build_suite(data: dict, path: Path) -> Suite:
         raise ConfigError(f"{file}: models: missing; a suite needs at least one model")
     tasks = _components("tasks", data["tasks"], file, "task")
     models = _components("models", data["models"], file, "model")
+    resources = _build_dataclass(ResourcesConfig, data.get("resources", {}) or {}, "resources", file)
+    _check_resources(resources, file)
+    max_retries = data.get("max_retries", Suite.max_retries)
+    _typed(f"{file}: max_retries", max_retries, int)
+    if max_retries < 0:
+        raise ConfigError(f"{file}: max_retries: must be >= 0, got {max_retries}")
+    checkpoint_dir = data.get("checkpoint_dir")
+    if checkpoint_dir is not None and (not isinstance(checkpoint_dir, str) or not checkpoint_dir.strip()):
+        raise ConfigError(f"{file}: checkpoint_dir: must be a folder path (string), got {checkpoint_dir!r}")
     sweep = data.get("sweep", {}) or {}
     if not isinstance(sweep, dict):
         raise ConfigError(f"{file}: sweep: must be a mapping of key -> list of values")
@@ -344,8 +395,8 @@ def build_suite(data: dict, path: Path) -> Suite:
             raise ConfigError(f"{file}: sweep.{key}: must be a non-empty list of values")
     suite = Suite(name=name, description=data.get("description", ""), include=data.get("include"),
                   seeds=_parse_seeds(data.get("seeds", 1), file), eval_seed=eval_seed, device=device, train=train,
-                  tasks=tasks, models=models, sweep={k: tuple(v) for k, v in sweep.items()}, path=file,
-                  resolved=data)
+                  tasks=tasks, models=models, sweep={k: tuple(v) for k, v in sweep.items()}, resources=resources,
+                  max_retries=max_retries, checkpoint_dir=checkpoint_dir, path=file, resolved=data)
     from bench.grid import expand
 
     expand(suite)  # checks sweeps, builds every task and model, so that bad values fail before training
@@ -375,6 +426,11 @@ def reference_rows() -> list[tuple[str, str, str, str]]:
                         rows.append((f"train.clip.{c.name}", c.type, repr(c.default), _describe(c)))
                     continue
                 rows.append((f"train.{t.name}", t.type, repr(t.default), _describe(t)))
+            continue
+        if f.name == "resources":
+            rows.append(("resources", "mapping", "", f.metadata["help"]))
+            for r in dataclasses.fields(ResourcesConfig):
+                rows.append((f"resources.{r.name}", r.type, repr(r.default), _describe(r)))
             continue
         type_name = {"tasks": "mapping", "models": "mapping", "sweep": "mapping",
                      "seeds": "int or list"}.get(f.name, str(f.type).replace(" | None", ""))

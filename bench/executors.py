@@ -6,6 +6,7 @@ the folders afterwards (`bench.results.collect`), which makes a crash mid-suite 
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -35,6 +36,8 @@ def show_bars() -> bool:
 #: torch threads per run unless --threads says otherwise. Fixed, not derived from --workers, because CPU results
 #: are bit-identical only at the same thread count (reductions split differently); 1 suits these small models.
 DEFAULT_THREADS = 1
+#: seeds trained together on a CPU under `parallel_seeds: auto` (see docs/PERFORMANCE.md for the measurement)
+CPU_PARALLEL_SEEDS = 4
 
 
 @dataclass
@@ -65,6 +68,58 @@ def execute_run(spec: RunSpec, run_dir: Path, threads: int, plugins: tuple[str, 
         run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_json(run_dir / "result.json", result)
         return result
+
+
+def execute_group(specs: list[RunSpec], out_dir: Path, threads: int, plugins: tuple[str, ...] = (),
+                  on_progress=None) -> dict[str, dict[str, Any]]:
+    """Train a group of runs that differ only in their seed together (`train_population`); one run alone when the
+    group has one. An exception fails every run of the group that had not finished (each retried next time)."""
+    from bench import registry
+    from bench.train import train_population
+
+    if len(specs) == 1:
+        return {specs[0].run_id: execute_run(specs[0], out_dir / "runs" / specs[0].run_id, threads, plugins,
+                                             on_progress)}
+    for plugin in plugins:
+        registry.load_plugin(plugin)
+    results: dict[str, dict[str, Any]] = {}
+    try:
+        train_population(specs, [out_dir / "runs" / s.run_id for s in specs], threads=threads,
+                         on_progress=on_progress, on_finish=lambda spec, result: results.__setitem__(spec.run_id,
+                                                                                                     result))
+    except Exception as error:  # the suite carries on; unfinished runs of the group are recorded as failed
+        for spec in specs:
+            if spec.run_id in results:
+                continue
+            results[spec.run_id] = {"status": "failed", "error": f"{type(error).__name__}: {error}",
+                                    "traceback": traceback.format_exc()}
+            atomic_write_json(out_dir / "runs" / spec.run_id / "result.json", results[spec.run_id])
+    return results
+
+
+def group_seeds(pending: list[RunSpec], parallel: int | str) -> list[list[RunSpec]]:
+    """Groups of pending runs that differ only in their seed, at most `parallel` per group (auto: all of them)."""
+    groups: dict[str, list[RunSpec]] = {}
+    for spec in pending:
+        identity = spec.identity()
+        identity.pop("seed")
+        groups.setdefault(json.dumps(identity, sort_keys=True, default=str), []).append(spec)
+    jobs = []
+    for members in groups.values():
+        size = len(members) if parallel == "auto" else max(1, int(parallel))
+        jobs += [members[i : i + size] for i in range(0, len(members), size)]
+    return jobs
+
+
+def resolve_parallel_seeds(suite: Suite) -> int | str:
+    """`parallel_seeds: auto` is every seed of a configuration on a GPU; on a CPU, what bench.perf measured fastest
+    for these small models (CPU_PARALLEL_SEEDS)."""
+    setting = suite.train.parallel_seeds
+    if setting != "auto":
+        return setting
+    from bench.train import resolve_device
+
+    return "auto" if resolve_device(suite.device).type == "cuda" else CPU_PARALLEL_SEEDS
 
 
 def _worker_init(plugins: tuple[str, ...]) -> None:
@@ -170,19 +225,20 @@ def format_duration(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
-def run_local(suite: Suite, out_dir: Path, workers: int = 1, fresh: bool = False,
-              plugins: tuple[str, ...] = (), threads: int = DEFAULT_THREADS, estimate: bool = True) -> SuiteOutcome:
-    """Run every pending run of `suite` under `out_dir`, `workers` at a time, then rebuild the suite CSVs."""
-    specs, pending = prepare(suite, out_dir, fresh)
-    outcome = SuiteOutcome(out_dir, len(specs), len(specs) - len(pending))
-    bars = show_bars()
-    suite_bar = tqdm(total=len(specs), initial=outcome.skipped, desc=f"suite {suite.name}", unit="run",
-                     disable=not bars, position=0, dynamic_ncols=True)
-    started = time.perf_counter()
+def open_suite_bar(suite: Suite, outcome: SuiteOutcome) -> tqdm:
+    """The suite-level progress bar (runs done out of all runs); disabled off a terminal and in CI."""
+    return tqdm(total=outcome.total, initial=outcome.skipped, desc=f"suite {suite.name}", unit="run",
+                disable=not show_bars(), position=0, dynamic_ncols=True)
+
+
+def announce(suite: Suite, pending: list[RunSpec], outcome: SuiteOutcome, suite_bar: tqdm, threads: int,
+             parallel: int, estimate: bool) -> None:
+    """Log what is already finished and, unless `estimate` is off, the estimated training time at `parallel` runs
+    at a time."""
     if outcome.skipped:
-        log.info("%d of %d runs already finished; %d to go", outcome.skipped, len(specs), len(pending))
+        log.info("%d of %d runs already finished; %d to go", outcome.skipped, outcome.total, len(pending))
     if estimate and pending:
-        seconds = estimate_seconds(pending, threads) / workers
+        seconds = estimate_seconds(pending, threads) / max(1, min(parallel, len(pending)))
         stop = " (less where runs stop at convergence)" if suite.train.stop_at_convergence else ""
         device = pending[0].device
         log.info("estimated training time for %d runs x %d steps on %s: %s%s", len(pending),
@@ -194,10 +250,35 @@ def run_local(suite: Suite, out_dir: Path, workers: int = 1, fresh: bool = False
                 log.warning("this suite is sized for a GPU: on this CPU it would take about %s. Try a *_small "
                             "suite, fewer seeds (--seeds 2) or --set train.steps=N.", format_duration(seconds))
         suite_bar.set_postfix_str(f"est. {format_duration(seconds)} in all")
+
+
+def finish_run(spec: RunSpec, result: dict[str, Any], outcome: SuiteOutcome, suite_bar: tqdm) -> None:
+    """Record a finished run: its result, its log line and one step of the suite bar."""
+    outcome.results[spec.run_id] = result
+    _log_result(spec, result, suite_bar if not suite_bar.disable else None)
+    suite_bar.update(1)
+
+
+def log_summary(suite: Suite, outcome: SuiteOutcome, started: float) -> None:
+    log.info("suite %s: %d runs (%d skipped as finished) in %.0fs", suite.name, outcome.total, outcome.skipped,
+             time.perf_counter() - started)
+
+
+def run_local(suite: Suite, out_dir: Path, workers: int = 1, fresh: bool = False,
+              plugins: tuple[str, ...] = (), threads: int = DEFAULT_THREADS, estimate: bool = True) -> SuiteOutcome:
+    """Run every pending run of `suite` under `out_dir`, `workers` at a time, then rebuild the suite CSVs."""
+    specs, pending = prepare(suite, out_dir, fresh)
+    jobs = group_seeds(pending, resolve_parallel_seeds(suite))
+    outcome = SuiteOutcome(out_dir, len(specs), len(specs) - len(pending))
+    bars = show_bars()
+    suite_bar = open_suite_bar(suite, outcome)
+    started = time.perf_counter()
+    announce(suite, pending, outcome, suite_bar, threads, workers, estimate)
     try:
         if workers <= 1:
-            for spec in pending:
-                run_bar = tqdm(total=spec.train.steps, desc=_describe(spec), unit="step", leave=False,
+            for job in jobs:
+                label = _describe(job[0]) if len(job) == 1 else f"{job[0].task}/{job[0].model}/{len(job)} seeds"
+                run_bar = tqdm(total=job[0].train.steps, desc=label, unit="step", leave=False,
                                disable=not bars, position=1, dynamic_ncols=True)
 
                 def progress(step: int, metrics, bar=run_bar) -> None:
@@ -206,29 +287,28 @@ def run_local(suite: Suite, out_dir: Path, workers: int = 1, fresh: bool = False
                         bar.set_postfix(wrong_bits=f"{metrics['wrong_bits_per_seq']:.3g}", refresh=False)
                     bar.refresh() if step % 10 == 0 or metrics is not None else None
 
-                result = execute_run(spec, out_dir / "runs" / spec.run_id, threads, plugins, progress)
+                results = execute_group(job, out_dir, threads, plugins, progress)
                 run_bar.close()
-                outcome.results[spec.run_id] = result
-                _log_result(spec, result, suite_bar if bars else None)
-                suite_bar.update(1)
+                for spec in job:
+                    outcome.results[spec.run_id] = results[spec.run_id]
+                    _log_result(spec, results[spec.run_id], suite_bar if bars else None)
+                    suite_bar.update(1)
         else:
             context = get_context("spawn")  # fork is unsafe with torch's thread pools
             with ProcessPoolExecutor(workers, mp_context=context, initializer=_worker_init,
                                      initargs=(plugins,)) as pool:
-                futures = {pool.submit(execute_run, spec, out_dir / "runs" / spec.run_id, threads, plugins): spec
-                           for spec in pending}
+                futures = {pool.submit(execute_group, job, out_dir, threads, plugins): job for job in jobs}
                 remaining = set(futures)
                 while remaining:
                     done, remaining = wait(remaining, return_when=FIRST_COMPLETED)
                     for future in done:
-                        spec = futures[future]
-                        result = future.result()
-                        outcome.results[spec.run_id] = result
-                        _log_result(spec, result, suite_bar if bars else None)
-                        suite_bar.update(1)
+                        results = future.result()
+                        for spec in futures[future]:
+                            outcome.results[spec.run_id] = results[spec.run_id]
+                            _log_result(spec, results[spec.run_id], suite_bar if bars else None)
+                            suite_bar.update(1)
     finally:
         suite_bar.close()
         collect(out_dir, [s.run_id for s in specs])
-    log.info("suite %s: %d runs (%d skipped as finished) in %.0fs", suite.name, len(specs), outcome.skipped,
-             time.perf_counter() - started)
+    log_summary(suite, outcome, started)
     return outcome

@@ -16,6 +16,7 @@ run as `diverged`.
 
 from __future__ import annotations
 
+import copy
 import io
 import json
 import logging
@@ -38,7 +39,7 @@ from bench.evaluate import evaluation_set, generalization_set, score
 from bench.grid import RunSpec, derive_seed
 from bench.metrics import loss_nats_per_seq
 from bench.results import atomic_torch_save, atomic_write_bytes, atomic_write_csv, atomic_write_json
-from tasks.base import Task
+from tasks.base import Batch, Task
 
 log = logging.getLogger("bench")
 REPO = Path(__file__).resolve().parents[1]
@@ -146,66 +147,69 @@ def load_checkpoint(run_dir: Path, run_id: str) -> dict[str, Any] | None:
     return state if state.get("run_id") == run_id else None
 
 
-def train_run(spec: RunSpec, run_dir: Path, threads: int | None = None,
-              on_progress: Callable[[int, dict[str, float] | None], None] | None = None) -> dict[str, Any]:
-    """Train one run to its budget (or to convergence), writing its folder. Returns result.json's contents."""
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if threads:
-        torch.set_num_threads(threads)
-    device = resolve_device(spec.device)
-    train = spec.train
-    task = build_task(spec)
-    model = build_model(spec, task, device)
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = make_optimizer(spec, params)
-    data_generator = torch.Generator().manual_seed(spec.data_seed)
-    eval_batches = evaluation_set(task, train.eval_sequences, spec.eval_seed, task_key(spec))
+class Member:
+    """One run inside the loop: its model, optimizer, data stream, evaluation set and bookkeeping."""
 
-    meta = {**spec.to_json(), "provenance": provenance(device), "params": model.parameter_count(),
-            "torch_threads": torch.get_num_threads()}
-    atomic_write_json(run_dir / "spec.json", meta)
+    def __init__(self, spec: RunSpec, run_dir: Path, device: torch.device):
+        self.spec = spec
+        self.train = spec.train
+        self.run_dir = Path(run_dir)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.device = device
+        self.task = build_task(spec)
+        self.model = build_model(spec, self.task, device)
+        self.params = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = make_optimizer(spec, self.params)
+        self.data_generator = torch.Generator().manual_seed(spec.data_seed)
+        self.eval_batches = evaluation_set(self.task, self.train.eval_sequences, spec.eval_seed, task_key(spec))
+        meta = {**spec.to_json(), "provenance": provenance(device), "params": self.model.parameter_count(),
+                "torch_threads": torch.get_num_threads()}
+        atomic_write_json(self.run_dir / "spec.json", meta)
+        state = load_checkpoint(self.run_dir, spec.run_id)
+        if state is not None:
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.data_generator.set_state(state["data_generator"])
+            log.info("%s: resuming from step %d", spec.run_id, state["step"])
+        else:
+            state = {"run_id": spec.run_id, "step": 0, "curve": [], "converge_step": None, "nonfinite_steps": 0,
+                     "consecutive_nonfinite": 0, "status": "running", "train_s": 0.0, "wall_s": 0.0}
+        self.state = state
+        self.started = time.perf_counter()
 
-    state = load_checkpoint(run_dir, spec.run_id)
-    if state is not None:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        data_generator.set_state(state["data_generator"])
-        log.info("%s: resuming from step %d", spec.run_id, state["step"])
-    else:
-        state = {"run_id": spec.run_id, "step": 0, "curve": [], "converge_step": None, "nonfinite_steps": 0,
-                 "consecutive_nonfinite": 0, "status": "running", "train_s": 0.0, "wall_s": 0.0}
+    @property
+    def step(self) -> int:
+        return self.state["step"]
 
-    def evaluate_now() -> dict[str, float]:
-        metrics = score(model, task, eval_batches, device)
-        row = {"step": state["step"], "sequences_seen": state["step"] * train.batch_size, **metrics,
-               "wall_s": state["wall_s"] + (time.perf_counter() - started)}
+    def training(self) -> bool:
+        """Whether this run still takes optimizer steps."""
+        state = self.state
+        if state["status"] != "running" or state["step"] >= self.train.steps:
+            return False
+        return not (state["converge_step"] is not None and self.train.stop_at_convergence)
+
+    def next_batch(self) -> Batch:
+        size = self.task.sample_size(self.data_generator) if self.train.length_sampling == "per_batch" else None
+        return self.task.sample(self.train.batch_size, self.data_generator, size=size)
+
+    def evaluate(self) -> dict[str, float]:
+        metrics = score(self.model, self.task, self.eval_batches, self.device)
+        state = self.state
+        row = {"step": state["step"], "sequences_seen": state["step"] * self.train.batch_size, **metrics,
+               "wall_s": state["wall_s"] + (time.perf_counter() - self.started)}
         state["curve"].append(row)
-        if state["converge_step"] is None and state["step"] > 0 and task.converged(metrics):
+        if state["converge_step"] is None and state["step"] > 0 and self.task.converged(metrics):
             state["converge_step"] = state["step"]
-        if on_progress:
-            on_progress(state["step"], metrics)
         return metrics
 
-    started = time.perf_counter()
-    if not state["curve"]:
-        evaluate_now()
-    model.train()
-    while state["step"] < train.steps and state["status"] == "running":
-        if state["converge_step"] is not None and train.stop_at_convergence:
-            break
-        step_started = time.perf_counter()
-        size = task.sample_size(data_generator) if train.length_sampling == "per_batch" else None
-        batch = task.sample(train.batch_size, data_generator, size=size).to(device)
-        optimizer.zero_grad(set_to_none=True)
-        loss = loss_nats_per_seq(model(batch.inputs), batch.targets, batch.mask)
-        finite = bool(torch.isfinite(loss))
+    def update(self, finite: bool) -> None:
+        """After backward: clip and step, or skip a non-finite update (counted; too many in a row = diverged)."""
+        state, spec = self.state, self.spec
         if finite:
-            loss.backward()
-            finite = math.isfinite(clip_gradients(spec, params))
+            finite = math.isfinite(clip_gradients(spec, self.params))
         state["step"] += 1
         if finite:
-            optimizer.step()
+            self.optimizer.step()
             state["consecutive_nonfinite"] = 0
         else:
             state["nonfinite_steps"] += 1
@@ -213,54 +217,154 @@ def train_run(spec: RunSpec, run_dir: Path, threads: int | None = None,
             if state["nonfinite_steps"] == 1:
                 log.warning("%s (%s/%s seed %d): non-finite loss or gradient at step %d; update skipped",
                             spec.run_id, spec.task, spec.model, spec.seed, state["step"])
-            if state["consecutive_nonfinite"] >= train.max_nonfinite:
+            if state["consecutive_nonfinite"] >= self.train.max_nonfinite:
                 state["status"] = "diverged"
                 log.warning("%s: %d consecutive non-finite steps; run ends as diverged", spec.run_id,
                             state["consecutive_nonfinite"])
-        state["train_s"] += time.perf_counter() - step_started
-        _fault("step", state["step"])
-        if state["step"] % train.eval_every == 0 or state["step"] == train.steps or state["status"] != "running":
-            evaluate_now()
-        elif on_progress:
-            on_progress(state["step"], None)
-        if state["step"] % train.checkpoint_every == 0 and state["step"] < train.steps:
-            save_checkpoint(run_dir, _checkpoint_state(state, model, optimizer, data_generator, started))
+        self.optimizer.zero_grad(set_to_none=True)
 
-    if state["curve"][-1]["step"] != state["step"]:
-        evaluate_now()  # a run that stopped at convergence or diverged off an evaluation step
-    if state["status"] == "running":
-        state["status"] = "done"
+    def after_step(self) -> dict[str, float] | None:
+        """Evaluate and checkpoint when due; returns the metrics of an evaluation made now."""
+        _fault("step", self.step)
+        metrics = None
+        if self.step % self.train.eval_every == 0 or self.step == self.train.steps or not self.training():
+            metrics = self.evaluate()
+        if self.step % self.train.checkpoint_every == 0 and self.step < self.train.steps:
+            save_checkpoint(self.run_dir, self.checkpoint_state())
+        return metrics
 
-    generalization = []
-    if state["status"] == "done":
-        for size, batches in generalization_set(task, train.generalization_sequences, spec.eval_seed,
-                                                task_key(spec)).items():
-            metrics = score(model, task, batches, device)
-            generalization.append({"size": task.size_label(size),
-                                   **{f"size_{p}": v for p, v in zip(task.size_parts, size)}, **metrics})
-        save_samples(model, task, spec, run_dir, device)
-    wall_s = state["wall_s"] + (time.perf_counter() - started)
-    final = state["curve"][-1]
-    converge_step = state["converge_step"]
-    result = {
-        "status": state["status"], "converged": converge_step is not None, "converge_step": converge_step,
-        "converge_sequences": None if converge_step is None else converge_step * train.batch_size,
-        "final_loss_bits_per_seq": final["loss_bits_per_seq"], "final_wrong_bits_per_seq": final["wrong_bits_per_seq"],
-        "nonfinite_steps": state["nonfinite_steps"], "params": model.parameter_count(), "steps": state["step"],
-        "device": device_name(device), "wall_s": round(wall_s, 3),
-        "seq_per_s": round(state["step"] * train.batch_size / max(state["train_s"], 1e-9), 2),
-    }
-    atomic_write_csv(run_dir / "curve.csv", pd.DataFrame(state["curve"]))
-    atomic_write_csv(run_dir / "generalization.csv", pd.DataFrame(generalization))
-    atomic_torch_save(run_dir / CHECKPOINT, _checkpoint_state(state, model, optimizer, data_generator, started))
-    atomic_write_json(run_dir / "result.json", result)  # last: its presence marks the run finished
-    return result
+    def checkpoint_state(self) -> dict[str, Any]:
+        return {**self.state, "wall_s": self.state["wall_s"] + (time.perf_counter() - self.started),
+                "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "data_generator": self.data_generator.get_state()}
+
+    def finish(self) -> dict[str, Any]:
+        """Generalisation, samples and result.json (written last, marking the run finished)."""
+        state, train, task = self.state, self.train, self.task
+        if state["curve"][-1]["step"] != state["step"]:
+            self.evaluate()  # a run that stopped at convergence or diverged off an evaluation step
+        if state["status"] == "running":
+            state["status"] = "done"
+        generalization = []
+        if state["status"] == "done":
+            sets = generalization_set(task, train.generalization_sequences, self.spec.eval_seed, task_key(self.spec))
+            for size, batches in sets.items():
+                metrics = score(self.model, task, batches, self.device)
+                generalization.append({"size": task.size_label(size),
+                                       **{f"size_{p}": v for p, v in zip(task.size_parts, size)}, **metrics})
+            save_samples(self.model, task, self.spec, self.run_dir, self.device)
+        final = state["curve"][-1]
+        converge_step = state["converge_step"]
+        result = {
+            "status": state["status"], "converged": converge_step is not None, "converge_step": converge_step,
+            "converge_sequences": None if converge_step is None else converge_step * train.batch_size,
+            "final_loss_bits_per_seq": final["loss_bits_per_seq"],
+            "final_wrong_bits_per_seq": final["wrong_bits_per_seq"],
+            "nonfinite_steps": state["nonfinite_steps"], "params": self.model.parameter_count(),
+            "steps": state["step"], "device": device_name(self.device),
+            "wall_s": round(state["wall_s"] + (time.perf_counter() - self.started), 3),
+            "seq_per_s": round(state["step"] * train.batch_size / max(state["train_s"], 1e-9), 2),
+        }
+        atomic_write_csv(self.run_dir / "curve.csv", pd.DataFrame(state["curve"]))
+        atomic_write_csv(self.run_dir / "generalization.csv", pd.DataFrame(generalization))
+        atomic_torch_save(self.run_dir / CHECKPOINT, self.checkpoint_state())
+        atomic_write_json(self.run_dir / "result.json", result)
+        return result
 
 
-def _checkpoint_state(state, model, optimizer, data_generator, started) -> dict[str, Any]:
-    return {**state, "wall_s": state["wall_s"] + (time.perf_counter() - started),
-            "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-            "data_generator": data_generator.get_state()}
+def batched_forward(members: list[Member]) -> Callable[[torch.Tensor], torch.Tensor]:
+    """A forward over P runs of the same architecture at once: inputs [P, B, T, in] -> logits [P, B, T, out].
+
+    Models that declare `supports_vmap` run as ONE vmapped computation over their stacked parameters (each run's
+    own leaf tensors are stacked every step, so gradients and optimizer state stay per run); others run one by one.
+    """
+    models = [m.model for m in members]
+    if len(models) > 1 and getattr(models[0], "supports_vmap", False):
+        from torch.func import functional_call, vmap
+
+        template = copy.deepcopy(models[0]).to("meta")
+        names = [name for name, _ in models[0].named_parameters()]
+        buffer_names = [name for name, _ in models[0].named_buffers()]
+
+        def call(params, buffers, inputs):
+            return functional_call(template, (params, buffers), (inputs,))
+
+        vmapped = vmap(call)
+
+        def forward(inputs: torch.Tensor) -> torch.Tensor:
+            per_model = [dict(m.named_parameters()) for m in models]
+            per_buffer = [dict(m.named_buffers()) for m in models]
+            params = {n: torch.stack([p[n] for p in per_model]) for n in names}
+            buffers = {n: torch.stack([b[n] for b in per_buffer]) for n in buffer_names}
+            return vmapped(params, buffers, inputs)
+
+        return forward
+    return lambda inputs: torch.stack([model(x) for model, x in zip(models, inputs)])
+
+
+def train_population(specs: list[RunSpec], run_dirs: list[Path], threads: int | None = None,
+                     on_progress: Callable[[int, dict[str, float] | None], None] | None = None,
+                     on_finish: Callable[[RunSpec, dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:
+    """THE training loop: trains P >= 1 runs that differ only in their seed, step by step together.
+
+    Each run keeps its own init, data stream, gradient clipping, optimizer state, non-finite handling, evaluations,
+    checkpoints and run folder, exactly as if it ran alone; only the forward/backward pass is shared (one batched
+    computation for models that support it). A run that finishes (budget, convergence, divergence) leaves the group
+    and the others carry on. Returns each run's result.json contents, in the order of `specs`.
+    """
+    if threads:
+        torch.set_num_threads(threads)
+    device = resolve_device(specs[0].device)
+    members = [Member(spec, run_dir, device) for spec, run_dir in zip(specs, run_dirs)]
+    results: dict[str, dict[str, Any]] = {}
+    for member in members:
+        member.model.train()
+        if not member.state["curve"]:
+            member.evaluate()
+    active = [m for m in members if m.training()]
+    forward = batched_forward(active) if active else None
+    while active:
+        step_started = time.perf_counter()
+        batches = [m.next_batch() for m in active]
+        steps = max(b.steps for b in batches)
+        # Runs of one group may draw different lengths; padding at the end changes no scored output.
+        batches = [b.pad_to(steps).to(device) for b in batches]
+        if len(active) == 1:
+            logits = [active[0].model(batches[0].inputs)]
+        else:
+            logits = forward(torch.stack([b.inputs for b in batches])).unbind(0)
+        losses = [loss_nats_per_seq(lg, b.targets, b.mask) for lg, b in zip(logits, batches)]
+        finite = [bool(torch.isfinite(loss)) for loss in losses]
+        kept = [loss for loss, ok in zip(losses, finite) if ok]
+        if kept:
+            torch.stack(kept).sum().backward()  # runs share no parameters, so each gets only its own gradient
+        for member, ok in zip(active, finite):
+            member.update(ok)
+        elapsed = time.perf_counter() - step_started
+        for member in active:
+            member.state["train_s"] += elapsed
+            metrics = member.after_step()
+            if on_progress and member is active[0]:
+                on_progress(member.step, metrics)
+        still = [m for m in active if m.training()]
+        for member in active:
+            if member not in still:
+                results[member.spec.run_id] = member.finish()
+                if on_finish:
+                    on_finish(member.spec, results[member.spec.run_id])
+        if len(still) != len(active):
+            active = still
+            forward = batched_forward(active) if active else None
+    for member in members:
+        if member.spec.run_id not in results:  # already past its budget when loaded from a checkpoint
+            results[member.spec.run_id] = member.finish()
+    return [results[spec.run_id] for spec in specs]
+
+
+def train_run(spec: RunSpec, run_dir: Path, threads: int | None = None,
+              on_progress: Callable[[int, dict[str, float] | None], None] | None = None) -> dict[str, Any]:
+    """Train one run to its budget (or to convergence), writing its folder. Returns result.json's contents."""
+    return train_population([spec], [Path(run_dir)], threads=threads, on_progress=on_progress)[0]
 
 
 @torch.no_grad()

@@ -9,6 +9,7 @@ Models are causal: the output at step t depends on inputs 0..t only, so padding 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 Trace = dict[str, torch.Tensor]
@@ -42,3 +43,14 @@ def set_lstm_forget_bias(lstm: nn.LSTM | nn.LSTMCell, value: float = 1.0) -> Non
 def stack_time(steps: list[torch.Tensor]) -> torch.Tensor:
     """Stack a list of per-step tensors [B, ...] into [B, T, ...]."""
     return torch.stack(steps, dim=1)
+
+
+def lstm_cell(cell: nn.LSTMCell, x: torch.Tensor, h: torch.Tensor,
+              c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """One `nn.LSTMCell` step written out with plain tensor ops, so that it runs under `torch.func.vmap` (which has no
+    batching rule for ``aten::lstm_cell``) and fuses under `torch.compile`. Same function, same parameters."""
+    gates = F.linear(x, cell.weight_ih, cell.bias_ih) + F.linear(h, cell.weight_hh, cell.bias_hh)  # [B, 4U]
+    in_gate, forget_gate, cell_gate, out_gate = gates.chunk(4, dim=-1)  # torch's gate order: i, f, g, o
+    c = torch.sigmoid(forget_gate) * c + torch.sigmoid(in_gate) * torch.tanh(cell_gate)
+    h = torch.sigmoid(out_gate) * torch.tanh(c)
+    return h, c

@@ -1,0 +1,289 @@
+"""Run a suite's runs as Ray tasks: on the cluster at RAY_ADDRESS, or on a local Ray instance (loopback only).
+
+Each run is one Ray task that reserves the suite's `resources`. No shared filesystem is assumed: a task trains into
+its own folder under `checkpoint_dir` on whichever node runs it, and returns the finished run's result files; the
+driver writes them atomically under ``<out_dir>/runs/<run_id>/`` (result.json last), exactly where the local executor
+puts them, so finished runs are skipped the same way. A task whose worker dies is retried by Ray (`max_retries`) and
+resumes from the run's last checkpoint in `checkpoint_dir`, which must be shared storage for a retry on another node
+to find it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import time
+import traceback
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from bench.config import ConfigError, Suite
+from bench.executors import (
+    DEFAULT_THREADS,
+    SuiteOutcome,
+    announce,
+    execute_run,
+    finish_run,
+    log_summary,
+    open_suite_bar,
+    prepare,
+)
+from bench.grid import RunSpec
+from bench.results import atomic_write_bytes, atomic_write_json, collect, read_json, run_is_finished
+
+log = logging.getLogger("bench")
+
+INSTALL_HINT = "the ray executor needs Ray: pip install -e .[ray] (or make bench EXECUTOR=ray)"
+#: what a task sends back, in the order the driver writes them: result.json last, as its presence marks a finished run
+RESULT_FILES = ("spec.json", "curve.csv", "generalization.csv", "samples.npz", "result.json")
+#: the test hook: with this set to 1 in the driver's environment, each task SIGKILLs its worker once, on its first
+#: attempt, just after the run's first checkpoint
+KILL_FIRST_ATTEMPT = "BENCH_RAY_KILL_FIRST_ATTEMPT"
+#: per run folder under checkpoint_dir: which submission last ran it, and how many attempts that submission made
+ATTEMPTS_FILE = ".ray_attempts.json"
+#: on Linux Ray picks the node's outward address (and binds its servers to it) unless told that this is not a cluster
+_SINGLE_NODE_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+
+
+class RayNotInstalled(RuntimeError):
+    """Ray is not importable; the message says how to install it."""
+
+
+def ray_available() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("ray") is not None
+
+
+def _import_ray():
+    try:
+        import ray
+    except ImportError:
+        raise RayNotInstalled(INSTALL_HINT) from None
+    return ray
+
+
+@contextmanager
+def _loopback_only() -> Iterator[None]:
+    """While inside, a Ray instance started by this process uses (and listens on) 127.0.0.1 only."""
+    previous_env = os.environ.get(_SINGLE_NODE_ENV)
+    os.environ[_SINGLE_NODE_ENV] = "0"  # read when ray is first imported, and by the processes Ray starts
+    constants = None
+    try:
+        from ray._private import ray_constants as constants  # ray already imported: the flag is read per call
+    except ImportError:
+        pass
+    previous_flag = getattr(constants, "ENABLE_RAY_CLUSTER", None)
+    if constants is not None and previous_flag is not None:
+        constants.ENABLE_RAY_CLUSTER = False
+    try:
+        yield
+    finally:
+        if previous_env is None:
+            os.environ.pop(_SINGLE_NODE_ENV, None)
+        else:
+            os.environ[_SINGLE_NODE_ENV] = previous_env
+        if constants is not None and previous_flag is not None:
+            constants.ENABLE_RAY_CLUSTER = previous_flag
+
+
+@contextmanager
+def ray_session(num_cpus: int | None = None) -> Iterator[Any]:
+    """Yield the `ray` module, connected: to an instance already initialised in this process, else to RAY_ADDRESS,
+    else to a new local instance on loopback only (`num_cpus` CPUs; default all). Shuts down only what it started."""
+    if not ray_available():
+        raise RayNotInstalled(INSTALL_HINT)
+    address = os.environ.get("RAY_ADDRESS")
+    if address:
+        ray = _import_ray()
+        if ray.is_initialized():
+            yield ray
+            return
+        ray.init(address=address, log_to_driver=False)
+        try:
+            yield ray
+        finally:
+            ray.shutdown()
+        return
+    with _loopback_only():
+        ray = _import_ray()
+        if ray.is_initialized():
+            yield ray
+            return
+        ray.init(num_cpus=num_cpus, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False)
+        try:
+            host = ray.get_runtime_context().gcs_address.rsplit(":", 1)[0]
+            if host not in ("127.0.0.1", "localhost", "::1", "[::1]"):
+                log.warning("the local Ray instance listens on %s, not on loopback only", host)
+            yield ray
+        finally:
+            ray.shutdown()
+
+
+# ---- the task (runs on a Ray worker) ----------------------------------------------------------------------------
+
+def train_on_worker(spec: RunSpec, work_root: str, threads: int, plugins: tuple[str, ...], submission: str,
+                    fresh: bool) -> dict[str, Any]:
+    """Train one run in ``work_root/<run_id>`` (resuming from its checkpoint) and return its result files' bytes.
+
+    `submission` names the driver's invocation: a retry within it counts as a later attempt; with `fresh`, the first
+    attempt of a new submission deletes what an earlier one left on this node.
+    """
+    from bench import registry
+
+    registry.load_all()
+    work_dir = Path(work_root) / spec.run_id
+    marker = work_dir / ATTEMPTS_FILE
+    previous = _read_attempts(marker)
+    attempt = previous["attempts"] + 1 if previous.get("submission") == submission else 1
+    if attempt == 1 and fresh:
+        import shutil
+
+        shutil.rmtree(work_dir, ignore_errors=True)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(marker, {"submission": submission, "attempts": attempt})
+    resumed_from = _checkpoint_step(work_dir, spec.run_id) if attempt > 1 else None
+
+    saved_fault = os.environ.get("BENCH_FAULT")
+    if attempt == 1 and os.environ.get(KILL_FIRST_ATTEMPT) == "1":
+        # bench.train's fault hook; the step after the first checkpoint, so that the retry has something to resume
+        os.environ["BENCH_FAULT"] = f"step:{min(spec.train.checkpoint_every + 1, spec.train.steps)}:kill"
+    try:
+        if run_is_finished(work_dir):  # trained before, but the driver never wrote it (it stopped first)
+            result = read_json(work_dir / "result.json")
+        else:
+            result = execute_run(spec, work_dir, threads, plugins)
+    finally:  # a Ray worker process runs many tasks: leave its environment as it was
+        if saved_fault is None:
+            os.environ.pop("BENCH_FAULT", None)
+        else:
+            os.environ["BENCH_FAULT"] = saved_fault
+    files = {name: (work_dir / name).read_bytes() for name in RESULT_FILES if (work_dir / name).exists()}
+    return {"result": result, "files": files, "attempt": attempt, "resumed_from_step": resumed_from}
+
+
+def _read_attempts(marker: Path) -> dict[str, Any]:
+    try:
+        return json.loads(marker.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _checkpoint_step(work_dir: Path, run_id: str) -> int | None:
+    from bench.train import load_checkpoint
+
+    state = load_checkpoint(work_dir, run_id)
+    return None if state is None else int(state["step"])
+
+
+# ---- the driver -------------------------------------------------------------------------------------------------
+
+def _write_run(run_dir: Path, files: dict[str, bytes]) -> None:
+    """Write a task's result files atomically, in RESULT_FILES order (result.json last)."""
+    for name in RESULT_FILES:
+        if name in files:
+            atomic_write_bytes(run_dir / name, files[name])
+
+
+def _record_lost_run(spec: RunSpec, run_dir: Path, error: BaseException) -> dict[str, Any]:
+    """A task Ray gave up on (its retries spent): a `failed` result.json, retried on the next invocation."""
+    result = {"status": "failed", "error": f"{type(error).__name__}: {error}".splitlines()[0],
+              "traceback": "".join(traceback.format_exception(error))}
+    if not (run_dir / "spec.json").exists():  # collect() reads it for the run's labels
+        atomic_write_json(run_dir / "spec.json", spec.to_json())
+    atomic_write_json(run_dir / "result.json", result)
+    return result
+
+
+def _runs_at_once(ray, suite: Suite, pending: int) -> int:
+    """How many runs the cluster can train at once with the suite's resources; errors if it cannot train any."""
+    available = ray.cluster_resources()
+    limits = []
+    for key, resource in (("num_cpus", "CPU"), ("num_gpus", "GPU")):
+        wanted = getattr(suite.resources, key)
+        if wanted <= 0:
+            continue
+        have = available.get(resource, 0.0)
+        if have < wanted:
+            raise ConfigError(f"{suite.path}: resources.{key}: each run needs {wanted:g} but the Ray cluster has "
+                              f"{have:g} {resource}(s) in all; lower it or add nodes")
+        limits.append(int(have // wanted))
+    return max(1, min([pending, *limits]))
+
+
+def _for_the_cluster(spec: RunSpec, suite: Suite) -> RunSpec:
+    """Ray shows a task only the GPUs it reserved; `device: auto` without any reserved trains on the CPU."""
+    if suite.resources.num_gpus > 0:
+        return spec
+    if spec.device.startswith("cuda"):
+        raise ConfigError(f"{suite.path}: device: {spec.device} needs resources.num_gpus > 0 on the ray executor")
+    return dataclasses.replace(spec, device="cpu") if spec.device == "auto" else spec
+
+
+def run_ray(suite: Suite, out_dir: Path, fresh: bool = False, plugins: tuple[str, ...] = (),
+            threads: int = DEFAULT_THREADS, estimate: bool = True, max_retries: int | None = None) -> SuiteOutcome:
+    """Run every pending run of `suite` as a Ray task, then rebuild the suite CSVs under `out_dir`.
+
+    `max_retries` (default: the suite's) is how often Ray reruns a task whose worker died.
+    """
+    out_dir = Path(out_dir)
+    retries = suite.max_retries if max_retries is None else max_retries
+    work_root = Path(suite.checkpoint_dir).expanduser().resolve() if suite.checkpoint_dir else None
+    specs, pending = prepare(suite, out_dir, fresh)
+    pending = [_for_the_cluster(spec, suite) for spec in pending]
+    outcome = SuiteOutcome(out_dir, len(specs), len(specs) - len(pending))
+    suite_bar = open_suite_bar(suite, outcome)
+    started = time.perf_counter()
+    try:
+        if pending:
+            with ray_session() as ray:
+                _train_pending(ray, suite, pending, out_dir, work_root or out_dir.resolve() / "runs", outcome,
+                               suite_bar, fresh, plugins, threads, estimate, retries)
+        else:
+            announce(suite, pending, outcome, suite_bar, threads, 1, estimate)
+    finally:
+        suite_bar.close()
+        collect(out_dir, [s.run_id for s in specs])
+    log_summary(suite, outcome, started)
+    return outcome
+
+
+def _train_pending(ray, suite: Suite, pending: list[RunSpec], out_dir: Path, work_root: Path,
+                   outcome: SuiteOutcome, suite_bar, fresh: bool, plugins: tuple[str, ...], threads: int,
+                   estimate: bool, retries: int) -> None:
+    """Submit one task per pending run, then write and log each run as it finishes."""
+    announce(suite, pending, outcome, suite_bar, threads, _runs_at_once(ray, suite, len(pending)), estimate)
+    hook = os.environ.get(KILL_FIRST_ATTEMPT)
+    task = ray.remote(train_on_worker).options(
+        num_cpus=suite.resources.num_cpus, num_gpus=suite.resources.num_gpus, max_retries=retries,
+        runtime_env={"env_vars": {KILL_FIRST_ATTEMPT: hook}} if hook else None)
+    submission = uuid.uuid4().hex
+    refs = {task.remote(spec, str(work_root), threads, tuple(plugins), submission, fresh): spec for spec in pending}
+    try:
+        remaining = list(refs)
+        while remaining:
+            done, remaining = ray.wait(remaining, num_returns=1)
+            for ref in done:
+                spec = refs.pop(ref)
+                run_dir = out_dir / "runs" / spec.run_id
+                try:
+                    reply = ray.get(ref)
+                except ray.exceptions.RayError as error:  # its worker died more often than max_retries allows
+                    result = _record_lost_run(spec, run_dir, error)
+                else:
+                    _write_run(run_dir, reply["files"])
+                    result = reply["result"]
+                    if reply["attempt"] > 1:
+                        resumed = reply["resumed_from_step"]
+                        log.info("%s/%s/seed %d: attempt %d after its worker died; %s", spec.task, spec.model,
+                                 spec.seed, reply["attempt"],
+                                 f"resumed from step {resumed}" if resumed else "started over (no checkpoint yet)")
+                finish_run(spec, result, outcome, suite_bar)
+    finally:
+        for ref in refs:  # interrupted: stop what is still queued or training on the cluster
+            ray.cancel(ref, force=True)
