@@ -91,6 +91,11 @@ class Component:
     label: str
     type: str
     params: dict[str, Any]
+    #: models only: task label -> parameters that replace `params` for that task (e.g. Graves' per-task sizes)
+    per_task: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def params_for(self, task_label: str) -> dict[str, Any]:
+        return {**self.params, **self.per_task.get(task_label, {})}
 
 
 @dataclass(frozen=True)
@@ -107,7 +112,8 @@ class Suite:
     tasks: dict[str, Component] = field(default_factory=dict, metadata=_help(
         "label -> task parameters; `task:` names the registry entry (defaults to the label)"))
     models: dict[str, Component] = field(default_factory=dict, metadata=_help(
-        "label -> model parameters; `model:` names the registry entry (defaults to the label)"))
+        "label -> model parameters; `model:` names the registry entry (defaults to the label); "
+        "`per_task: {TASK_LABEL: {...}}` overrides parameters for one task"))
     sweep: dict[str, tuple] = field(default_factory=dict, metadata=_help(
         "key -> list of values; `train.KEY` or a model parameter name (all models that take it) or "
         "`models.LABEL.KEY`; each value becomes a model variant named after it"))
@@ -346,11 +352,20 @@ def _components(section: str, value: Any, file: str, type_key: str) -> dict[str,
             lookup(kind)
         except registry.RegistryError as error:
             raise ConfigError(f"{file}: {section}.{label}.{type_key}: {error}") from None
+        per_task = params.pop("per_task", {}) if section == "models" else {}
         allowed = known_params(kind)
         for key in params:
             if key not in allowed:
-                raise ConfigError(f"{file}: " + str(_unknown(f"{section}.{label}", key, allowed)))
-        components[str(label)] = Component(str(label), kind, params)
+                extra = ["per_task"] if section == "models" else []
+                raise ConfigError(f"{file}: " + str(_unknown(f"{section}.{label}", key, [*allowed, *extra])))
+        if not isinstance(per_task, dict) or not all(isinstance(v, dict) for v in per_task.values()):
+            raise ConfigError(f"{file}: {section}.{label}.per_task: must map task labels to parameter mappings")
+        for task_label, overrides in per_task.items():
+            for key in overrides:
+                if key not in allowed:
+                    raise ConfigError(f"{file}: " + str(_unknown(f"{section}.{label}.per_task.{task_label}", key,
+                                                                 allowed)))
+        components[str(label)] = Component(str(label), kind, params, per_task)
     return components
 
 
@@ -378,6 +393,11 @@ def build_suite(data: dict, path: Path) -> Suite:
         raise ConfigError(f"{file}: models: missing; a suite needs at least one model")
     tasks = _components("tasks", data["tasks"], file, "task")
     models = _components("models", data["models"], file, "model")
+    for model in models.values():
+        for task_label in model.per_task:
+            if task_label not in tasks:
+                raise ConfigError(f"{file}: models.{model.label}.per_task.{task_label}: no task labelled "
+                                  f"{task_label!r}; tasks: {', '.join(tasks)}")
     resources = _build_dataclass(ResourcesConfig, data.get("resources", {}) or {}, "resources", file)
     _check_resources(resources, file)
     max_retries = data.get("max_retries", Suite.max_retries)

@@ -119,7 +119,7 @@ def model_variants(suite: Suite) -> list[tuple[Component, TrainConfig]]:
                     params[key] = value
             train = dataclasses.replace(suite.train, **train_changes) if train_changes else suite.train
             variant_label = f"{label}[{','.join(names)}]"
-            variants.append((Component(variant_label, model.type, params), train))
+            variants.append((Component(variant_label, model.type, params, model.per_task), train))
     return variants
 
 
@@ -134,7 +134,8 @@ def expand(suite: Suite) -> list[RunSpec]:
             built_task = registry.build_task(task.type, **task.params)
         except (ValueError, TypeError) as error:
             raise ConfigError(f"{suite.path}: tasks.{task.label}: {error}") from None
-        for model, train in variants:
+        for variant, train in variants:
+            model = Component(variant.label, variant.type, variant.params_for(task.label))
             _check_model(suite, model, built_task)
             for key in ("lr", "batch_size", "steps", "eval_every"):
                 if getattr(train, key) <= 0:
