@@ -1,0 +1,248 @@
+"""The Differentiable Neural Computer (Graves et al. 2016), following DeepMind's reference core (SPEC section 3.3).
+
+One step, in the reference's order (every step reads the state of step t-1 and returns the state of step t):
+
+    controller  LSTM([x_t, read words_{t-1}]) -> output, (h, c); output and (h, c) clipped to +-clip_value
+    interface   one fused linear map of the controller output, split into keys, strengths, gates and read modes
+    1. usage        u <- u + (1 - u) w_w,prev (no gradient through w_w,prev), then u <- u * prod_i (1 - f_i w_r,i,prev)
+    2. allocation   sort usage ascending, a[phi_j] = (1 - u[phi_j]) prod_{i<j} u[phi_i]
+    3. write        w_w = g_w (g_a a + (1 - g_a) c_w), c_w a content lookup on the PREVIOUS memory
+    4. memory       erase, then add
+    5. links        L[i, j] <- (1 - w_i - w_j) L[i, j] + w_i p_j, zero diagonal; then p <- (1 - sum w) p + w
+    6. read         content lookup on the NEW memory, forward L w_r,prev, backward L^T w_r,prev, mixed by the read
+                    modes; read words = w_r M
+    7. output       linear([controller output, read words]), clipped to +-clip_value
+
+Initial state: zeros everywhere (controller state, read words, weights, usage, links, precedence, memory).
+
+Parameters with the defaults on Copy (in 9, out 8): 62,256. Controller LSTM, input 9 + 1*20 = 29, 100 units:
+4*100*(29 + 100) weights + 2*400 biases = 52,400 (torch keeps two bias vectors); interface 100 -> 88 values:
+8,888; output (100 + 20) -> 8: 968. DeepMind's reference controller (Sonnet's LSTM) keeps ONE bias vector, so the same
+network counts 400 fewer there (61,856); the two vectors only ever enter as their sum, so the function is the same.
+
+Deliberate choices, each stated where it is made: only one write head (the paper's and the seed's setting); the
+controller is initialised like Sonnet's LSTM (truncated-normal weights AND bias, std 1/sqrt(input + units), plus a
+forget-gate bias of 1, which Sonnet adds as a constant and we put on one of torch's two bias vectors).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from bench.registry import register_model
+from models.addressing import (
+    allocation_weights,
+    content_weighting,
+    directional_read_weights,
+    erase_and_add,
+    read_memory,
+    update_link,
+    update_precedence,
+    update_usage,
+)
+from models.base import SequenceModel, stack_time
+
+#: the reference's epsilon: inside each norm, sqrt(sum x^2 + eps), and added to the cosine denominator
+DNC_EPS = 1e-6
+#: Sonnet's LSTM adds this constant to the forget gate's pre-activation; we start one bias vector there instead
+FORGET_BIAS = 1.0
+#: truncated-normal initialisers cut at this many standard deviations (TensorFlow's truncated_normal)
+TRUNCATION_STDS = 2.0
+#: read modes per head with one write head: backward, forward, content (the reference's order)
+READ_MODES = 3
+STRENGTHS = ("softplus", "oneplus")
+
+
+class DNCState(NamedTuple):
+    """The recurrent state between steps (all zeros at t = 0)."""
+
+    controller: tuple[tuple[torch.Tensor, torch.Tensor], ...]  # per layer (h [B, units], c [B, units]), clipped
+    read_words: torch.Tensor  # [B, R, W]
+    read_weights: torch.Tensor  # [B, R, N]
+    write_weights: torch.Tensor  # [B, 1, N]
+    usage: torch.Tensor  # [B, N]
+    link: torch.Tensor  # [B, N, N] (one write head)
+    precedence: torch.Tensor  # [B, N]
+    memory: torch.Tensor  # [B, N, W]
+
+
+class DNCGates(NamedTuple):
+    """The write-side gates of one step, for the trace."""
+
+    allocation_gate: torch.Tensor  # [B, 1]
+    write_gate: torch.Tensor  # [B, 1]
+
+
+def truncated_normal_(tensor: torch.Tensor, std: float) -> torch.Tensor:
+    """In-place N(0, std^2) cut at +-2 std, like TensorFlow's truncated_normal (trunc_normal_ takes ABSOLUTE bounds)."""
+    return nn.init.trunc_normal_(tensor, mean=0.0, std=std, a=-TRUNCATION_STDS * std, b=TRUNCATION_STDS * std)
+
+
+@register_model("dnc")
+class DNC(SequenceModel):
+    """DNC with an LSTM controller, R read heads and one write head; defaults are the seed's comparison settings."""
+
+    has_memory = True
+
+    def __init__(self, input_size: int, output_size: int, controller_units: int = 100, controller_layers: int = 1,
+                 memory_locations: int = 128, memory_width: int = 20, read_heads: int = 1, write_heads: int = 1,
+                 clip_value: float = 20.0, strength: str = "softplus"):
+        super().__init__()
+        if write_heads != 1:
+            raise ValueError(f"dnc: only write_heads=1 is supported (the paper's setting), got {write_heads}")
+        for name, value in (("controller_units", controller_units), ("controller_layers", controller_layers),
+                            ("memory_locations", memory_locations), ("memory_width", memory_width),
+                            ("read_heads", read_heads)):
+            if int(value) != value or value < 1:
+                raise ValueError(f"dnc: {name} must be an integer >= 1, got {value!r}")
+        if not clip_value > 0:
+            raise ValueError(f"dnc: clip_value must be > 0, got {clip_value!r}")
+        if strength not in STRENGTHS:
+            raise ValueError(f"dnc: strength must be one of {list(STRENGTHS)}, got {strength!r}")
+        self.input_size = input_size
+        self.output_size = output_size
+        self.units = controller_units
+        self.layers = controller_layers
+        self.locations = memory_locations  # N
+        self.width = memory_width  # W
+        self.read_heads = read_heads  # R
+        self.clip_value = float(clip_value)
+        self.strength = strength
+
+        # controller input at step t: [x_t, read words of step t-1]
+        controller_input = input_size + read_heads * memory_width
+        self.controller = nn.ModuleList(
+            nn.LSTMCell(controller_input if layer == 0 else controller_units, controller_units)
+            for layer in range(controller_layers)
+        )
+
+        # The fused interface, grouped by activation so each group is one slice and one activation call:
+        #   no activation: read keys R*W, write key W, write vector W
+        #   strength:      read strengths R, write strength 1
+        #   sigmoid:       erase W, free gates R, allocation gate 1, write gate 1
+        #   softmax:       read modes R*3
+        R, W = read_heads, memory_width
+        self.linear_sizes = (R * W + 2 * W, R + 1, W + R + 2, R * READ_MODES)
+        self.interface = nn.Linear(controller_units, sum(self.linear_sizes))
+        self.output = nn.Linear(controller_units + R * W, output_size)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Sonnet's initialisers: truncated normal, std 1/sqrt(fan_in), zero biases for the linear maps."""
+        with torch.no_grad():
+            for cell in self.controller:
+                # Sonnet's LSTM has one [input + units, 4 units] kernel and one bias, both drawn with the kernel's std
+                std = 1.0 / math.sqrt(cell.input_size + cell.hidden_size)
+                truncated_normal_(cell.weight_ih, std)
+                truncated_normal_(cell.weight_hh, std)
+                truncated_normal_(cell.bias_ih, std)
+                cell.bias_hh.zero_()
+                # torch's gate order is input, forget, cell, output; Sonnet's constant forget bias lands on one vector
+                units = cell.hidden_size
+                cell.bias_ih[units : 2 * units] += FORGET_BIAS
+            for linear in (self.interface, self.output):
+                truncated_normal_(linear.weight, 1.0 / math.sqrt(linear.in_features))
+                linear.bias.zero_()
+
+    def initial_state(self, batch_size: int, device: torch.device | str | None = None,
+                      dtype: torch.dtype = torch.float32) -> DNCState:
+        """Zeros everywhere, as in the reference."""
+        R, N, W = self.read_heads, self.locations, self.width
+
+        def zeros(*shape: int) -> torch.Tensor:
+            return torch.zeros(batch_size, *shape, device=device, dtype=dtype)
+
+        controller = tuple((zeros(self.units), zeros(self.units)) for _ in range(self.layers))
+        return DNCState(controller=controller, read_words=zeros(R, W), read_weights=zeros(R, N),
+                        write_weights=zeros(1, N), usage=zeros(N), link=zeros(N, N), precedence=zeros(N),
+                        memory=zeros(N, W))
+
+    def _strength(self, raw: torch.Tensor) -> torch.Tensor:
+        # softplus is the reference's default; oneplus = 1 + softplus keeps every strength >= 1 (the paper's form)
+        return F.softplus(raw) + 1.0 if self.strength == "oneplus" else F.softplus(raw)
+
+    def step(self, x: torch.Tensor, state: DNCState) -> tuple[torch.Tensor, DNCState, DNCGates]:
+        """One time step: x [B, in] and the state of step t-1 -> (logits [B, out], state of step t, gates).
+
+        A pure function of its tensors (no in-place updates, no data-dependent Python control flow), so that it can
+        be compiled.
+        """
+        batch = x.shape[0]
+        R, W, clip = self.read_heads, self.width, self.clip_value
+
+        # ---- controller: the reference clips its output and its whole state, so (h, c) never run away
+        layer_input = torch.cat([x, state.read_words.reshape(batch, R * W)], dim=-1)  # [B, in + R*W]
+        controller = []
+        for cell, (h, c) in zip(self.controller, state.controller):
+            h, c = cell(layer_input, (h, c))  # [B, units] each
+            layer_input = h
+            controller.append((h.clamp(-clip, clip), c.clamp(-clip, clip)))
+        controller_output = controller[-1][0]  # [B, units], clipped
+
+        # ---- interface
+        raw = self.interface(controller_output)  # [B, P]
+        plain, strengths, gates, modes = torch.split(raw, self.linear_sizes, dim=-1)
+        read_keys, write_key, write_vector = torch.split(plain, (R * W, W, W), dim=-1)
+        read_keys = read_keys.reshape(batch, R, W)  # [B, R, W]
+        write_key = write_key.unsqueeze(1)  # [B, 1, W]
+        strengths = self._strength(strengths)
+        read_strengths, write_strength = strengths[:, :R], strengths[:, R:]  # [B, R], [B, 1]
+        gates = torch.sigmoid(gates)
+        erase, free_gates, allocation_gate, write_gate = torch.split(gates, (W, R, 1, 1), dim=-1)
+        read_modes = torch.softmax(modes.reshape(batch, R, READ_MODES), dim=-1)  # [B, R, 3]
+
+        # ---- 1. usage, from the previous weights (write weights without gradient, inside update_usage)
+        usage = update_usage(state.usage, state.write_weights, free_gates, state.read_weights)  # [B, N]
+        # ---- 2. allocation
+        allocation = allocation_weights(usage).unsqueeze(1)  # [B, 1, N]
+        # ---- 3. write weights: allocation vs content lookup on the previous memory, scaled by the write gate
+        write_content = content_weighting(write_key, write_strength, state.memory, eps=DNC_EPS,
+                                          norm_eps=DNC_EPS)  # [B, 1, N]
+        g_a = allocation_gate.unsqueeze(-1)  # [B, 1, 1]
+        write_weights = write_gate.unsqueeze(-1) * (g_a * allocation
+                                                   + (1.0 - g_a) * write_content)  # [B, 1, N]
+        # ---- 4. memory: erase, then add
+        memory = erase_and_add(state.memory, write_weights[:, 0], erase, write_vector)  # [B, N, W]
+        # ---- 5. temporal links (with the previous precedence), then precedence
+        link = update_link(state.link, state.precedence, write_weights[:, 0])  # [B, N, N]
+        precedence = update_precedence(state.precedence, write_weights[:, 0])  # [B, N]
+        # ---- 6. read weights on the new memory: backward, forward and content, mixed per head
+        read_content = content_weighting(read_keys, read_strengths, memory, eps=DNC_EPS, norm_eps=DNC_EPS)
+        forward, backward = directional_read_weights(link, state.read_weights)  # [B, R, N] each
+        read_weights = (read_modes[..., 0:1] * backward + read_modes[..., 1:2] * forward
+                        + read_modes[..., 2:3] * read_content)  # [B, R, N]
+        read_words = read_memory(read_weights, memory)  # [B, R, W]
+        # ---- 7. output
+        logits = self.output(torch.cat([controller_output, read_words.reshape(batch, R * W)], dim=-1))
+        logits = logits.clamp(-clip, clip)  # [B, out]
+
+        state = DNCState(controller=tuple(controller), read_words=read_words, read_weights=read_weights,
+                         write_weights=write_weights, usage=usage, link=link, precedence=precedence, memory=memory)
+        return logits, state, DNCGates(allocation_gate=allocation_gate, write_gate=write_gate)
+
+    def forward(self, inputs: torch.Tensor, trace: bool = False):
+        """inputs [B, T, in] -> logits [B, T, out]; with `trace`, also per-step weightings, usage and gates."""
+        batch, steps, _ = inputs.shape
+        state = self.initial_state(batch, device=inputs.device, dtype=inputs.dtype)
+        logits = []
+        recorded: dict[str, list[torch.Tensor]] = {key: [] for key in
+                                                   ("read_weights", "write_weights", "usage", "allocation_gate",
+                                                    "write_gate")}
+        for t in range(steps):
+            logits_t, state, gates = self.step(inputs[:, t], state)
+            logits.append(logits_t)
+            if trace:
+                recorded["read_weights"].append(state.read_weights.detach())  # [B, R, N]
+                recorded["write_weights"].append(state.write_weights.detach())  # [B, 1, N]
+                recorded["usage"].append(state.usage.detach())  # [B, N]
+                recorded["allocation_gate"].append(gates.allocation_gate.detach())  # [B, 1]
+                recorded["write_gate"].append(gates.write_gate.detach())  # [B, 1]
+        logits = stack_time(logits)  # [B, T, out]
+        if not trace:
+            return logits
+        return logits, {key: stack_time(values) for key, values in recorded.items()}
