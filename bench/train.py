@@ -272,13 +272,12 @@ class Member:
         return result
 
 
-def batched_forward(members: list[Member]) -> Callable[[torch.Tensor], torch.Tensor]:
+def batched_forward(models: list[torch.nn.Module]) -> Callable[[torch.Tensor], torch.Tensor]:
     """A forward over P runs of the same architecture at once: inputs [P, B, T, in] -> logits [P, B, T, out].
 
     Models that declare `supports_vmap` run as ONE vmapped computation over their stacked parameters (each run's
     own leaf tensors are stacked every step, so gradients and optimizer state stay per run); others run one by one.
     """
-    models = [m.model for m in members]
     if len(models) > 1 and getattr(models[0], "supports_vmap", False):
         from torch.func import functional_call, vmap
 
@@ -322,7 +321,7 @@ def train_population(specs: list[RunSpec], run_dirs: list[Path], threads: int | 
         if not member.state["curve"]:
             member.evaluate()
     active = [m for m in members if m.training()]
-    forward = batched_forward(active) if active else None
+    forward = batched_forward([m.model for m in active]) if active else None
     while active:
         step_started = time.perf_counter()
         batches = [m.next_batch() for m in active]
@@ -354,7 +353,7 @@ def train_population(specs: list[RunSpec], run_dirs: list[Path], threads: int | 
                     on_finish(member.spec, results[member.spec.run_id])
         if len(still) != len(active):
             active = still
-            forward = batched_forward(active) if active else None
+            forward = batched_forward([m.model for m in active]) if active else None
     for member in members:
         if member.spec.run_id not in results:  # already past its budget when loaded from a checkpoint
             results[member.spec.run_id] = member.finish()

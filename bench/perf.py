@@ -1,0 +1,205 @@
+"""`make perf`: training and inference throughput of every model at the paper config, written to a CSV.
+
+    python -m bench.perf [--device cpu|cuda] [--quick] [--out reports/perf]
+
+For each model at the paper config (batch 32, Copy with L = 20 so T = 41; NTM and DNC 128 x 20 memory with a
+100-unit controller; LSTM 3 x 256) it measures, in one process: training seq/s and steps/s eager and with the step
+compiled, forward-only seq/s, peak memory, and the aggregate seq/s of P seeds trained together (P = 1, 4, 10) with
+the speed-up over training those P seeds one after another. `--quick` shrinks everything for the tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import resource
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from bench import registry
+from bench.metrics import loss_nats_per_seq
+from bench.results import atomic_write_csv
+
+REPO = Path(__file__).resolve().parents[1]
+PAPER_MODELS = {
+    "ntm": {},  # defaults: 1 x 100 controller, 128 x 20 memory, 1 read + 1 write head
+    "dnc": {},  # defaults: 1 x 100 controller, 128 x 20 memory, 1 read head
+    "lstm": {"layers": 3, "units": 256},
+}
+QUICK_MODELS = {
+    "ntm": {"controller_units": 16, "memory_locations": 8, "memory_width": 4},
+    "dnc": {"controller_units": 16, "memory_locations": 8, "memory_width": 4},
+    "lstm": {"layers": 1, "units": 16},
+}
+COLUMNS = ["model", "mode", "population", "batch_size", "seq_len", "device", "device_name", "torch", "python",
+           "threads", "params", "steps_per_s", "seq_per_s", "aggregate_seq_per_s", "speedup_vs_sequential",
+           "peak_memory_mb"]
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB; a process-wide peak
+
+
+def _reset_peak(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def _timed(fn, device: torch.device, warmup: int, repeats: int) -> float:
+    """Seconds per call of `fn`, the median of `repeats` calls after `warmup` calls."""
+    for _ in range(warmup):
+        fn()
+    _sync(device)
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        fn()
+        _sync(device)
+        times.append(time.perf_counter() - started)
+    times.sort()
+    return times[len(times) // 2]
+
+
+def build(name: str, params: dict, task, device: torch.device, seed: int = 0) -> torch.nn.Module:
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return registry.build_model(name, task.input_size, task.output_size, **params).to(device)
+
+
+def measure_model(name: str, params: dict, args, device: torch.device) -> list[dict]:
+    """Eager and compiled training, forward only, and populations, for one model."""
+    task = registry.build_task("copy", train_sizes=[args.length, args.length])
+    batch = task.sample(args.batch_size, torch.Generator().manual_seed(0), size=args.length).to(device)
+    rows = []
+    base = {"model": name, "batch_size": args.batch_size, "seq_len": batch.steps, "device": str(device)}
+
+    def training_step(model, optimizer):
+        def step():
+            optimizer.zero_grad(set_to_none=True)
+            loss_nats_per_seq(model(batch.inputs), batch.targets, batch.mask).backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 50.0)
+            optimizer.step()
+        return step
+
+    modes = ["eager"] + (["compiled"] if not args.no_compile else [])
+    for mode in modes:
+        model = build(name, params, task, device)
+        if mode == "compiled":
+            compile_step = getattr(model, "compile_step", None)
+            if compile_step is None:
+                continue  # this model has no step to compile (the LSTM runs cuDNN/oneDNN over the whole sequence)
+            compile_step()
+        optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+        _reset_peak(device)
+        seconds = _timed(training_step(model, optimizer), device, args.warmup + (2 if mode == "compiled" else 0),
+                         args.repeats)
+        rows.append({**base, "mode": f"train_{mode}", "population": 1, "params": model.parameter_count(),
+                     "steps_per_s": 1 / seconds, "seq_per_s": args.batch_size / seconds,
+                     "peak_memory_mb": _peak_memory_mb(device)})
+
+    model = build(name, params, task, device)
+    with torch.no_grad():
+        seconds = _timed(lambda: model(batch.inputs), device, args.warmup, args.repeats)
+    rows.append({**base, "mode": "forward", "population": 1, "params": model.parameter_count(),
+                 "steps_per_s": 1 / seconds, "seq_per_s": args.batch_size / seconds,
+                 "peak_memory_mb": _peak_memory_mb(device)})
+
+    single = next(r for r in rows if r["mode"] == "train_eager")
+    for population in args.populations:
+        models = [build(name, params, task, device, seed) for seed in range(population)]
+        optimizers = [torch.optim.Adam(m.parameters(), lr=1e-3) for m in models]
+        _reset_peak(device)
+        seconds = _timed(_population_step(models, optimizers, batch), device, args.warmup, args.repeats)
+        aggregate = population * args.batch_size / seconds
+        rows.append({**base, "mode": "population", "population": population, "params": single["params"],
+                     "steps_per_s": 1 / seconds, "seq_per_s": args.batch_size / seconds,
+                     "aggregate_seq_per_s": aggregate, "speedup_vs_sequential": aggregate / single["seq_per_s"],
+                     "peak_memory_mb": _peak_memory_mb(device)})
+    return rows
+
+
+def _population_step(models, optimizers, batch):
+    """One training step of P models on the same batch, through the training loop's own batched forward."""
+    from bench.train import batched_forward
+
+    forward = batched_forward(models)
+    inputs = batch.inputs.expand(len(models), *batch.inputs.shape).contiguous()
+
+    def step():
+        logits = forward(inputs)
+        for optimizer in optimizers:
+            optimizer.zero_grad(set_to_none=True)
+        sum(loss_nats_per_seq(lg, batch.targets, batch.mask) for lg in logits.unbind(0)).backward()
+        for model, optimizer in zip(models, optimizers):
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 50.0)
+            optimizer.step()
+
+    return step
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m bench.perf", description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    parser.add_argument("--quick", action="store_true", help="tiny models and few repeats (for the tests)")
+    parser.add_argument("--models", nargs="+", help="subset of models (default: ntm dnc lstm)")
+    parser.add_argument("--out", default=str(REPO / "reports" / "perf"), help="folder for perf.csv")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own choice)")
+    parser.add_argument("--no-compile", action="store_true", help="skip the compiled measurements")
+    args = parser.parse_args(argv)
+    args.batch_size = 32
+    args.length = 20
+    args.warmup, args.repeats = 3, 10
+    args.populations = [1, 4, 10]
+    if args.quick:
+        args.length, args.warmup, args.repeats, args.populations = 4, 1, 2, [1, 2]
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    from bench.train import device_name, resolve_device
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = resolve_device(args.device)
+    registry.load_all()
+    catalogue = QUICK_MODELS if args.quick else PAPER_MODELS
+    names = args.models or list(catalogue)
+    rows = []
+    for name in names:
+        print(f"measuring {name} on {device} ...", file=sys.stderr, flush=True)
+        rows += measure_model(name, catalogue.get(name, {}), args, device)
+    frame = pd.DataFrame(rows)
+    frame["device_name"] = device_name(device)
+    frame["torch"] = torch.__version__
+    frame["python"] = platform.python_version()
+    frame["threads"] = torch.get_num_threads()
+    for column in COLUMNS:
+        if column not in frame:
+            frame[column] = None
+    frame = frame[COLUMNS]
+    out = Path(args.out)
+    atomic_write_csv(out / "perf.csv", frame)
+    shown = frame[["model", "mode", "population", "seq_per_s", "steps_per_s", "aggregate_seq_per_s",
+                   "speedup_vs_sequential", "peak_memory_mb"]]
+    print(shown.to_string(index=False, float_format=lambda v: f"{v:,.1f}"))
+    print(f"device: {device_name(device)}, torch {torch.__version__}, threads {torch.get_num_threads()}, "
+          f"pid {os.getpid()}")
+    print(f"wrote {out / 'perf.csv'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
