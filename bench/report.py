@@ -1,41 +1,1050 @@
-"""The suite report: reports/<suite>/index.html, rendered from the suite's CSVs only (never live objects)."""
+"""The suite report: reports/<suite>/index.html plus reports/<suite>/figures/*.png.
+
+`write_report(out_dir)` reads only files: suite.json, the suite CSVs (runs.csv, curves.csv, generalization.csv) and,
+from each run folder, spec.json (provenance, budget), result.json (the error of a failed run) and samples.npz (sample
+outputs and memory traces). It never builds a model. The page is one self-contained file: every figure is embedded as a
+base64 PNG data URI, the CSS is inline, and there is no script, font or other request to the network.
+
+Figures are drawn on `matplotlib.figure.Figure` objects with the Agg canvas, never through pyplot, so rendering a
+report leaves no global figure state behind (and does not switch the backend of, say, a notebook that calls it).
+"""
 
 from __future__ import annotations
 
-import html
+import base64
+import io
+import math
+import re
+import time
+import warnings
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
+import jinja2
+import matplotlib
+import numpy as np
 import pandas as pd
+import scipy
+import seaborn as sns
+import yaml
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.colors import PowerNorm
+from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
+from matplotlib.ticker import EngFormatter, FuncFormatter, LogFormatter, MaxNLocator
 
-from bench.results import atomic_write_text, read_json
+from bench import stats
+from bench.results import atomic_write_bytes, atomic_write_text, read_json
+
+DPI = 100
+FIG_WIDTH = 11.0            # inches: 1100 px at DPI 100, inside the page's 1200 px column
+LOG_FLOOR = 1e-3            # learning curves: values below this (exact zeros included) are drawn at it
+LABEL_WIDTH = 14            # characters per line of a model label on a categorical axis
+TEMPLATES = Path(__file__).parent / "templates"
+CSV_FILES = ("runs.csv", "curves.csv", "generalization.csv")
+# seaborn's style for every figure, applied in a context so the caller's matplotlib settings are left alone
+STYLE = {**sns.axes_style("whitegrid"), **sns.plotting_context("notebook", font_scale=0.85),
+         "figure.dpi": DPI, "savefig.dpi": DPI, "axes.titlesize": 10, "legend.fontsize": 9}
+# sample outputs: 0/1 bits, a wrong bit, and a step that is not scored
+SAMPLE_COLOURS = np.array([[1.0, 1.0, 1.0], [0.13, 0.13, 0.13], [0.84, 0.15, 0.16], [0.85, 0.85, 0.85]])
+WRONG, UNSCORED = 2, 3
+INPUT_GREYS = matplotlib.colormaps["Greys"]
+INPUT_DIVERGING = matplotlib.colormaps["PuOr_r"]
+MEMORY_CMAP = matplotlib.colormaps["viridis"].with_extremes(bad="white")
+MEMORY_TRACES = {"read_weights": "read", "write_weights": "write", "usage": "usage"}
 
 
-def summary_table(runs: pd.DataFrame) -> pd.DataFrame:
-    """Per task x model: seeds converged / total, median converge step, final error, non-finite steps, params."""
+# ---- small helpers ----------------------------------------------------------------------------------------------
+
+def slug(text: str) -> str:
+    """A file- and anchor-safe form of a label."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", str(text)).strip("_") or "x"
+
+
+def wrap_label(label: str, width: int = LABEL_WIDTH) -> str:
+    """Break a long model label such as ``ntm[memory_init=constant]`` over lines, at '[', ',' and '='."""
+    if len(label) <= width:
+        return label
+    lines, line = [], ""
+    for part in re.split(r"(?=\[)|(?<=,)|(?<==)", label):
+        if line and len(line) + len(part) > width:
+            lines.append(line)
+            line = part
+        else:
+            line += part
+    lines.append(line)
+    return "\n".join(piece[i:i + width] for piece in lines for i in range(0, len(piece), width))
+
+
+def fmt(x: Any, digits: int = 3) -> str:
+    """A number for a table: '—' when missing, thousands separators for large values, else `digits` significant."""
+    if x is None or (isinstance(x, float) and not math.isfinite(x)) or pd.isna(x):
+        return "—"
+    x = float(x)
+    if abs(x) >= 1000 or (x == int(x) and abs(x) >= 100):
+        return f"{x:,.0f}"
+    return f"{x:.{digits}g}"
+
+
+def fmt_duration(seconds: float) -> str:
+    if not math.isfinite(seconds):
+        return "—"
+    seconds = int(round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}h {minutes:02d}m {secs:02d}s" if hours else f"{minutes}m {secs:02d}s" if minutes else f"{secs}s"
+
+
+def _truthy(value: Any) -> bool:
+    return str(value).strip().lower() in ("true", "1", "1.0")
+
+
+def _read_csv(path: Path) -> pd.DataFrame:
+    if not path.exists() or path.stat().st_size == 0:
+        return pd.DataFrame()
+    try:
+        return pd.read_csv(path)
+    except pd.errors.EmptyDataError:
+        return pd.DataFrame()
+
+
+def _read_json_or_none(path: Path) -> Any:
+    try:
+        return read_json(path)
+    except (OSError, ValueError):
+        return None
+
+
+# ---- the suite's data -------------------------------------------------------------------------------------------
+
+@dataclass
+class TaskInfo:
+    label: str
+    type: str
+    size_parts: list[str]
+    train_sizes: dict[str, list[int]]
+    test_sizes: list[list[int]]
+    rule: str | None            # the convergence rule in words; None: the task has no threshold
+    has_threshold: bool
+    gap_metric: bool            # N-Grams: plot the loss gap to the Bayes optimum instead of wrong bits
+
+    @property
+    def metric_label(self) -> str:
+        return "loss − optimum (bits/seq)" if self.gap_metric else "wrong bits/seq"
+
+    def threshold(self) -> float | None:
+        """The number in the convergence rule, on the scale of `metric_label`, for a dashed line on the curves."""
+        if not self.rule:
+            return None
+        match = re.search(r"within ([0-9.eE+-]+) bits" if self.gap_metric else r"<\s*([0-9.eE+-]+)", self.rule)
+        try:
+            return float(match.group(1)) if match else None
+        except ValueError:
+            return None
+
+    def in_training_range(self, size: Iterable[float]) -> bool:
+        size = list(size)
+        if len(size) != len(self.size_parts):
+            return False
+        return all(lo <= v <= hi for v, (lo, hi) in
+                   zip(size, (self.train_sizes.get(p, [math.inf, -math.inf]) for p in self.size_parts)))
+
+
+@dataclass
+class SuiteData:
+    out_dir: Path
+    manifest: dict[str, Any]
+    runs: pd.DataFrame
+    curves: pd.DataFrame
+    gen: pd.DataFrame
+    specs: dict[str, dict[str, Any]]
+    tasks: dict[str, TaskInfo]
+    models: list[str]
+    palette: dict[str, str]
+    errors: dict[str, str] = field(default_factory=dict)   # run_id -> error of a failed run
+
+    def budget(self, run_id: str) -> tuple[int, int]:
+        """(steps budget, batch size) of a run, from its spec.json, else the suite's."""
+        train = self.specs.get(run_id, {}).get("train", {})
+        return (int(train.get("steps", self.manifest.get("steps", 0)) or 0),
+                int(train.get("batch_size", self.manifest.get("batch_size", 1)) or 1))
+
+    def runs_of(self, task: str, model: str | None = None) -> pd.DataFrame:
+        frame = self.runs[self.runs["task"] == task]
+        return frame if model is None else frame[frame["model"] == model]
+
+    def models_of(self, task: str) -> list[str]:
+        present = set(self.runs_of(task)["model"])
+        return [m for m in self.models if m in present]
+
+
+def load_suite_data(out_dir: Path) -> SuiteData:
+    manifest = read_json(out_dir / "suite.json")
+    runs = _read_csv(out_dir / "runs.csv")
+    curves = _read_csv(out_dir / "curves.csv")
+    gen = _read_csv(out_dir / "generalization.csv")
+    for frame, columns in ((runs, ["task", "model", "seed", "run_id", "status"]),
+                           (curves, ["task", "model", "seed", "run_id", "step", "sequences_seen"]),
+                           (gen, ["task", "model", "seed", "run_id", "size"])):
+        for column in columns:
+            if column not in frame.columns:
+                frame[column] = pd.Series(dtype="object")
+    if len(runs):
+        runs["converged"] = runs["converged"].map(_truthy) if "converged" in runs else False
+        runs["status"] = runs["status"].fillna("failed").astype(str)
+    for column in ("converge_step", "converge_sequences", "final_wrong_bits_per_seq", "final_loss_bits_per_seq",
+                   "nonfinite_steps", "params", "wall_s", "seq_per_s", "steps"):
+        if column in runs.columns:
+            runs[column] = pd.to_numeric(runs[column], errors="coerce")
+        elif len(runs) or column not in runs.columns:
+            runs[column] = np.nan
+    specs, errors = {}, {}
+    for run_id, status in zip(runs["run_id"], runs["status"]):
+        folder = out_dir / "runs" / str(run_id)
+        specs[str(run_id)] = _read_json_or_none(folder / "spec.json") or {}
+        if status == "failed":
+            result = _read_json_or_none(folder / "result.json") or {}
+            errors[str(run_id)] = str(result.get("error", "no error recorded"))
+
+    tasks: dict[str, TaskInfo] = {}
+    facts = manifest.get("tasks") or {}
+    task_order = list(dict.fromkeys([*runs["task"].astype(str), *facts]))
+    for label in task_order:
+        fact = facts.get(label)
+        has_optimum = ("optimal_loss_bits_per_seq" in curves.columns
+                       and curves.loc[curves["task"] == label, "optimal_loss_bits_per_seq"].notna().any())
+        if fact is None:  # an older suite.json: recover what the CSVs tell
+            parts = sorted(c[len("size_"):] for c in gen.columns if c.startswith("size_")
+                           and gen.loc[gen["task"] == label, c].notna().any())
+            fact = {"type": label, "size_parts": parts, "train_sizes": {}, "test_sizes": [],
+                    "convergence_rule": "(rule not recorded)"}
+        tasks[label] = TaskInfo(label=label, type=str(fact.get("type", label)),
+                                size_parts=list(fact.get("size_parts", [])),
+                                train_sizes={k: list(v) for k, v in (fact.get("train_sizes") or {}).items()},
+                                test_sizes=[list(s) for s in fact.get("test_sizes", [])],
+                                rule=fact.get("convergence_rule"),
+                                has_threshold=fact.get("convergence_rule") is not None,
+                                gap_metric=fact.get("type") == "ngrams" or bool(has_optimum))
+    models = list(dict.fromkeys(runs["model"].astype(str)))
+    return SuiteData(out_dir, manifest, runs, curves, gen, specs, tasks, models, model_palette(models), errors)
+
+
+def model_palette(models: list[str]) -> dict[str, str]:
+    """One colour per model, the same in every figure and table swatch."""
+    colours = sns.color_palette("colorblind" if len(models) <= 10 else "husl", max(1, len(models)))
+    return {m: matplotlib.colors.to_hex(c) for m, c in zip(models, colours)}
+
+
+# ---- figures ----------------------------------------------------------------------------------------------------
+
+class FigureSink:
+    """Saves each figure as figures/<name>.png and keeps its bytes for embedding in the page."""
+
+    def __init__(self, out_dir: Path):
+        self.dir = out_dir / "figures"
+        self.written: dict[str, str] = {}   # file name -> data URI
+
+    def save(self, fig: Figure, name: str) -> dict[str, str]:
+        FigureCanvasAgg(fig)
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format="png", dpi=DPI)
+        fig.clear()  # the figure is done with; no pyplot registry holds it, so this frees it
+        data = buffer.getvalue()
+        file_name = f"{name}.png"
+        atomic_write_bytes(self.dir / file_name, data)
+        uri = "data:image/png;base64," + base64.b64encode(data).decode("ascii")
+        self.written[file_name] = uri
+        return {"src": uri, "file": f"figures/{file_name}"}
+
+    def remove_stale(self) -> None:
+        """Delete PNGs of an earlier render that this one did not write (a task or model that is gone)."""
+        if self.dir.exists():
+            for path in self.dir.glob("*.png"):
+                if path.name not in self.written:
+                    path.unlink()
+
+
+def _new_figure(width: float, height: float) -> Figure:
+    return Figure(figsize=(width, height), layout="constrained")
+
+
+def _model_legend(fig: Figure, data: SuiteData, models: list[str], extra: list | None = None) -> None:
+    handles = [matplotlib.lines.Line2D([], [], color=data.palette[m], lw=2.5, label=m) for m in models]
+    handles += extra or []
+    longest = max((len(h.get_label()) for h in handles), default=10)
+    ncols = max(1, min(len(handles), int(120 // (longest + 6))))
+    fig.legend(handles=handles, loc="outside lower center", ncols=ncols, frameon=False)
+
+
+def _curve_metric(frame: pd.DataFrame, task: TaskInfo) -> pd.Series:
+    if task.gap_metric and "optimal_loss_bits_per_seq" in frame.columns:
+        return frame["loss_bits_per_seq"] - frame["optimal_loss_bits_per_seq"]
+    return frame["wrong_bits_per_seq"]
+
+
+def _seed_matrix(data: SuiteData, task: TaskInfo, model: str) -> tuple[pd.DataFrame, dict[str, str]]:
+    """sequences_seen x seed of the task's metric. A run that stopped early at convergence keeps its last value."""
+    frame = data.curves[(data.curves["task"] == task.label) & (data.curves["model"] == model)].copy()
+    if frame.empty:
+        return pd.DataFrame(), {}
+    frame["metric"] = _curve_metric(frame, task)
+    matrix = frame.pivot_table(index="sequences_seen", columns="seed", values="metric", aggfunc="last").sort_index()
+    statuses = {}
+    for seed in matrix.columns:
+        row = data.runs_of(task.label, model)
+        row = row[row["seed"] == seed]
+        status = row["status"].iloc[0] if len(row) else "done"
+        statuses[seed] = status
+        if len(row) and status == "done" and bool(row["converged"].iloc[0]):
+            last = matrix[seed].last_valid_index()
+            matrix.loc[matrix.index > last, seed] = matrix.loc[last, seed]
+    return matrix, statuses
+
+
+def figure_curves(data: SuiteData, task: TaskInfo, sink: FigureSink) -> dict[str, str] | None:
+    models = [m for m in data.models_of(task.label)
+              if not data.curves[(data.curves["task"] == task.label) & (data.curves["model"] == m)].empty]
+    if not models:
+        return None
+    fig = _new_figure(FIG_WIDTH, 4.0)
+    ax_median, ax_seeds = fig.subplots(1, 2, sharey=True)
+    threshold = task.threshold()
+    for model in models:
+        matrix, statuses = _seed_matrix(data, task, model)
+        colour = data.palette[model]
+        values = matrix.to_numpy(dtype=float)
+        x = matrix.index.to_numpy(dtype=float)
+        with np.errstate(all="ignore"), _quiet():
+            q1, median, q3 = np.nanpercentile(values, [25, 50, 75], axis=1)
+        clip = lambda v: np.maximum(v, LOG_FLOOR)  # noqa: E731
+        ax_median.plot(x, clip(median), color=colour, lw=2)
+        ax_median.fill_between(x, clip(q1), clip(q3), color=colour, alpha=0.2, lw=0)
+        for seed in matrix.columns:
+            series = matrix[seed].dropna()
+            ax_seeds.plot(series.index, clip(series.to_numpy(dtype=float)), color=colour, lw=0.8, alpha=0.7)
+            if statuses.get(seed) == "diverged" and len(series):
+                ax_seeds.plot(series.index[-1], clip(series.iloc[-1]), marker="X", ms=9, color=colour,
+                              markeredgecolor="black", ls="none")
+    for ax in (ax_median, ax_seeds):
+        ax.set_yscale("log")
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.yaxis.set_minor_formatter(LogFormatter(labelOnlyBase=False, minor_thresholds=(1, 0.4)))
+        ax.set_xlabel("sequences seen")
+        ax.xaxis.set_major_formatter(EngFormatter(sep=""))
+        if threshold is not None:
+            ax.axhline(max(threshold, LOG_FLOOR), color="black", ls="--", lw=1)
+    ax_median.set_ylabel(f"{task.metric_label} (log)")
+    ax_median.set_title("median across seeds, interquartile band")
+    ax_seeds.set_title("each seed (X: diverged run ends)")
+    extra = []
+    if threshold is not None:
+        extra.append(matplotlib.lines.Line2D([], [], color="black", ls="--", lw=1, label="convergence threshold"))
+    _model_legend(fig, data, models, extra)
+    return sink.save(fig, f"curves_{slug(task.label)}")
+
+
+class _quiet(warnings.catch_warnings):
+    """Silence numpy's all-NaN-slice warnings where a step has no seed yet."""
+
+    def __enter__(self):
+        super().__enter__()
+        warnings.simplefilter("ignore", RuntimeWarning)
+
+
+def convergence_tasks(data: SuiteData) -> tuple[list[TaskInfo], list[str]]:
+    """(tasks with at least one converged seed, labels of thresholded tasks where no seed converged)."""
+    shown, none = [], []
+    for task in data.tasks.values():
+        usable = _usable(data.runs_of(task.label))
+        if not task.has_threshold or not len(usable):
+            continue
+        (shown if usable["converged"].any() else none).append(task)
+    return shown, [t.label for t in none]
+
+
+def figure_convergence(data: SuiteData, sink: FigureSink) -> dict[str, str] | None:
+    """Steps to converge per model, one panel per task that has a converged seed (an all-censored panel is empty)."""
+    tasks, _ = convergence_tasks(data)
+    if not tasks:
+        return None
+    ncols = min(4, len(tasks))
+    nrows = math.ceil(len(tasks) / ncols)
+    fig = _new_figure(FIG_WIDTH, 3.0 * nrows + 0.6)
+    axes = np.atleast_1d(fig.subplots(nrows, ncols, squeeze=False)).ravel()
+    rng = np.random.default_rng(0)
+    for ax, task in zip(axes, tasks):
+        models = data.models_of(task.label)
+        rows, budget_line = [], 0
+        for model in models:
+            runs = _usable(data.runs_of(task.label, model))
+            for _, run in runs.iterrows():
+                steps, _ = data.budget(run["run_id"])
+                budget_line = max(budget_line, steps)
+                converged = bool(run["converged"]) and pd.notna(run["converge_step"])
+                rows.append({"model": model, "steps": run["converge_step"] if converged else steps,
+                             "converged": converged})
+        frame = pd.DataFrame(rows)
+        positions = {m: i for i, m in enumerate(models)}
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", matplotlib.MatplotlibDeprecationWarning)  # raised inside seaborn
+            sns.boxplot(data=frame, x="model", y="steps", hue="model", order=models, hue_order=models,
+                        palette=data.palette, legend=False, ax=ax, width=0.5, fliersize=0, boxprops={"alpha": 0.45})
+        for converged, marker, size in ((True, "o", 30), (False, "^", 55)):
+            part = frame[frame["converged"] == converged]
+            if part.empty:
+                continue
+            xs = np.array([positions[m] for m in part["model"]]) + rng.uniform(-0.15, 0.15, len(part))
+            ax.scatter(xs, part["steps"], marker=marker, s=size, zorder=3,
+                       c=[data.palette[m] for m in part["model"]] if converged else "white",
+                       edgecolors="black" if converged else [data.palette[m] for m in part["model"]],
+                       linewidths=0.6 if converged else 1.8)
+        ax.axhline(budget_line, color="grey", ls="--", lw=1)
+        ax.set_title(task.label)
+        ax.set_xlabel("")
+        ax.set_ylabel("steps to converge")
+        ax.set_ylim(0, budget_line * 1.08 if budget_line else None)
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}"))
+        ax.set_xticks(range(len(models)), [wrap_label(m) for m in models])
+    for ax in axes[len(tasks):]:
+        ax.set_visible(False)
+    fig.legend(handles=[
+        matplotlib.lines.Line2D([], [], marker="o", ls="none", color="grey", markeredgecolor="black",
+                                label="converged seed"),
+        matplotlib.lines.Line2D([], [], marker="^", ls="none", markerfacecolor="white", markeredgecolor="grey",
+                                markeredgewidth=1.8, ms=8, label="not converged (censored at the budget)"),
+        matplotlib.lines.Line2D([], [], color="grey", ls="--", label="step budget")],
+        loc="outside lower center", ncols=3, frameon=False)
+    return sink.save(fig, "convergence")
+
+
+def _usable(runs: pd.DataFrame) -> pd.DataFrame:
+    """Runs that carry a result (done or diverged); failed runs say nothing about convergence."""
+    return runs[runs["status"].isin(["done", "diverged"])]
+
+
+def _generalization_frame(data: SuiteData, task: TaskInfo) -> pd.DataFrame:
+    frame = data.gen[data.gen["task"] == task.label].copy()
+    if frame.empty:
+        return frame
+    frame["metric"] = _curve_metric(frame, task)
+    return frame
+
+
+def _size_of(row: pd.Series, task: TaskInfo) -> tuple[float, ...]:
+    return tuple(float(row.get(f"size_{p}", math.nan)) for p in task.size_parts)
+
+
+def _ordered_sizes(frame: pd.DataFrame, task: TaskInfo) -> list[tuple[str, tuple[float, ...]]]:
+    sizes = {}
+    for _, row in frame.drop_duplicates("size").iterrows():
+        sizes[row["size"]] = _size_of(row, task)
+    return sorted(sizes.items(), key=lambda kv: kv[1])
+
+
+def _grid_shape(sizes: list[tuple[float, ...]]) -> tuple[list[float], list[float]] | None:
+    """(xs, ys) for 2-part sizes that vary independently (Repeat Copy's (L, n) grid), else None.
+
+    Sizes along a diagonal, such as Priority Sort's (20, 16), (30, 24), (40, 32), are a line, not a grid: there,
+    no value of one part comes with two values of the other.
+    """
+    if not sizes or len(sizes[0]) != 2:
+        return None
+    xs = sorted({s[0] for s in sizes})
+    ys = sorted({s[1] for s in sizes})
+    if len(set(sizes)) <= max(len(xs), len(ys)):
+        return None
+    return xs, ys
+
+
+def figure_generalization(data: SuiteData, task: TaskInfo, sink: FigureSink) -> dict[str, str] | None:
+    frame = _generalization_frame(data, task)
+    if frame.empty or not task.size_parts:
+        return None
+    models = [m for m in data.models_of(task.label) if (frame["model"] == m).any()]
+    sizes = _ordered_sizes(frame, task)
+    grid = _grid_shape([s for _, s in sizes])
+    medians = frame.groupby(["model", "size"])["metric"].median()
+    if grid is not None:
+        return _generalization_heatmaps(data, task, models, medians, sizes, grid, sink)
+    fig = _new_figure(FIG_WIDTH * 0.75, 3.6)
+    ax = fig.subplots()
+    one_part = len(task.size_parts) == 1
+    positions = {label: (size[0] if one_part else i) for i, (label, size) in enumerate(sizes)}
+    for model in models:
+        part = frame[frame["model"] == model]
+        grouped = part.groupby("size")["metric"]
+        labels = [label for label, _ in sizes if label in grouped.groups]
+        q = np.array([stats.quartiles(grouped.get_group(label)) for label in labels])
+        x = np.array([positions[label] for label in labels], dtype=float)
+        ax.plot(x, q[:, 1], color=data.palette[model], marker="o", lw=2)
+        ax.fill_between(x, q[:, 0], q[:, 2], color=data.palette[model], alpha=0.2, lw=0)
+    inside = [positions[label] for label, size in sizes if task.in_training_range(size)]
+    ticks = sorted({positions[label] for label, _ in sizes})
+    if one_part and task.train_sizes.get(task.size_parts[0]):
+        lo, hi = task.train_sizes[task.size_parts[0]]
+        ax.axvspan(lo - 0.5, hi + 0.5, color="grey", alpha=0.15, lw=0)  # sizes are integers: a lone size shows
+        ticks = sorted({*ticks, lo, hi})
+    elif inside:
+        ax.axvspan(min(inside) - 0.4, max(inside) + 0.4, color="grey", alpha=0.15, lw=0)
+    if one_part:
+        if len(ticks) <= 12:
+            ax.set_xticks(ticks, [fmt(t) for t in ticks])
+        ax.set_xlabel(f"test size ({task.size_parts[0]})")
+    else:
+        ax.set_xticks([positions[label] for label, _ in sizes], [label for label, _ in sizes])
+        ax.set_xlabel("test size (" + ", ".join(task.size_parts) + ")")
+    if task.gap_metric:
+        ax.axhline(0, color="black", lw=1, ls=":")
+    ax.set_ylabel(f"median {task.metric_label}")
+    ax.set_ylim(bottom=min(0, ax.get_ylim()[0]))
+    extra = [Rectangle((0, 0), 1, 1, color="grey", alpha=0.25, label="training range")]
+    _model_legend(fig, data, models, extra)
+    return sink.save(fig, f"generalization_{slug(task.label)}")
+
+
+def _generalization_heatmaps(data, task, models, medians, sizes, grid, sink):
+    xs, ys = grid
+    ncols = min(4, len(models))
+    nrows = math.ceil(len(models) / ncols)
+    fig = _new_figure(FIG_WIDTH if ncols > 2 else FIG_WIDTH * 0.7, 2.9 * nrows + 0.3)
+    axes = np.atleast_1d(fig.subplots(nrows, ncols, squeeze=False)).ravel()
+    vmax = max(float(np.nanmax(medians.to_numpy())) if len(medians) else 1.0, 1e-9)
+    image = None
+    label_of = {size: label for label, size in sizes}
+    for ax, model in zip(axes, models):
+        values = np.full((len(ys), len(xs)), np.nan)
+        for (x_i, x), (y_i, y) in ((a, b) for a in enumerate(xs) for b in enumerate(ys)):
+            label = label_of.get((x, y))
+            if label is not None and (model, label) in medians.index:
+                values[y_i, x_i] = medians[(model, label)]
+        image = ax.imshow(values, origin="lower", cmap="rocket_r", vmin=0, vmax=vmax, aspect="auto")
+        for y_i, x_i in np.ndindex(values.shape):
+            if np.isfinite(values[y_i, x_i]):
+                dark = values[y_i, x_i] > 0.55 * vmax
+                ax.text(x_i, y_i, fmt(values[y_i, x_i]), ha="center", va="center", fontsize=8,
+                        color="white" if dark else "black")
+            if task.in_training_range((xs[x_i], ys[y_i])):
+                ax.add_patch(Rectangle((x_i - 0.5, y_i - 0.5), 1, 1, fill=False, ec="#1f77b4", lw=2.5))
+        ax.set_xticks(range(len(xs)), [fmt(v) for v in xs])
+        ax.set_yticks(range(len(ys)), [fmt(v) for v in ys])
+        ax.set_xlabel(task.size_parts[0])
+        ax.set_ylabel(task.size_parts[1])
+        ax.grid(False)
+        ax.set_title(model, color=data.palette[model], fontweight="bold")
+    for ax in axes[len(models):]:
+        ax.set_visible(False)
+    if image is not None:
+        fig.colorbar(image, ax=axes[:len(models)].tolist(), label=f"median {task.metric_label}", shrink=0.9)
+    return sink.save(fig, f"generalization_{slug(task.label)}")
+
+
+def _sample_runs(data: SuiteData, task: TaskInfo) -> list[tuple[str, int, dict[str, np.ndarray]]]:
+    """(model, seed, arrays) for each model: the lowest seed whose run saved samples."""
+    chosen = []
+    for model in data.models_of(task.label):
+        runs = data.runs_of(task.label, model).sort_values("seed")
+        for _, run in runs.iterrows():
+            path = data.out_dir / "runs" / str(run["run_id"]) / "samples.npz"
+            if path.exists():
+                try:
+                    with np.load(path) as npz:
+                        arrays = {key: npz[key] for key in npz.files}
+                except (OSError, ValueError):
+                    continue
+                chosen.append((model, int(run["seed"]), arrays))
+                break
+    return chosen
+
+
+def _size_text(task: TaskInfo, size: np.ndarray | None) -> str:
+    if size is None:
+        return ""
+    return ", ".join(f"{p}={int(v)}" for p, v in zip(task.size_parts, np.atleast_1d(size)))
+
+
+def _input_rgb(inputs: np.ndarray) -> np.ndarray:
+    """[channels, T] inputs -> RGB: grey scale for channels in [0, 1]; a diverging map for a channel that goes
+    negative (Priority Sort's priorities), with 0 white in both."""
+    rgb = np.empty((*inputs.shape, 3))
+    for c, channel in enumerate(inputs):
+        if channel.size and channel.min() < 0:
+            bound = max(1.0, float(np.abs(channel).max()))
+            rgb[c] = INPUT_DIVERGING((channel + bound) / (2 * bound))[..., :3]
+        else:
+            rgb[c] = INPUT_GREYS(np.clip(channel / max(1.0, float(channel.max(initial=0))), 0, 1) * 0.9)[..., :3]
+    return rgb
+
+
+def _bit_codes(bits: np.ndarray, target: np.ndarray, mask: np.ndarray, compare: bool) -> np.ndarray:
+    """[channels, T] bits -> RGB: 0/1, WRONG where `bits` differs from the target, UNSCORED off the mask."""
+    codes = bits.astype(int).copy()
+    if compare:
+        codes[bits != target] = WRONG
+    codes[:, mask <= 0] = UNSCORED
+    return SAMPLE_COLOURS[codes]
+
+
+def _stack_blocks(blocks: list[np.ndarray], gap: int = 1) -> tuple[np.ndarray, list[float], list[float]]:
+    """Blocks [rows_i, T, ...] one above the other, `gap` blank (white or NaN) rows apart.
+
+    Returns the image, each block's centre row (for a tick label) and the edges of the gaps (for separator lines).
+    """
+    pieces, centres, edges, row = [], [], [], 0
+    for i, block in enumerate(blocks):
+        if i:
+            blank = np.ones((gap, *block.shape[1:])) if block.ndim == 3 else np.full((gap, block.shape[1]), np.nan)
+            pieces.append(blank)
+            edges += [row - 0.5, row + gap - 0.5]
+            row += gap
+        pieces.append(block)
+        centres.append(row + (block.shape[0] - 1) / 2)
+        row += block.shape[0]
+    return np.concatenate(pieces, axis=0), centres, edges
+
+
+def _time_axis(ax, length: int, bottom: bool) -> None:
+    """Integer time steps; the rows of a column share one length, so only the bottom row is labelled."""
+    ax.set_xlim(-0.5, length - 0.5)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.tick_params(labelsize=8, length=2, labelbottom=bottom)
+    if bottom:
+        ax.set_xlabel("time step", fontsize=8)
+
+
+def figure_samples(data: SuiteData, task: TaskInfo, samples, sink: FigureSink) -> dict[str, str] | None:
+    """Per model (rows) and per size (largest training size, 2x it): input / target / thresholded output, stacked."""
+    names = [n for n in ("train_max", "double") if any(f"{n}/inputs" in arrays for _, _, arrays in samples)]
+    if not samples or not names:
+        return None
+    lengths = [max(a[f"{n}/inputs"].shape[0] for _, _, a in samples if f"{n}/inputs" in a) for n in names]
+    channels = max(a[f"{n}/inputs"].shape[1] + 2 * a[f"{n}/targets"].shape[1]
+                   for _, _, a in samples for n in names if f"{n}/inputs" in a)
+    row_height = min(2.6, max(1.1, 0.09 * channels + 0.5))
+    fig = _new_figure(FIG_WIDTH, 0.5 + row_height * len(samples))
+    axes = fig.subplots(len(samples), len(names), squeeze=False, gridspec_kw={"width_ratios": lengths})
+    for row, (model, seed, arrays) in enumerate(samples):
+        for col, name in enumerate(names):
+            ax = axes[row, col]
+            ax.grid(False)
+            if f"{name}/inputs" not in arrays:
+                ax.set_visible(False)
+                continue
+            targets = arrays[f"{name}/targets"].T                 # [channels, T]
+            mask = arrays[f"{name}/mask"]
+            predicted = (arrays[f"{name}/outputs"].T > 0.5).astype(float)
+            image, centres, edges = _stack_blocks([_input_rgb(arrays[f"{name}/inputs"].T),
+                                                   _bit_codes(targets, targets, mask, False),
+                                                   _bit_codes(predicted, targets, mask, True)])
+            ax.imshow(image, aspect="auto", interpolation="nearest")
+            for edge in edges:
+                ax.axhline(edge, color="#888888", lw=0.8)
+            ax.set_yticks(centres, ["input", "target", "output"] if col == 0 else [])
+            _time_axis(ax, lengths[col], row == len(samples) - 1)
+            size = _size_text(task, arrays.get(f"{name}/size"))
+            if row == 0:
+                ax.set_title(("largest training size" if name == "train_max" else "2× the largest") + f" ({size})",
+                             fontsize=9)
+        axes[row, 0].set_ylabel(f"{wrap_label(model)}\nseed {seed}", fontsize=9, color=data.palette[model],
+                                fontweight="bold")
+    return sink.save(fig, f"samples_{slug(task.label)}")
+
+
+def _stack_heads(weights: np.ndarray) -> np.ndarray:
+    """[T, heads, N] (or [T, N]) -> [heads*N, T], head 1 at the bottom, the others above it."""
+    if weights.ndim == 2:
+        weights = weights[:, None, :]
+    return np.concatenate([weights[:, h, :].T for h in range(weights.shape[1])], axis=0)
+
+
+def _memory_row_height(arrays: dict[str, np.ndarray]) -> float:
+    """Inches for one model's row: its blocks (2 for the NTM: read, write; 3 for the DNC: and usage), taller for a
+    large memory so that a 128-location block keeps about one pixel per location."""
+    blocks = sum(any(key.endswith(f"/trace/{k}") for key in arrays) for k in MEMORY_TRACES)
+    rows = max((_stack_heads(v).shape[0] for key, v in arrays.items() if key.endswith("/trace/read_weights")),
+               default=1)
+    return max(1.2, 0.55 * blocks * min(2.0, max(1.0, rows / 64)))
+
+
+def figure_memory(data: SuiteData, task: TaskInfo, samples, sink: FigureSink) -> dict[str, str] | None:
+    """Per memory model (rows) and size (columns): read, write and (DNC) usage weightings, location against time."""
+    models = [(model, seed, arrays) for model, seed, arrays in samples
+              if any(f"{n}/trace/read_weights" in arrays for n in ("train_max", "double"))]
+    if not models:
+        return None
+    names = [n for n in ("train_max", "double") if any(f"{n}/trace/read_weights" in a for _, _, a in models)]
+    lengths = [max(a[f"{n}/trace/read_weights"].shape[0] for _, _, a in models if f"{n}/trace/read_weights" in a)
+               for n in names]
+    heights = [_memory_row_height(arrays) for _, _, arrays in models]
+    fig = _new_figure(FIG_WIDTH, 0.5 + sum(heights))
+    axes = fig.subplots(len(models), len(names), squeeze=False,
+                        gridspec_kw={"width_ratios": lengths, "height_ratios": heights})
+    image = None
+    for row, (model, seed, arrays) in enumerate(models):
+        for col, name in enumerate(names):
+            ax = axes[row, col]
+            ax.grid(False)
+            keys = [k for k in MEMORY_TRACES if f"{name}/trace/{k}" in arrays]
+            if not keys:
+                ax.set_visible(False)
+                continue
+            stacked = [_stack_heads(arrays[f"{name}/trace/{k}"]) for k in keys]
+            gap = max(1, max(s.shape[0] for s in stacked) // 16)
+            # blocks read, write, usage from top to bottom; rows inside a block are locations 0..N-1 downwards
+            matrix, centres, _ = _stack_blocks(stacked, gap=gap)
+            # a square-root scale on a fixed 0..1 range: a sharp focus stays bright and a diffuse spread stays visible
+            image = ax.imshow(np.ma.masked_invalid(matrix), aspect="auto", cmap=MEMORY_CMAP,
+                              norm=PowerNorm(0.5, vmin=0, vmax=1), interpolation="nearest")
+            ax.set_yticks(centres, [MEMORY_TRACES[k] for k in keys])
+            _time_axis(ax, lengths[col], row == len(models) - 1)
+            size = _size_text(task, arrays.get(f"{name}/size"))
+            if row == 0:
+                ax.set_title(("largest training size" if name == "train_max" else "2× the largest") + f" ({size})",
+                             fontsize=9)
+        axes[row, 0].set_ylabel(f"{wrap_label(model)}\nseed {seed}", fontsize=9, color=data.palette[model],
+                                fontweight="bold")
+    if image is not None:
+        fig.colorbar(image, ax=axes.ravel().tolist(), label="weight / usage", shrink=0.8, aspect=30)
+    return sink.save(fig, f"memory_{slug(task.label)}")
+
+
+# ---- tables -----------------------------------------------------------------------------------------------------
+
+@dataclass
+class Cell:
+    text: str
+    sub: str = ""               # a second, smaller line (a CI)
+    cls: str = ""
+    title: str = ""
+    href: str = ""
+    badges: list[tuple[str, str]] = field(default_factory=list)
+    swatch: str = ""            # a model's colour
+    sort: float | None = None   # for highlighting the best value of a column
+
+
+def _median_cell(summary: stats.CensoredMedian, scale: float, budget_text: str) -> Cell:
+    """A censored median (in steps or sequences: `scale`) with its CI on a second line."""
+    if summary.n == 0:
+        return Cell("—", title="no finished runs")
+    if summary.median is None:
+        return Cell("> budget", sub=budget_text, cls="muted",
+                    title=f"{summary.n_converged} of {summary.n} seeds converged; the median needs at least half")
+    prefix = "≥ " if summary.median_is_bound else ""
+    text = prefix + fmt(summary.median * scale)
+    title = ("exactly half the seeds converged, so the median rests on a censored seed and is a lower bound"
+             if summary.median_is_bound else "")
+    if summary.ci is None:
+        sub = summary.reason
+    else:
+        high = ("≥ " if summary.ci_high_censored else "") + fmt(summary.ci[1] * scale)
+        sub = f"[{fmt(summary.ci[0] * scale)}, {high}]"
+    return Cell(text, sub=sub, title=title, sort=summary.median * scale)
+
+
+def _final_metric(data: SuiteData, task: TaskInfo, runs: pd.DataFrame) -> pd.Series:
+    """Each run's final error on the evaluation set: wrong bits/seq, or for N-Grams the loss gap to the optimum."""
+    if not task.gap_metric:
+        return runs["final_wrong_bits_per_seq"]
+    last = data.curves[data.curves["run_id"].isin(runs["run_id"])].sort_values("step").groupby("run_id").last()
+    if "optimal_loss_bits_per_seq" not in last.columns:
+        return runs["final_wrong_bits_per_seq"]
+    gap = last["loss_bits_per_seq"] - last["optimal_loss_bits_per_seq"]
+    return runs["run_id"].map(gap)
+
+
+def _generalization_medians(data: SuiteData, task: TaskInfo) -> tuple[list[tuple[str, tuple]], pd.Series]:
+    frame = _generalization_frame(data, task)
+    if frame.empty:
+        return [], pd.Series(dtype=float)
+    return _ordered_sizes(frame, task), frame.groupby(["model", "size"])["metric"].median()
+
+
+def summary_rows(data: SuiteData, task: TaskInfo) -> list[dict[str, Any]]:
+    """One row per model of the task: the cells of the summary table."""
+    sizes, gen_medians = _generalization_medians(data, task)
     rows = []
-    for (task, model), group in runs.groupby(["task", "model"], sort=False):
-        converged = group[group["converged"] == True]  # noqa: E712 - a pandas column
+    for model in data.models_of(task.label):
+        runs = data.runs_of(task.label, model)
+        usable = _usable(runs)
+        counts = runs["status"].value_counts()
+        badges = [(f"{counts[s]} {s}", "bad") for s in ("diverged", "failed") if counts.get(s)]
+        budget_steps = max([data.budget(r)[0] for r in runs["run_id"]] or [0])
+        batch = max([data.budget(r)[1] for r in runs["run_id"]] or [1])
+        if task.has_threshold:
+            n_conv = int(usable["converged"].sum())
+            converged = Cell(f"{n_conv}/{len(runs)}", badges=badges, sort=n_conv / max(1, len(runs)),
+                             title=f"seeds converged ({task.rule}) / seeds run")
+            steps = stats.censored_median(
+                [s if c else None for s, c in zip(usable["converge_step"], usable["converged"])], budget_steps)
+            budget_text = f"budget {fmt(budget_steps)} steps"
+            steps_cell = _median_cell(steps, 1.0, budget_text)
+            seqs_cell = _median_cell(steps, float(batch), f"budget {fmt(budget_steps * batch)} seq")
+        else:
+            converged = Cell("no threshold", cls="muted", badges=badges,
+                             title="this task has no convergence threshold, so no run is 'converged'")
+            steps_cell = Cell("no threshold", cls="muted")
+            seqs_cell = Cell("no threshold", cls="muted")
+        final = _final_metric(data, task, usable).dropna()
+        final_cell = Cell(fmt(final.median()) if len(final) else "—",
+                          sub=f"[{fmt(final.min())}–{fmt(final.max())}]" if len(final) > 1 else "",
+                          title="median over seeds [min–max]", sort=float(final.median()) if len(final) else None)
+        gen_cell = _generalization_cell(task, model, sizes, gen_medians)
+        nonfinite = runs["nonfinite_steps"].fillna(0)
+        params = runs["params"].dropna()
+        seq_s = runs["seq_per_s"].dropna()
         rows.append({
-            "task": task, "model": model,
-            "converged": f"{len(converged)}/{len(group)}",
-            "median converge step": converged["converge_step"].median() if len(converged) * 2 >= len(group)
-            else "> budget",
-            "median final wrong bits/seq": group["final_wrong_bits_per_seq"].median(),
-            "non-finite steps": int(group["nonfinite_steps"].fillna(0).sum()),
-            "params": group["params"].iloc[0],
-            "seq/s": round(group["seq_per_s"].median(), 1),
-        })
-    return pd.DataFrame(rows)
+            "model": model,
+            "cells": [
+                Cell(model, swatch=data.palette[model]),
+                converged, steps_cell, seqs_cell, final_cell, gen_cell,
+                Cell(fmt(nonfinite.sum()), cls="bad" if nonfinite.sum() > 0 else "",
+                     title=f"non-finite (skipped) updates, summed over seeds; max per seed {fmt(nonfinite.max())}"),
+                Cell(fmt(params.iloc[0]) if len(params) else "—"),
+                Cell(fmt(seq_s.median()) if len(seq_s) else "—", title="median over seeds of training throughput",
+                     sort=float(seq_s.median()) if len(seq_s) else None),
+            ]})
+    best = {1: max, 2: min, 3: min, 4: min, 5: min, 8: max}
+    _highlight(rows, best)
+    return rows
+
+
+def _generalization_cell(task: TaskInfo, model: str, sizes, medians: pd.Series) -> Cell:
+    values = [(label, size, medians.get((model, label), math.nan)) for label, size in sizes]
+    values = [v for v in values if pd.notna(v[2])]
+    if not values:
+        return Cell("—", href=f"#gen-{slug(task.label)}")
+    if len(values) > 4:
+        inside = [v for v in values if task.in_training_range(v[1])]
+        keep = [values[0], *(inside[-1:] if inside else []), values[-1]]
+        values = list(dict.fromkeys(keep))
+    largest = values[-1]
+    parts = [f"{label}: {fmt(v)}" for label, _, v in values]
+    others = parts[:-1]
+    sub = "\n".join(" · ".join(others[i:i + 2]) for i in range(0, len(others), 2))  # two sizes per line
+    return Cell(parts[-1], sub=sub, href=f"#gen-{slug(task.label)}",
+                title="median over seeds; click for every test size", sort=float(largest[2]))
+
+
+def _highlight(rows: list[dict[str, Any]], best: dict[int, Any]) -> None:
+    """Mark the best value of each scored column (ties included), when models differ."""
+    if len(rows) < 2:
+        return
+    for column, pick in best.items():
+        # compare what the table shows (3 significant digits), so two cells that read the same are both marked
+        values = [None if r["cells"][column].sort is None else float(f"{r['cells'][column].sort:.3g}") for r in rows]
+        finite = [v for v in values if v is not None and math.isfinite(v)]
+        if len(finite) < 2 or len(set(finite)) < 2 and len(finite) == len(values):
+            continue
+        target = pick(finite)
+        for row, value in zip(rows, values):
+            if value is not None and math.isclose(value, target, rel_tol=1e-9, abs_tol=1e-12):
+                row["cells"][column].cls = (row["cells"][column].cls + " best").strip()
+
+
+def pairwise_rows(data: SuiteData, task: TaskInfo) -> list[list[Cell]]:
+    """Each pair of the task's models: ratio of median steps to converge (or of final error) with CI and p."""
+    models = data.models_of(task.label)
+    rows = []
+    samples = {}
+    for model in models:
+        usable = _usable(data.runs_of(task.label, model)).sort_values("seed")
+        budget = max([data.budget(r)[0] for r in usable["run_id"]] or [0])
+        if task.has_threshold:
+            values = [s if c else None for s, c in zip(usable["converge_step"], usable["converged"])]
+        else:
+            values = list(_final_metric(data, task, usable).to_numpy(dtype=float))
+            budget = math.inf
+        samples[model] = (list(usable["seed"]), values, budget)
+    for i, a in enumerate(models):
+        for b in models[i + 1:]:
+            seeds_a, values_a, budget_a = samples[a]
+            seeds_b, values_b, budget_b = samples[b]
+            if not task.has_threshold:
+                values_a = [v for v in values_a if math.isfinite(v)]
+                values_b = [v for v in values_b if math.isfinite(v)]
+            result = stats.compare(values_a, values_b, budget_a, budget_b, paired=seeds_a == seeds_b)
+            if result.ratio is None:
+                ratio = Cell("n/a", cls="muted", title=result.note)
+            else:
+                sub = (f"[{fmt(result.ci[0])}, {fmt(result.ci[1])}]" if result.ci else
+                       f"n/a (CI needs ≥ {stats.MIN_SEEDS_FOR_CI} seeds)")
+                ratio = Cell(fmt(result.ratio), sub=sub)
+            if result.ratio is None or not math.isfinite(result.ratio) or result.ratio == 1:
+                lower = "—"
+            else:
+                lower = a if result.ratio < 1 else b
+            significant = result.p_value is not None and result.p_value < 0.05
+            rows.append([
+                Cell(a, swatch=data.palette[a], cls="name"), Cell(b, swatch=data.palette[b], cls="name"), ratio,
+                Cell(lower, swatch=data.palette.get(lower, ""), cls="name"),
+                Cell(fmt(result.p_value) if result.p_value is not None else "n/a",
+                     cls="best" if significant else ("" if result.p_value is not None else "muted")),
+                Cell(("paired by seed" if result.paired else "unpaired")
+                     + (f"; {result.note}" if result.note else ""), cls="muted notes"),
+            ])
+    return rows
+
+
+def generalization_table(data: SuiteData, task: TaskInfo) -> dict[str, Any] | None:
+    frame = _generalization_frame(data, task)
+    if frame.empty:
+        return None
+    sizes = _ordered_sizes(frame, task)
+    headers = []
+    for label, size in sizes:
+        note = " (train)" if task.in_training_range(size) else ""
+        if task.gap_metric and "optimal_loss_bits_per_seq" in frame.columns:
+            optimum = frame.loc[frame["size"] == label, "optimal_loss_bits_per_seq"].median()
+            note += f" · optimum {fmt(optimum)}"
+        headers.append(label + note)
+    rows = []
+    for model in [m for m in data.models_of(task.label) if (frame["model"] == m).any()]:
+        part = frame[frame["model"] == model]
+        cells = [Cell(model, swatch=data.palette[model])]
+        for label, _ in sizes:
+            values = part.loc[part["size"] == label, "metric"].dropna()
+            if not len(values):
+                cells.append(Cell("—"))
+                continue
+            q1, median, q3 = stats.quartiles(values)
+            cells.append(Cell(fmt(median), sub=f"IQR {fmt(q1)}–{fmt(q3)}" if len(values) > 1 else "",
+                              title="seeds: " + ", ".join(fmt(v) for v in values), sort=median))
+        rows.append({"model": model, "cells": cells})
+    _highlight(rows, {c: min for c in range(1, len(sizes) + 1)})
+    return {"headers": headers, "rows": rows}
+
+
+# ---- header, appendix, page -------------------------------------------------------------------------------------
+
+def header_facts(data: SuiteData) -> dict[str, Any]:
+    provenance = [s.get("provenance") or {} for s in data.specs.values()]
+
+    def distinct(key: str) -> list[str]:
+        return sorted({str(p[key]) for p in provenance if p.get(key) is not None})
+
+    commits = []
+    for commit in distinct("git_commit"):
+        dirty = any(p.get("git_dirty") for p in provenance if p.get("git_commit") == commit)
+        commits.append(commit[:12] + (" (uncommitted changes)" if dirty else ""))
+    devices = sorted(set(distinct("device_name")) | {str(d) for d in data.runs.get("device", pd.Series()).dropna()})
+    versions = {key: ", ".join(distinct(key)) for key in ("python", "torch", "numpy", "pandas") if distinct(key)}
+    rendering = {"matplotlib": matplotlib.__version__, "seaborn": sns.__version__, "scipy": scipy.__version__,
+                 "jinja2": jinja2.__version__}
+    counts = data.runs["status"].value_counts().to_dict()
+    expected = len(data.manifest.get("run_ids", []))
+    runs_csv = data.out_dir / "runs.csv"
+    return {
+        "name": data.manifest.get("name", data.out_dir.name),
+        "description": data.manifest.get("description", ""),
+        "rendered": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "collected": (datetime.fromtimestamp(runs_csv.stat().st_mtime, UTC).strftime("%Y-%m-%d %H:%M UTC")
+                      if runs_csv.exists() else "—"),
+        "commits": commits or ["unknown"],
+        "devices": devices or ["unknown"],
+        "versions": versions,
+        "rendering": rendering,
+        "n_runs": len(data.runs),
+        "expected": expected,
+        "status_counts": [(s, counts[s]) for s in ("done", "diverged", "failed") if counts.get(s)],
+        "wall": fmt_duration(float(data.runs["wall_s"].sum())) if len(data.runs) else "—",
+        "seeds": data.manifest.get("seeds", []),
+        "steps": data.manifest.get("steps"),
+        "batch_size": data.manifest.get("batch_size"),
+    }
+
+
+def problems(data: SuiteData, limit: int = 12) -> list[str]:
+    """One line per run that diverged or failed, and a count of runs without a result, for the page's header."""
+    lines = []
+    for _, run in data.runs[data.runs["status"] != "done"].iterrows():
+        where = f"{run['task']} / {run['model']} / seed {run['seed']} (run {run['run_id']})"
+        if run["status"] == "diverged":
+            lines.append(f"{where} diverged at step {fmt(run['steps'])} after {fmt(run['nonfinite_steps'])} "
+                         "non-finite steps; it counts as not converged and has no generalisation results")
+        else:
+            lines.append(f"{where} failed: {data.errors.get(str(run['run_id']), 'no error recorded')}")
+    if len(lines) > limit:
+        lines = lines[:limit] + [f"… and {len(lines) - limit} more (see Runs in the appendix)"]
+    missing = len(set(data.manifest.get("run_ids", [])) - set(data.runs["run_id"].astype(str)))
+    if missing:
+        lines.append(f"{missing} run(s) of this suite have no result yet (not run, or interrupted)")
+    return lines
+
+
+def runs_table(data: SuiteData) -> list[list[Cell]]:
+    rows = []
+    for _, run in data.runs.iterrows():
+        run_id = str(run["run_id"])
+        status = str(run["status"])
+        rows.append([
+            Cell(run_id, href=f"runs/{run_id}/"), Cell(str(run["task"])),
+            Cell(str(run["model"]), swatch=data.palette.get(str(run["model"]), "")), Cell(str(run["seed"])),
+            Cell(status, cls="bad" if status != "done" else ""),
+            Cell(fmt(run["converge_step"]) if bool(run["converged"]) else "—"),
+            Cell(fmt(run["final_wrong_bits_per_seq"])), Cell(fmt(run["steps"])), Cell(fmt(run["wall_s"])),
+            Cell(data.errors.get(run_id, ""), cls="bad"),
+        ])
+    return rows
+
+
+def build_context(data: SuiteData, sink: FigureSink) -> dict[str, Any]:
+    with matplotlib.rc_context(STYLE):
+        sections = []
+        for task in data.tasks.values():
+            samples = _sample_runs(data, task)
+            sections.append({
+                "task": task,
+                "anchor": slug(task.label),
+                "summary": summary_rows(data, task),
+                "pairwise": pairwise_rows(data, task),
+                "curves": figure_curves(data, task, sink),
+                "generalization": figure_generalization(data, task, sink),
+                "generalization_table": generalization_table(data, task),
+                "grid": _grid_shape([s for _, s in _ordered_sizes(_generalization_frame(data, task), task)])
+                if not _generalization_frame(data, task).empty else None,
+                "samples": figure_samples(data, task, samples, sink),
+                "sample_seeds": [(m, s) for m, s, _ in samples],
+                "memory": figure_memory(data, task, samples, sink),
+                "train_range": ", ".join(f"{p} {lo}–{hi}" for p, (lo, hi) in task.train_sizes.items()),
+                "threshold_line": task.threshold(),
+            })
+        convergence = figure_convergence(data, sink)
+    no_threshold = [t.label for t in data.tasks.values() if not t.has_threshold]
+    _, never_converged = convergence_tasks(data)
+    return {
+        "header": header_facts(data),
+        "problems": problems(data),
+        "sections": sections,
+        "convergence": convergence,
+        "no_threshold": no_threshold,
+        "never_converged": never_converged,
+        "models": [(m, data.palette[m]) for m in data.models],
+        "runs_table": runs_table(data),
+        "yaml": yaml.safe_dump(data.manifest.get("resolved", {}), sort_keys=False, allow_unicode=True,
+                               default_flow_style=None, width=110),
+        "csvs": [name for name in CSV_FILES if (data.out_dir / name).exists()],
+        "log_floor": LOG_FLOOR,
+        "min_seeds": stats.MIN_SEEDS_FOR_CI,
+        "confidence": int(stats.CONFIDENCE * 100),
+    }
 
 
 def write_report(out_dir: Path) -> Path:
+    """Render out_dir/index.html (self-contained) and out_dir/figures/*.png from the suite's files; returns the path."""
+    started = time.perf_counter()
     out_dir = Path(out_dir)
-    manifest = read_json(out_dir / "suite.json")
-    runs = pd.read_csv(out_dir / "runs.csv")
-    table = summary_table(runs) if len(runs) else pd.DataFrame()
-    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(manifest['name'])}</title></head>
-<body><h1>Suite {html.escape(manifest['name'])}</h1><p>{html.escape(manifest.get('description', ''))}</p>
-{table.to_html(index=False)}</body></html>"""
+    data = load_suite_data(out_dir)
+    sink = FigureSink(out_dir)
+    context = build_context(data, sink)
+    sink.remove_stale()
+    environment = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True,
+                                     undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+    environment.filters["fmt"] = fmt
+    context["render_s"] = f"{time.perf_counter() - started:.1f}"
+    page = environment.get_template("report.html").render(**context)
     path = out_dir / "index.html"
     atomic_write_text(path, page)
     return path

@@ -122,6 +122,8 @@ def compare(a: Sequence[float | None], b: Sequence[float | None], budget_a: floa
         if oa.any() or ob.any():
             notes.append("a median is > budget")
         return MedianRatio(None, None, p_value, paired, "; ".join(notes))
+    if mb.median == 0:
+        return MedianRatio(None, None, p_value, paired, "; ".join([*notes, "the median of B is 0"]))
     ratio = ma.median / mb.median
     ci = None
     if len(ta) >= MIN_SEEDS_FOR_CI and len(tb) >= MIN_SEEDS_FOR_CI:

@@ -1,0 +1,374 @@
+"""The HTML report: it renders from files alone, embeds every figure, shows every task x model, and says plainly
+when a run diverged, failed or never converged. The `browser` test opens it in headless Chromium."""
+
+from __future__ import annotations
+
+import base64
+import io
+import os
+import re
+import shutil
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from bench.cli import main as cli_main
+from bench.report import wrap_label, write_report
+from bench.results import atomic_write_bytes, atomic_write_csv, atomic_write_json, collect
+
+REPO = Path(__file__).resolve().parents[1]
+STEPS, BATCH, EVAL_EVERY = 400, 8, 50
+SEEDS = [1, 2, 3, 4]
+LONG_MODEL = "ntm[memory_init=constant]"
+MODELS = {"lstm": "lstm", "ntm": "ntm", LONG_MODEL: "ntm", "dnc": "dnc"}
+TASKS = {
+    "copy": {"type": "copy", "size_parts": ["L"], "train_sizes": {"L": [1, 4]}, "test_sizes": [[4], [8], [12]],
+             "convergence_rule": "wrong bits/seq < 0.1", "bits": 4},
+    "repeat_copy": {"type": "repeat_copy", "size_parts": ["L", "n"], "train_sizes": {"L": [1, 3], "n": [1, 2]},
+                    "test_sizes": [[3, 2], [3, 4], [6, 2], [6, 4]], "convergence_rule": "wrong bits/seq < 0.1",
+                    "bits": 3},
+    "priority_sort": {"type": "priority_sort", "size_parts": ["inputs", "outputs"],
+                      "train_sizes": {"inputs": [6, 6], "outputs": [4, 4]}, "test_sizes": [[6, 4], [9, 6]],
+                      "convergence_rule": None, "bits": 3},
+    "ngrams": {"type": "ngrams", "size_parts": ["length"], "train_sizes": {"length": [20, 20]},
+               "test_sizes": [[40]], "convergence_rule": "loss within 1 bits/seq of the Bayes optimum", "bits": 1},
+}
+# converge steps per (task, model); None = never converges. dnc on copy seed 2 diverges; ntm on repeat_copy seed 3 fails
+CONVERGE = {
+    ("copy", "lstm"): [None, None, None, None],
+    ("copy", "ntm"): [100, 150, 150, 200],
+    ("copy", LONG_MODEL): [50, 100, 100, 50],
+    ("copy", "dnc"): [200, None, 250, 300],
+    ("repeat_copy", "lstm"): [300, None, 350, None],
+    ("repeat_copy", "ntm"): [150, 200, None, 250],
+    ("repeat_copy", LONG_MODEL): [100, 150, 150, 200],
+    ("repeat_copy", "dnc"): [200, 250, 300, 350],
+    ("ngrams", "lstm"): [300, 350, None, 400],
+    ("ngrams", "ntm"): [200, 250, 300, 350],
+    ("ngrams", LONG_MODEL): [200, 200, 250, 300],
+    ("ngrams", "dnc"): [250, 300, 350, 400],
+}
+DIVERGED = ("copy", "dnc", 2)
+FAILED = ("repeat_copy", "ntm", 3)
+FAILURE_MESSAGE = "RuntimeError: injected failure for the report test"
+
+
+def _error_curve(steps: np.ndarray, converge: int | None, rng: np.random.Generator) -> np.ndarray:
+    """Wrong bits/seq decaying so that it drops below 0.1 exactly at `converge` (never, when None)."""
+    start = 6.0
+    if converge is None:
+        return np.maximum(0.5, start * np.exp(-steps / 400)) + rng.uniform(0, 0.2, len(steps))
+    rate = np.log(start / 0.09) / converge
+    values = start * np.exp(-rate * steps)
+    values[steps < converge] = np.maximum(values[steps < converge], 0.11)
+    values[steps >= converge] = np.minimum(values[steps >= converge], 0.09)
+    values[steps >= converge + 100] = 0.0  # exact zeros: the log plot must cope
+    return values
+
+
+def _samples(task: dict, model_type: str, rng: np.random.Generator) -> bytes:
+    arrays = {}
+    bits = task["bits"]
+    largest = [hi for _, hi in (task["train_sizes"][p] for p in task["size_parts"])]
+    for name, factor in (("train_max", 1), ("double", 2)):
+        size = [factor * s for s in largest]
+        steps = 2 * size[0] + 1 if task["type"] != "ngrams" else size[0] - 1
+        inputs = rng.integers(0, 2, (steps, bits + 1)).astype(np.float32)
+        if task["type"] == "priority_sort":
+            inputs[:, -1] = rng.uniform(-1, 1, steps)  # a negative channel, like the priorities
+        targets = rng.integers(0, 2, (steps, bits)).astype(np.float32)
+        mask = np.zeros(steps, np.float32)
+        mask[steps // 2:] = 1
+        arrays |= {f"{name}/inputs": inputs, f"{name}/targets": targets, f"{name}/mask": mask,
+                   f"{name}/outputs": rng.uniform(0, 1, (steps, bits)).astype(np.float32),
+                   f"{name}/size": np.array(size)}
+        if model_type in ("ntm", "dnc"):
+            locations = 8
+            weights = rng.dirichlet(np.ones(locations) * 0.3, (steps, 1)).astype(np.float32)
+            arrays[f"{name}/trace/read_weights"] = weights
+            arrays[f"{name}/trace/write_weights"] = np.roll(weights, 1, axis=-1)
+        if model_type == "dnc":
+            arrays[f"{name}/trace/usage"] = np.cumsum(rng.uniform(0, 0.1, (steps, 8)), axis=0).clip(0, 1)
+            arrays[f"{name}/trace/allocation_gate"] = rng.uniform(0, 1, (steps, 1)).astype(np.float32)
+            arrays[f"{name}/trace/write_gate"] = rng.uniform(0, 1, (steps, 1)).astype(np.float32)
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **arrays)
+    return buffer.getvalue()
+
+
+def make_suite(out_dir: Path) -> Path:
+    """Write a finished suite by hand, run folders and all, then build its CSVs with the harness's own `collect`."""
+    rng = np.random.default_rng(7)
+    run_ids = []
+    eval_steps = np.arange(0, STEPS + 1, EVAL_EVERY)
+    provenance = {"git_commit": "0123456789abcdef0123456789abcdef01234567", "git_dirty": False, "python": "3.11.7",
+                  "torch": "2.13.0+cpu", "numpy": np.__version__, "pandas": pd.__version__,
+                  "device_name": "cpu (x86_64, 2 cores)", "command": "test", "hostname": "test"}
+    for task_label, task in TASKS.items():
+        for model, model_type in MODELS.items():
+            for i, seed in enumerate(SEEDS):
+                run_id = f"{len(run_ids):04d}{task_label[:3]}{seed}"
+                run_ids.append(run_id)
+                folder = out_dir / "runs" / run_id
+                spec = {"suite": "fixture", "task": task_label, "task_type": task["type"], "model": model,
+                        "model_type": model_type, "seed": seed, "run_id": run_id, "provenance": provenance,
+                        "train": {"steps": STEPS, "batch_size": BATCH}}
+                atomic_write_json(folder / "spec.json", spec)
+                if (task_label, model, seed) == FAILED:
+                    atomic_write_json(folder / "result.json", {"status": "failed", "error": FAILURE_MESSAGE})
+                    continue
+                converge = None if task["convergence_rule"] is None else CONVERGE[(task_label, model)][i]
+                diverged = (task_label, model, seed) == DIVERGED
+                steps = eval_steps[eval_steps <= 150] if diverged else eval_steps
+                wrong = _error_curve(steps.astype(float), converge, rng)
+                if task["type"] == "priority_sort":
+                    wrong = 40 * np.exp(-steps / 300) + 10 + 3 * i + {"lstm": 20, "dnc": 5}.get(model, 0)
+                optimum = np.full(len(steps), 12.0)
+                loss = wrong * 2 + (optimum if task["type"] == "ngrams" else 0)
+                if task["type"] == "ngrams":
+                    loss = optimum + np.where(wrong < 0.1, 0.5, 1.0 + wrong)
+                curve = pd.DataFrame({"step": steps, "sequences_seen": steps * BATCH, "loss_bits_per_seq": loss,
+                                      "wrong_bits_per_seq": wrong, "seq_accuracy": np.clip(1 - wrong / 4, 0, 1),
+                                      "wall_s": steps * 0.01})
+                if task["type"] == "ngrams":
+                    curve["optimal_loss_bits_per_seq"] = optimum
+                atomic_write_csv(folder / "curve.csv", curve)
+                gen_rows = []
+                if not diverged:
+                    for size in task["test_sizes"]:
+                        scale = size[0] / task["test_sizes"][0][0]
+                        row = {"size": ",".join(f"{p}={v}" for p, v in zip(task["size_parts"], size)),
+                               **{f"size_{p}": v for p, v in zip(task["size_parts"], size)},
+                               "loss_bits_per_seq": 2 * scale + i, "wrong_bits_per_seq": max(0.0, scale - 1) * 3 + i,
+                               "seq_accuracy": 0.5}
+                        if task["type"] == "ngrams":
+                            row["optimal_loss_bits_per_seq"] = 24.0
+                            row["loss_bits_per_seq"] = 25.0 + i
+                        gen_rows.append(row)
+                    atomic_write_bytes(folder / "samples.npz", _samples(task, model_type, rng))
+                atomic_write_csv(folder / "generalization.csv", pd.DataFrame(gen_rows))
+                converged = converge is not None and not diverged
+                result = {"status": "diverged" if diverged else "done", "converged": converged,
+                          "converge_step": converge if converged else None,
+                          "converge_sequences": converge * BATCH if converged else None,
+                          "final_loss_bits_per_seq": float(loss[-1]), "final_wrong_bits_per_seq": float(wrong[-1]),
+                          "nonfinite_steps": 100 if diverged else 0, "params": {"lstm": 1572, "dnc": 2900}.get(
+                              model, 2445), "steps": int(steps[-1]), "device": "cpu (x86_64, 2 cores)",
+                          "wall_s": 3.5 + i, "seq_per_s": {"lstm": 140.0, "dnc": 30.0}.get(model, 45.0)}
+                atomic_write_json(folder / "result.json", result)
+    resolved = {"name": "fixture", "description": "A hand-written suite for the report tests.", "seeds": len(SEEDS),
+                "train": {"steps": STEPS, "batch_size": BATCH, "eval_every": EVAL_EVERY},
+                "tasks": {label: {"task": t["type"]} for label, t in TASKS.items()},
+                "models": {label: {"model": m} for label, m in MODELS.items()}}
+    facts = {label: {k: v for k, v in t.items() if k != "bits"} for label, t in TASKS.items()}
+    atomic_write_json(out_dir / "suite.json", {"name": "fixture", "description": resolved["description"],
+                                               "path": "suites/fixture.yaml", "resolved": resolved,
+                                               "run_ids": run_ids, "seeds": SEEDS, "steps": STEPS,
+                                               "batch_size": BATCH, "tasks": facts})
+    collect(out_dir)
+    return out_dir
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory) -> Path:
+    out_dir = make_suite(tmp_path_factory.mktemp("fixture_suite"))
+    stale = out_dir / "figures" / "curves_a_task_that_is_gone.png"
+    stale.parent.mkdir(parents=True, exist_ok=True)
+    stale.write_bytes(b"old")
+    return write_report(out_dir)
+
+
+class _Rows(HTMLParser):
+    """The summary rows (task, model) -> their text, and every <img src>."""
+
+    def __init__(self):
+        super().__init__()
+        self.rows: dict[tuple[str, str], str] = {}
+        self.images: list[str] = []
+        self._row: tuple[str, str] | None = None
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag == "tr" and "data-task" in attrs:
+            self._row = (attrs["data-task"], attrs["data-model"])
+            self.rows[self._row] = ""
+        if tag == "img":
+            self.images.append(attrs["src"])
+
+    def handle_endtag(self, tag):
+        if tag == "tr":
+            self._row = None
+
+    def handle_data(self, data):
+        if self._row is not None:
+            self.rows[self._row] += " " + data.strip()
+
+
+def _parse(path: Path) -> _Rows:
+    parser = _Rows()
+    parser.feed(path.read_text())
+    return parser
+
+
+def test_writes_the_page_and_every_figure(report):
+    out_dir = report.parent
+    figures = sorted(p.name for p in (out_dir / "figures").glob("*.png"))
+    expected = {"convergence.png"} | {f"{kind}_{task}.png" for task in TASKS
+                                      for kind in ("curves", "generalization", "samples", "memory")}
+    assert set(figures) == expected  # the stale PNG of an earlier render is gone
+    page = report.read_text()
+    images = _parse(report).images
+    assert len(images) == len(expected)
+    for name in figures:  # each figure is embedded, byte for byte, and linked as a file
+        encoded = base64.b64encode((out_dir / "figures" / name).read_bytes()).decode()
+        assert f"data:image/png;base64,{encoded}" in images
+        assert f'href="figures/{name}"' in page
+
+
+def test_a_row_per_task_and_model(report):
+    rows = _parse(report).rows
+    assert set(rows) == {(task, model) for task in TASKS for model in MODELS}
+
+
+def test_the_page_is_self_contained(report):
+    page = report.read_text()
+    assert "<script" not in page.lower()
+    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", page)
+    assert "@import" not in page and "@font-face" not in page
+    assert all(src.startswith("data:image/png;base64,") for src in _parse(report).images)
+    for name in ("runs.csv", "curves.csv", "generalization.csv"):
+        assert f'href="{name}"' in page
+
+
+def test_header_facts(report):
+    page = report.read_text()
+    assert "Suite <code>fixture</code>" in page and "A hand-written suite for the report tests." in page
+    assert "0123456789ab" in page and "cpu (x86_64, 2 cores)" in page and "torch 2.13.0+cpu" in page
+    assert f"{len(TASKS) * len(MODELS) * len(SEEDS)}" in page
+
+
+def test_diverged_failed_and_never_converged_are_plain(report):
+    rows = _parse(report).rows
+    copy_lstm = rows[("copy", "lstm")]
+    assert "0/4" in copy_lstm and "> budget" in copy_lstm
+    copy_dnc = rows[("copy", "dnc")]
+    assert "1 diverged" in copy_dnc and "3/4" in copy_dnc  # seed 2 diverged; the others converged
+    assert "1 failed" in rows[("repeat_copy", "ntm")]
+    page = report.read_text()
+    assert FAILURE_MESSAGE in page
+
+
+def test_medians_cis_and_highlights(report):
+    rows = _parse(report).rows
+    ntm_copy = rows[("copy", "ntm")]
+    assert "4/4" in ntm_copy and re.search(r"\b150\b", ntm_copy)          # median steps
+    assert "1,200" in ntm_copy                                            # median sequences = 150 x 8
+    assert "[" in ntm_copy                                                # a CI on the second line
+    page = report.read_text()
+    assert 'class="best"' in page
+
+
+def test_a_task_without_threshold_says_so(report):
+    rows = _parse(report).rows
+    for model in MODELS:
+        text = rows[("priority_sort", model)]
+        assert "no threshold" in text and "> budget" not in text and "0/4" not in text
+
+
+def test_pairwise_comparison(report):
+    page = report.read_text()
+    assert "Mann–Whitney" in page and "ratio&nbsp;A&nbsp;/&nbsp;B" in page
+    # on Copy the plain NTM needs 150 median steps and the long-labelled one 75: a ratio of 2, the latter faster
+    section = page[page.index('id="pairwise"'):page.index('id="curves"')]
+    rows = [[re.sub(r"<[^>]+>", " ", c).split() for c in re.findall(r"<td[^>]*>(.*?)</td>", row)]
+            for row in re.findall(r"<tr>(.*?)</tr>", section, re.S)]
+    cells = next(r for r in rows if r and r[0] == ["ntm"] and r[1] == [LONG_MODEL])  # the first: Copy
+    assert cells[2][0] == "2"
+    assert cells[3] == [LONG_MODEL]  # the lower median
+
+
+def test_long_model_labels_wrap():
+    lines = wrap_label(LONG_MODEL).split("\n")
+    assert len(lines) > 1 and all(len(line) <= 14 for line in lines)
+    assert "".join(lines) == LONG_MODEL
+    assert wrap_label("lstm") == "lstm"
+
+
+def test_renders_from_a_real_smoke_run(tmp_path, capsys):
+    """A tiny real run through the CLI: the report reads what training actually writes (curves, samples, traces)."""
+    code = cli_main(["run", "--suite", "smoke", "--out", str(tmp_path), "--no-report", "--no-estimate",
+                     "--set", "seeds=1",
+                     "--set", "train.steps=2", "--set", "train.eval_every=1", "--set", "train.eval_sequences=2",
+                     "--set", "train.generalization_sequences=2", "--set", "train.batch_size=2",
+                     "--set", "tasks={copy: {bits: 2, train_sizes: [1, 2], test_sizes: [2, 3]}}",
+                     "--set", "models={lstm: {layers: 1, units: 4}, "
+                              "ntm: {controller_units: 4, memory_locations: 4, memory_width: 3}, "
+                              "dnc: {controller_units: 4, memory_locations: 4, memory_width: 3}}"])
+    assert code == 0
+    assert cli_main(["report", "--suite", "smoke", "--out", str(tmp_path)]) == 0
+    path = tmp_path / "index.html"
+    assert str(path) in capsys.readouterr().out
+    rows = _parse(path).rows
+    assert set(rows) == {("copy", m) for m in ("lstm", "ntm", "dnc")}
+    figures = {p.name for p in (tmp_path / "figures").glob("*.png")}
+    assert {"curves_copy.png", "generalization_copy.png", "samples_copy.png", "memory_copy.png"} <= figures
+    if "convergence.png" not in figures:  # two steps: no seed converges, and the page says so instead of a blank plot
+        assert "No seed converged" in path.read_text()
+
+
+# ---- a real browser ---------------------------------------------------------------------------------------------
+
+BROWSER_HINT = "install Debian's chromium (apt-get install chromium) and `pip install playwright`"
+
+
+def _browser_or_skip() -> str:
+    """The Chromium executable; a missing Chromium or Playwright skips the test, or fails it under CI."""
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    try:
+        import playwright.sync_api  # noqa: F401
+        has_playwright = True
+    except ImportError:
+        has_playwright = False
+    if chromium is None or not has_playwright:
+        missing = " and ".join(n for n, ok in (("chromium", chromium), ("playwright", has_playwright)) if not ok)
+        if os.environ.get("CI"):
+            pytest.fail(f"the browser test needs {missing} in CI: {BROWSER_HINT}")
+        pytest.skip(BROWSER_HINT)
+    return chromium
+
+
+@pytest.mark.browser
+def test_report_in_a_real_browser(report):
+    chromium = _browser_or_skip()
+    from playwright.sync_api import sync_playwright
+
+    url = report.resolve().as_uri()
+    requests, console_errors, page_errors = [], [], []
+    artifacts = REPO / "test-artifacts"
+    artifacts.mkdir(exist_ok=True)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=chromium,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                  "--disable-sync", "--no-first-run"])
+        try:
+            page = browser.new_page(viewport={"width": 1200, "height": 900})
+            page.on("request", lambda request: requests.append(request.url))
+            page.on("console", lambda message: console_errors.append(message.text)
+                    if message.type == "error" else None)
+            page.on("pageerror", lambda error: page_errors.append(str(error)))
+            page.goto(url, wait_until="load")
+            images = page.eval_on_selector_all(
+                "img", "imgs => imgs.map(i => ({complete: i.complete, width: i.naturalWidth, alt: i.alt}))")
+            page.screenshot(path=str(artifacts / "report.png"), full_page=True)
+            overflow = page.evaluate("document.documentElement.scrollWidth")
+        finally:
+            browser.close()
+    assert images and all(i["complete"] and i["width"] > 0 for i in images), images
+    assert not console_errors and not page_errors, console_errors + page_errors
+    network = [u for u in requests if u != url and not u.startswith("data:")]
+    assert not network, network
+    assert overflow <= 1200, f"the page is wider than a laptop screen: {overflow}px"
