@@ -98,9 +98,9 @@ class DNC(SequenceModel):
         for name, value in (("controller_units", controller_units), ("controller_layers", controller_layers),
                             ("memory_locations", memory_locations), ("memory_width", memory_width),
                             ("read_heads", read_heads)):
-            if int(value) != value or value < 1:
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"dnc: {name} must be an integer >= 1, got {value!r}")
-        if not clip_value > 0:
+        if isinstance(clip_value, bool) or not isinstance(clip_value, int | float) or not clip_value > 0:
             raise ValueError(f"dnc: clip_value must be > 0, got {clip_value!r}")
         if strength not in STRENGTHS:
             raise ValueError(f"dnc: strength must be one of {list(STRENGTHS)}, got {strength!r}")
@@ -127,8 +127,8 @@ class DNC(SequenceModel):
         #   sigmoid:       erase W, free gates R, allocation gate 1, write gate 1
         #   softmax:       read modes R*3
         R, W = read_heads, memory_width
-        self.linear_sizes = (R * W + 2 * W, R + 1, W + R + 2, R * READ_MODES)
-        self.interface = nn.Linear(controller_units, sum(self.linear_sizes))
+        self.interface_sizes = (R * W + 2 * W, R + 1, W + R + 2, R * READ_MODES)
+        self.interface = nn.Linear(controller_units, sum(self.interface_sizes))
         self.output = nn.Linear(controller_units + R * W, output_size)
         self.reset_parameters()
 
@@ -186,7 +186,7 @@ class DNC(SequenceModel):
 
         # ---- interface
         raw = self.interface(controller_output)  # [B, P]
-        plain, strengths, gates, modes = torch.split(raw, self.linear_sizes, dim=-1)
+        plain, strengths, gates, modes = torch.split(raw, self.interface_sizes, dim=-1)
         read_keys, write_key, write_vector = torch.split(plain, (R * W, W, W), dim=-1)
         read_keys = read_keys.reshape(batch, R, W)  # [B, R, W]
         write_key = write_key.unsqueeze(1)  # [B, 1, W]

@@ -1,0 +1,373 @@
+"""DNC tests: the memory-management maths on hand-worked cases, gradients, the parameter count, and a slow Copy run."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import torch
+
+from bench.metrics import loss_nats_per_seq, per_example
+from bench.registry import build_model, build_task
+from models.addressing import (
+    DNC_USAGE_FLOOR,
+    allocation_weights,
+    directional_read_weights,
+    update_link,
+    update_precedence,
+    update_usage,
+)
+from models.dnc import DNC, DNCState
+
+TOLERANCE = 1e-6
+
+
+def floored(u: float) -> float:
+    return DNC_USAGE_FLOOR + (1 - DNC_USAGE_FLOOR) * u
+
+
+def one_hot(index: int, size: int) -> torch.Tensor:
+    return torch.nn.functional.one_hot(torch.tensor(index), size).float()
+
+
+# ---- allocation ------------------------------------------------------------------------------------------------------
+def test_allocation_hand_worked():
+    usage = torch.tensor([[0.5, 0.2, 0.9, 0.3]])
+    # free list (ascending usage): slots 1, 3, 0, 2
+    u0, u1, u2, u3 = (floored(u) for u in (0.5, 0.2, 0.9, 0.3))
+    expected = torch.tensor([[(1 - u0) * u1 * u3, 1 - u1, (1 - u2) * u1 * u3 * u0, (1 - u3) * u1]])
+    allocation = allocation_weights(usage)
+    torch.testing.assert_close(allocation, expected)  # about [0.03, 0.8, 0.003, 0.14]
+    assert int(allocation.argmax()) == 1  # the least-used slot
+    assert float(allocation.sum()) <= 1.0
+
+
+def test_allocation_ties_go_to_the_lower_slot_first():
+    allocation = allocation_weights(torch.tensor([[0.3, 0.3, 0.3]]))
+    u = floored(0.3)
+    torch.testing.assert_close(allocation, torch.tensor([[1 - u, (1 - u) * u, (1 - u) * u * u]]))
+    # a tie between two free slots among used ones
+    allocation = allocation_weights(torch.tensor([[1.0, 0.0, 1.0, 0.0]]))
+    assert allocation[0, 1] == pytest.approx(1 - floored(0.0), abs=TOLERANCE)
+    assert allocation[0, 3] == pytest.approx((1 - floored(0.0)) * floored(0.0), abs=TOLERANCE)
+    assert float(allocation[0, [0, 2]].abs().max()) < TOLERANCE
+
+
+def test_allocation_empty_and_full_memory():
+    empty = allocation_weights(torch.zeros(1, 5))
+    assert float(empty[0, 0]) == pytest.approx(1 - DNC_USAGE_FLOOR, abs=TOLERANCE)  # everything to the first free slot
+    assert float(empty.sum()) <= 1.0 + TOLERANCE
+    full = allocation_weights(torch.ones(1, 5))
+    assert float(full.abs().max()) < TOLERANCE  # nothing left to allocate
+    nearly_full = allocation_weights(torch.tensor([[1.0, 1.0, 0.99, 1.0]]))
+    assert int(nearly_full.argmax()) == 2
+    assert float(nearly_full.sum()) == pytest.approx(0.01, abs=1e-4)
+
+
+def test_allocation_random_batches():
+    generator = torch.Generator().manual_seed(0)
+    usage = torch.rand(64, 3, 10, generator=generator)  # works with a head axis too
+    allocation = allocation_weights(usage)
+    assert allocation.shape == usage.shape
+    assert (allocation >= 0).all()
+    assert (allocation.sum(-1) <= 1.0 + TOLERANCE).all()
+    # it sums to 1 - prod(u) (a telescoping product) and peaks at the least-used slot
+    torch.testing.assert_close(allocation.sum(-1), 1 - floored(usage).prod(-1))
+    assert torch.equal(allocation.argmax(-1), usage.argmin(-1))
+    # batched result equals the per-row result
+    torch.testing.assert_close(allocation[5, 1], allocation_weights(usage[5, 1]))
+
+
+# ---- temporal links --------------------------------------------------------------------------------------------------
+def _write_sequence(slots, size):
+    link = torch.zeros(1, size, size)
+    precedence = torch.zeros(1, size)
+    for slot in slots:
+        write = one_hot(slot, size).unsqueeze(0)  # [1, N]
+        link = update_link(link, precedence, write)
+        precedence = update_precedence(precedence, write)
+    return link, precedence
+
+
+def test_links_follow_write_order():
+    size, first, second = 5, 1, 3
+    link, precedence = _write_sequence([first, second], size)
+    assert float(link[0, second, first]) == pytest.approx(1.0)  # `second` was written right after `first`
+    assert float(link.sum()) == pytest.approx(1.0)
+    torch.testing.assert_close(precedence, one_hot(second, size).unsqueeze(0))
+    read_at_first = one_hot(first, size).view(1, 1, size)  # [B, R, N]
+    forward, backward = directional_read_weights(link, read_at_first)
+    torch.testing.assert_close(forward, one_hot(second, size).view(1, 1, size))  # forward moves first -> second
+    assert float(backward.abs().sum()) == 0.0  # nothing was written before `first`
+    _, backward = directional_read_weights(link, one_hot(second, size).view(1, 1, size))
+    torch.testing.assert_close(backward, read_at_first)
+
+
+def test_links_chain_and_head_axis():
+    size = 6
+    link, _ = _write_sequence([0, 4, 2], size)
+    forward, _ = directional_read_weights(link, one_hot(4, size).view(1, 1, size))
+    assert int(forward.argmax()) == 2
+    # the [B, Wh, N, N] form gives [B, R, Wh, N] and the same numbers
+    forward_heads, backward_heads = directional_read_weights(link.unsqueeze(1), one_hot(4, size).view(1, 1, size))
+    assert forward_heads.shape == (1, 1, 1, size)
+    torch.testing.assert_close(forward_heads[:, :, 0], forward)
+    assert int(backward_heads.argmax()) == 0
+
+
+def test_links_diagonal_zero_and_sums_bounded_under_soft_writes():
+    generator = torch.Generator().manual_seed(1)
+    batch, size = 16, 8
+    link = torch.zeros(batch, size, size)
+    precedence = torch.zeros(batch, size)
+    for _ in range(30):
+        # a soft write: a softmax over slots scaled by a random write gate, so it sums to <= 1
+        gate = torch.rand(batch, 1, generator=generator)
+        write = gate * torch.softmax(3 * torch.randn(batch, size, generator=generator), -1)
+        link = update_link(link, precedence, write)
+        precedence = update_precedence(precedence, write)
+        assert float(link.diagonal(dim1=-2, dim2=-1).abs().max()) == 0.0
+        assert (link >= -TOLERANCE).all() and (link <= 1 + TOLERANCE).all()
+        assert (link.sum(-1) <= 1 + TOLERANCE).all() and (link.sum(-2) <= 1 + TOLERANCE).all()
+        assert (precedence.sum(-1) <= 1 + TOLERANCE).all()
+    # writing twice to the same slot never links it to itself
+    link, _ = _write_sequence([2, 2], 4)
+    assert float(link.abs().sum()) == 0.0
+
+
+# ---- usage -----------------------------------------------------------------------------------------------------------
+def test_usage_free_gate_frees_a_read_slot():
+    usage = torch.tensor([[1.0, 1.0, 0.5]])
+    no_write = torch.zeros(1, 1, 3)
+    read = one_hot(0, 3).view(1, 1, 3)
+    freed = update_usage(usage, no_write, torch.ones(1, 1), read)
+    torch.testing.assert_close(freed, torch.tensor([[0.0, 1.0, 0.5]]))
+    kept = update_usage(usage, no_write, torch.zeros(1, 1), read)  # free gate 0: nothing changes
+    torch.testing.assert_close(kept, usage)
+    half = update_usage(usage, no_write, torch.full((1, 1), 0.5), read)
+    torch.testing.assert_close(half, torch.tensor([[0.5, 1.0, 0.5]]))
+
+
+def test_usage_rises_with_writes():
+    usage = torch.tensor([[0.0, 0.5, 0.2]])
+    write = torch.tensor([[[1.0, 0.5, 0.0]]])
+    after = update_usage(usage, write, torch.zeros(1, 1), torch.zeros(1, 1, 3))
+    torch.testing.assert_close(after, torch.tensor([[1.0, 0.75, 0.2]]))
+    assert (after >= usage).all()
+    torch.testing.assert_close(update_usage(usage, write[:, 0], torch.zeros(1, 1), torch.zeros(1, 1, 3)), after)
+
+
+def test_usage_stops_the_gradient_of_previous_write_weights():
+    usage = torch.rand(2, 4, requires_grad=True)
+    write = torch.rand(2, 1, 4, requires_grad=True)
+    free = torch.rand(2, 2, requires_grad=True)
+    read = torch.rand(2, 2, 4, requires_grad=True)
+    update_usage(usage, write, free, read).sum().backward()
+    assert write.grad is None  # never reached: the reference's stop_gradient
+    for tensor in (usage, free, read):
+        assert tensor.grad is not None and tensor.grad.abs().sum() > 0
+
+
+# ---- the model -------------------------------------------------------------------------------------------------------
+SMALL = {"controller_units": 6, "memory_locations": 5, "memory_width": 3, "read_heads": 2}
+
+
+def _random_state(model: DNC, batch: int, generator: torch.Generator, dtype=torch.float64) -> DNCState:
+    """A plausible mid-sequence state whose usage values are far apart, so the sort in allocation stays put."""
+    R, N, W = model.read_heads, model.locations, model.width
+
+    def rand(*shape):
+        return torch.rand(batch, *shape, generator=generator, dtype=dtype)
+
+    usage = torch.stack([torch.randperm(N, generator=generator) for _ in range(batch)]).to(dtype) / N + 0.05
+    write = 0.5 * torch.softmax(rand(1, N), -1)
+    link = 0.3 * rand(N, N) * (1 - torch.eye(N, dtype=dtype))
+    controller = tuple((rand(model.units) - 0.5, rand(model.units) - 0.5) for _ in range(model.layers))
+    return DNCState(controller=controller, read_words=rand(R, W) - 0.5, read_weights=torch.softmax(rand(R, N), -1),
+                    write_weights=write, usage=usage, link=link, precedence=0.5 * torch.softmax(rand(N), -1),
+                    memory=rand(N, W) - 0.5)
+
+
+class _Step(torch.nn.Module):
+    """Calls `model.step`, so `functional_call` can swap parameters in for gradcheck to perturb."""
+
+    def __init__(self, model: DNC):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x, state):
+        return self.model.step(x, state)
+
+
+def test_gradcheck_one_step_float64():
+    torch.manual_seed(0)
+    step = _Step(DNC(4, 3, **SMALL).double())
+    generator = torch.Generator().manual_seed(2)
+    batch = 2
+    state = _random_state(step.model, batch, generator)
+    x = torch.randn(batch, 4, generator=generator, dtype=torch.float64)
+    names = ["model.interface.weight", "model.interface.bias", "model.controller.0.weight_ih", "model.output.weight"]
+    ((h, c),) = state.controller
+
+    def one_step(x, h, c, read_words, read_weights, usage, link, precedence, memory, *weights):
+        # the previous write weights stay a constant: usage takes them without gradient by design
+        start = DNCState(((h, c),), read_words, read_weights, state.write_weights, usage, link, precedence, memory)
+        logits, new, gates = torch.func.functional_call(step, dict(zip(names, weights)), (x, start))
+        return (logits, new.read_words, new.read_weights, new.write_weights, new.usage, new.memory, new.link,
+                new.precedence, new.controller[0][1], gates.write_gate)
+
+    params = dict(step.named_parameters())
+    inputs = [x, h, c, state.read_words, state.read_weights, state.usage, state.link, state.precedence, state.memory]
+    inputs += [params[name].detach() for name in names]
+    inputs = [tensor.clone().requires_grad_(True) for tensor in inputs]
+    assert torch.autograd.gradcheck(one_step, inputs, eps=1e-6, atol=1e-6, rtol=1e-4, fast_mode=True)
+
+
+def test_finite_gradients_from_the_zero_state():
+    torch.manual_seed(0)
+    model = DNC(9, 8)  # the defaults: 128 x 20 memory, all-zero memory and state at t = 0
+    for inputs in (torch.zeros(2, 3, 9), torch.randn(2, 3, 9)):
+        inputs = inputs.clone().requires_grad_(True)
+        model.zero_grad()
+        model(inputs).pow(2).sum().backward()
+        assert torch.isfinite(inputs.grad).all()
+        for name, param in model.named_parameters():
+            assert param.grad is not None and torch.isfinite(param.grad).all(), name
+
+
+def test_initial_state_is_zero_and_step_matches_forward():
+    torch.manual_seed(0)
+    model = DNC(5, 4, **SMALL)
+    state = model.initial_state(3)
+    for tensor in torch.utils._pytree.tree_leaves(state):
+        assert float(tensor.abs().sum()) == 0.0
+    inputs = torch.randn(3, 6, 5)
+    logits = []
+    for t in range(inputs.shape[1]):
+        logits_t, state, _ = model.step(inputs[:, t], state)
+        logits.append(logits_t)
+    torch.testing.assert_close(torch.stack(logits, 1), model(inputs))
+
+
+def test_previous_read_words_reach_the_controller():
+    """The known pytorch-dnc bug: reads of step t-1 must feed the controller at step t."""
+    torch.manual_seed(0)
+    model = DNC(5, 4, **SMALL).double()
+    generator = torch.Generator().manual_seed(3)
+    state = _random_state(model, 2, generator)
+    x = torch.randn(2, 5, generator=generator, dtype=torch.float64)
+    read_words = state.read_words.clone().requires_grad_(True)
+    logits, _, _ = model.step(x, state._replace(read_words=read_words))
+    (grad,) = torch.autograd.grad(logits.sum(), read_words)
+    assert grad.abs().sum() > 0
+
+
+def test_trace_shapes_and_gates():
+    torch.manual_seed(0)
+    model = DNC(5, 4, **SMALL)
+    logits, trace = model(torch.randn(2, 7, 5), trace=True)
+    R, N = model.read_heads, model.locations
+    assert trace["read_weights"].shape == (2, 7, R, N)
+    assert trace["write_weights"].shape == (2, 7, 1, N)
+    assert trace["usage"].shape == (2, 7, N)
+    assert trace["allocation_gate"].shape == (2, 7, 1) and trace["write_gate"].shape == (2, 7, 1)
+    # a write never exceeds its gate, and read weightings are (sub-)distributions
+    assert (trace["write_weights"].sum(-1) <= trace["write_gate"] + TOLERANCE).all()
+    assert (trace["read_weights"].sum(-1) <= 1 + TOLERANCE).all()
+    assert ((trace["usage"] >= 0) & (trace["usage"] <= 1 + TOLERANCE)).all()
+
+
+def test_parameter_count_with_defaults_on_copy():
+    inputs, outputs, units, W, R = 9, 8, 100, 20, 1  # Copy's widths; N = 128 slots add no parameters
+    controller = 4 * units * (inputs + R * W + units) + 2 * 4 * units  # torch's LSTM keeps two bias vectors
+    interface_values = R * W + R + W + 1 + W + W + R + 1 + 1 + 3 * R  # keys, strengths, erase, write, gates, modes
+    interface = units * interface_values + interface_values
+    output = (units + R * W) * outputs + outputs
+    assert controller + interface + output == 62_256  # SPEC 3.3
+    model = build_model("dnc", inputs, outputs)
+    assert model.parameter_count() == 62_256
+    # DeepMind's reference (Sonnet's LSTM, one bias vector) counts one bias vector fewer for the same network
+    assert model.parameter_count() - 4 * units == 61_856
+
+
+def test_oneplus_strength():
+    torch.manual_seed(0)
+    model = DNC(5, 4, strength="oneplus", **SMALL)
+    raw = torch.linspace(-30, 30, 7)
+    assert (model._strength(raw) >= 1.0).all()
+    logits = model(torch.randn(2, 4, 5))
+    assert torch.isfinite(logits).all()
+    logits.sum().backward()
+    torch.manual_seed(0)
+    softplus = DNC(5, 4, **SMALL)
+    assert not torch.allclose(softplus(torch.ones(1, 3, 5)), model(torch.ones(1, 3, 5)))
+
+
+@pytest.mark.parametrize("params, message", [
+    ({"write_heads": 2}, "only write_heads=1"),
+    ({"write_heads": 0}, "only write_heads=1"),
+    ({"strength": "exp"}, "strength"),
+    ({"read_heads": 0}, "read_heads"),
+    ({"memory_locations": 0}, "memory_locations"),
+    ({"memory_width": 0}, "memory_width"),
+    ({"controller_units": 0}, "controller_units"),
+    ({"controller_layers": 0}, "controller_layers"),
+    ({"clip_value": 0}, "clip_value"),
+])
+def test_invalid_parameters(params, message):
+    with pytest.raises(ValueError, match=message):
+        build_model("dnc", 9, 8, **params)
+
+
+def test_two_controller_layers():
+    torch.manual_seed(0)
+    model = DNC(5, 4, controller_layers=2, **SMALL)
+    logits = model(torch.randn(2, 4, 5))
+    assert logits.shape == (2, 4, 4)
+    logits.sum().backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters())
+
+
+# ---- learning --------------------------------------------------------------------------------------------------------
+SLOW_STEP_BUDGET = 2500
+
+
+@pytest.mark.slow
+def test_dnc_learns_copy_of_lengths_1_to_5():
+    """Adam, batch 32, norm clip 50: below 0.1 wrong bits per sequence on a fixed evaluation batch within budget.
+
+    About 700 steps and 10-20 s on an idle 2-core CPU; the budget leaves room for other seeds and slower machines.
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # these tensors are tiny: one thread is as fast, and immune to a busy machine
+    try:
+        _train_copy_until_converged()
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train_copy_until_converged() -> None:
+    task = build_task("copy", train_sizes=[1, 5])
+    torch.manual_seed(1)
+    model = build_model("dnc", task.input_size, task.output_size, controller_units=64, memory_locations=16,
+                        memory_width=8)
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    train_generator = torch.Generator().manual_seed(1)
+    evaluation = task.sample(128, torch.Generator().manual_seed(999))  # mixed lengths, padded at the end
+    wrong_bits = float("inf")
+    start = time.perf_counter()
+    for step in range(1, SLOW_STEP_BUDGET + 1):
+        batch = task.sample(32, train_generator, size=task.sample_size(train_generator))  # one length per batch
+        optimizer.zero_grad()
+        loss = loss_nats_per_seq(model(batch.inputs), batch.targets, batch.mask)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 50.0)
+        optimizer.step()
+        if step % 100 == 0:
+            with torch.no_grad():
+                logits = model(evaluation.inputs)
+            wrong_bits = float(per_example(logits, evaluation.targets, evaluation.mask)["wrong_bits"].mean())
+            if wrong_bits < 0.1:
+                break
+    print(f"dnc copy 1-5: {wrong_bits:.3f} wrong bits/seq after {step} steps, {time.perf_counter() - start:.1f} s")
+    assert wrong_bits < 0.1
