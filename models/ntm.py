@@ -174,8 +174,7 @@ class NTMCell(nn.Module):
 
     def initial_state(self, batch_size: int) -> NTMState:
         """The state before the first step: zero controller state, learned r0 and w0, and M0 for every example."""
-        ref = self.r0_raw
-        zeros = tuple(ref.new_zeros(batch_size, self.units) for _ in self.controller)
+        zeros = tuple(self.r0_raw.new_zeros(batch_size, self.units) for _ in self.controller)  # [B, units] each
         reads = torch.tanh(self.r0_raw).expand(batch_size, -1, -1)  # [B, R, M]
         weights = torch.softmax(self.w0_raw, dim=-1).expand(batch_size, -1, -1)  # [B, R+W, N]
         memory = self.initial_memory().expand(batch_size, -1, -1)  # [B, N, M]
