@@ -36,8 +36,10 @@ def show_bars() -> bool:
 #: torch threads per run unless --threads says otherwise. Fixed, not derived from --workers, because CPU results
 #: are bit-identical only at the same thread count (reductions split differently); 1 suits these small models.
 DEFAULT_THREADS = 1
-#: seeds trained together on a CPU under `parallel_seeds: auto` (see docs/PERFORMANCE.md for the measurement)
-CPU_PARALLEL_SEEDS = 4
+#: seeds trained together on a CPU under `parallel_seeds: auto`. On 2 CPU cores a 10-seed NTM group was only 1.4x
+#: faster per sequence than one run at 1 thread, and a group pads every seed's batch to the longest length drawn,
+#: which costs more than that under per-batch length sampling (docs/PERFORMANCE.md). So a CPU trains seeds alone.
+CPU_PARALLEL_SEEDS = 1
 
 
 @dataclass

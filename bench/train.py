@@ -147,10 +147,21 @@ def load_checkpoint(run_dir: Path, run_id: str) -> dict[str, Any] | None:
     return state if state.get("run_id") == run_id else None
 
 
+#: `compile: auto` compiles the step of runs at least this long (compiling costs tens of seconds on a CPU)
+COMPILE_AUTO_MIN_STEPS = 2000
+
+
+def should_compile(spec: RunSpec, population: int, model: torch.nn.Module) -> bool:
+    """Whether to `torch.compile` this run's step: `on`, or `auto` for long single runs of a model with a step."""
+    if not hasattr(model, "compile_step") or spec.train.compile == "off" or population > 1:
+        return False  # seed-parallel groups run the vmapped step eagerly
+    return spec.train.compile == "on" or spec.train.steps >= COMPILE_AUTO_MIN_STEPS
+
+
 class Member:
     """One run inside the loop: its model, optimizer, data stream, evaluation set and bookkeeping."""
 
-    def __init__(self, spec: RunSpec, run_dir: Path, device: torch.device):
+    def __init__(self, spec: RunSpec, run_dir: Path, device: torch.device, population: int = 1):
         self.spec = spec
         self.train = spec.train
         self.run_dir = Path(run_dir)
@@ -158,12 +169,15 @@ class Member:
         self.device = device
         self.task = build_task(spec)
         self.model = build_model(spec, self.task, device)
+        self.compiled = should_compile(spec, population, self.model)
+        if self.compiled:
+            self.model.compile_step()
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = make_optimizer(spec, self.params)
         self.data_generator = torch.Generator().manual_seed(spec.data_seed)
         self.eval_batches = evaluation_set(self.task, self.train.eval_sequences, spec.eval_seed, task_key(spec))
         meta = {**spec.to_json(), "provenance": provenance(device), "params": self.model.parameter_count(),
-                "torch_threads": torch.get_num_threads()}
+                "torch_threads": torch.get_num_threads(), "compiled": self.compiled, "population": population}
         atomic_write_json(self.run_dir / "spec.json", meta)
         state = load_checkpoint(self.run_dir, spec.run_id)
         if state is not None:
@@ -314,7 +328,7 @@ def train_population(specs: list[RunSpec], run_dirs: list[Path], threads: int | 
     if threads:
         torch.set_num_threads(threads)
     device = resolve_device(specs[0].device)
-    members = [Member(spec, run_dir, device) for spec, run_dir in zip(specs, run_dirs)]
+    members = [Member(spec, run_dir, device, len(specs)) for spec, run_dir in zip(specs, run_dirs)]
     results: dict[str, dict[str, Any]] = {}
     for member in members:
         member.model.train()

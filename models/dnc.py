@@ -45,7 +45,7 @@ from models.addressing import (
     update_precedence,
     update_usage,
 )
-from models.base import SequenceModel, stack_time
+from models.base import SequenceModel, lstm_cell, stack_time
 
 #: the reference's epsilon: inside each norm, sqrt(sum x^2 + eps), and added to the cosine denominator
 DNC_EPS = 1e-6
@@ -88,6 +88,7 @@ class DNC(SequenceModel):
     """DNC with an LSTM controller, R read heads and one write head; defaults are the seed's comparison settings."""
 
     has_memory = True
+    supports_vmap = True
 
     def __init__(self, input_size: int, output_size: int, controller_units: int = 100, controller_layers: int = 1,
                  memory_locations: int = 128, memory_width: int = 20, read_heads: int = 1, write_heads: int = 1,
@@ -179,7 +180,7 @@ class DNC(SequenceModel):
         layer_input = torch.cat([x, state.read_words.reshape(batch, R * W)], dim=-1)  # [B, in + R*W]
         controller = []
         for cell, (h, c) in zip(self.controller, state.controller):
-            h, c = cell(layer_input, (h, c))  # [B, units] each
+            h, c = lstm_cell(cell, layer_input, h, c)  # [B, units] each
             layer_input = h
             controller.append((h.clamp(-clip, clip), c.clamp(-clip, clip)))
         controller_output = controller[-1][0]  # [B, units], clipped
@@ -225,6 +226,10 @@ class DNC(SequenceModel):
                          write_weights=write_weights, usage=usage, link=link, precedence=precedence, memory=memory)
         return logits, state, DNCGates(allocation_gate=allocation_gate, write_gate=write_gate)
 
+    def compile_step(self, **options) -> None:
+        """Compile the one-step function with `torch.compile` (not the unrolled sequence, which takes far longer)."""
+        object.__setattr__(self, "_compiled_step", torch.compile(self.step, **options))
+
     def forward(self, inputs: torch.Tensor, trace: bool = False):
         """inputs [B, T, in] -> logits [B, T, out]; with `trace`, also per-step weightings, usage and gates."""
         batch, steps, _ = inputs.shape
@@ -233,8 +238,9 @@ class DNC(SequenceModel):
         recorded: dict[str, list[torch.Tensor]] = {key: [] for key in
                                                    ("read_weights", "write_weights", "usage", "allocation_gate",
                                                     "write_gate")}
+        step = self.__dict__.get("_compiled_step", self.step)
         for t in range(steps):
-            logits_t, state, gates = self.step(inputs[:, t], state)
+            logits_t, state, gates = step(inputs[:, t], state)
             logits.append(logits_t)
             if trace:
                 recorded["read_weights"].append(state.read_weights.detach())  # [B, R, N]

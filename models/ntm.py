@@ -31,7 +31,7 @@ from torch import nn
 
 from bench.registry import register_model
 from models.addressing import circular_shift, content_weighting, erase_and_add, interpolate, read_memory, sharpen
-from models.base import SequenceModel, set_lstm_forget_bias, stack_time
+from models.base import SequenceModel, lstm_cell, set_lstm_forget_bias, stack_time
 
 MEMORY_INITS = ("constant", "random", "learned")
 ADDRESSING_MODES = ("content_and_location", "content")
@@ -189,7 +189,7 @@ class NTMCell(nn.Module):
         layer_input = torch.cat([x_t, state.reads.flatten(1)], dim=-1)  # [B, in + R*M]
         hs, cs = [], []
         for lstm, h, c in zip(self.controller, state.controller_h, state.controller_c):
-            h, c = lstm(layer_input, (h, c))
+            h, c = lstm_cell(lstm, layer_input, h, c)
             hs.append(h)
             cs.append(c)
             layer_input = h
@@ -236,6 +236,7 @@ class NTM(SequenceModel):
     """
 
     has_memory = True
+    supports_vmap = True
 
     def __init__(self, input_size: int, output_size: int, controller_layers: int = 1, controller_units: int = 100,
                  memory_locations: int = 128, memory_width: int = 20, read_heads: int = 1, write_heads: int = 1,
@@ -248,11 +249,16 @@ class NTM(SequenceModel):
                             shift_radius=shift_radius, clip_value=clip_value, memory_init=memory_init,
                             trainable_memory_init=trainable_memory_init, addressing=addressing)
 
+    def compile_step(self, **options) -> None:
+        """Compile the one-step function with `torch.compile` (not the unrolled sequence, which takes far longer)."""
+        object.__setattr__(self, "_compiled_step", torch.compile(self.cell, **options))  # not a submodule
+
     def forward(self, inputs: torch.Tensor, trace: bool = False):
+        step = self.__dict__.get("_compiled_step", self.cell)
         state = self.cell.initial_state(inputs.shape[0])
         logits, weights = [], []
         for x_t in inputs.unbind(1):  # x_t [B, in]
-            logits_t, state = self.cell(x_t, state)
+            logits_t, state = step(x_t, state)
             logits.append(logits_t)
             if trace:
                 weights.append(state.weights)

@@ -1,0 +1,134 @@
+"""Seed-parallel training: P seeds trained together match the same seeds trained alone (within float tolerance:
+batched and unbatched matrix products round differently), each with its own NaN handling; the compiled step matches
+the eager one; bench.perf writes a well-formed CSV."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pandas as pd
+import pytest
+import torch
+
+from bench.config import load_suite
+from bench.grid import expand
+from bench.train import Member, train_population, train_run
+from tests.conftest import REPO
+
+OVERRIDES = ["tasks={copy: {bits: 3, train_sizes: [1, 4], test_sizes: [4, 6]}}", "seeds=3", "train.steps=50",
+             "train.eval_every=10", "train.checkpoint_every=20", "train.max_nonfinite=3",
+             "models={ntm: {controller_units: 12, memory_locations: 8, memory_width: 4}}"]
+NAN_SEED, NAN_STEPS = 2, {5, 6, 30}
+
+
+@pytest.fixture
+def nan_for_one_seed(monkeypatch):
+    """Seed 2's batches at chosen steps carry NaN inputs, so only its loss is non-finite there."""
+    original = Member.next_batch
+
+    def next_batch(self):
+        batch = original(self)
+        if self.spec.seed == NAN_SEED and self.step + 1 in NAN_STEPS:
+            batch = dataclasses.replace(batch, inputs=batch.inputs * float("nan"))
+        return batch
+
+    monkeypatch.setattr(Member, "next_batch", next_batch)
+
+
+def _specs(extra=()):
+    specs = expand(load_suite("smoke", [*OVERRIDES, *extra]))
+    assert len(specs) == 3 and {s.seed for s in specs} == {1, 2, 3}
+    return specs
+
+
+def _curves(folder):
+    return pd.read_csv(folder / "curve.csv").drop(columns=["wall_s"])
+
+
+def test_population_matches_seeds_trained_alone(tmp_path, nan_for_one_seed):
+    specs = _specs()
+    together = train_population(specs, [tmp_path / "pop" / s.run_id for s in specs], threads=1)
+    alone = [train_run(s, tmp_path / "solo" / s.run_id, threads=1) for s in specs]
+    for spec, pop, solo in zip(specs, together, alone):
+        assert pop["status"] == solo["status"] == "done"
+        assert pop["nonfinite_steps"] == solo["nonfinite_steps"] == (len(NAN_STEPS) if spec.seed == NAN_SEED else 0)
+        assert pop["steps"] == solo["steps"] == 50
+        a, b = _curves(tmp_path / "pop" / spec.run_id), _curves(tmp_path / "solo" / spec.run_id)
+        pd.testing.assert_frame_equal(a, b, check_exact=False, rtol=1e-4, atol=1e-4)
+    metrics = {s.seed: r["final_loss_bits_per_seq"] for s, r in zip(specs, together)}
+    assert len(set(metrics.values())) == 3  # each seed really has its own init and data
+
+
+def test_a_diverged_seed_leaves_the_others_running(tmp_path, monkeypatch):
+    original = Member.next_batch
+
+    def next_batch(self):  # seed 2 goes NaN for good from step 12
+        batch = original(self)
+        if self.spec.seed == NAN_SEED and self.step + 1 >= 12:
+            batch = dataclasses.replace(batch, inputs=batch.inputs * float("nan"))
+        return batch
+
+    monkeypatch.setattr(Member, "next_batch", next_batch)
+    specs = _specs()
+    results = train_population(specs, [tmp_path / s.run_id for s in specs], threads=1)
+    by_seed = {s.seed: r for s, r in zip(specs, results)}
+    assert by_seed[NAN_SEED]["status"] == "diverged" and by_seed[NAN_SEED]["steps"] == 14
+    assert by_seed[1]["status"] == by_seed[3]["status"] == "done"
+    assert by_seed[1]["steps"] == by_seed[3]["steps"] == 50
+    train_run(specs[0], tmp_path / "solo", threads=1)
+    a, b = _curves(tmp_path / specs[0].run_id), _curves(tmp_path / "solo")
+    pd.testing.assert_frame_equal(a, b, check_exact=False, rtol=1e-4, atol=1e-4)
+
+
+def test_suite_groups_seeds_with_parallel_seeds(tmp_path):
+    from bench.cli import main
+
+    out = tmp_path / "out"
+    assert main(["run", "--suite", "smoke", "--out", str(out), "--no-report", *sum([["--set", o] for o in OVERRIDES],
+                                                                                  []),
+                 "--set", "train.parallel_seeds=3"]) == 0
+    runs = pd.read_csv(out / "runs.csv")
+    assert len(runs) == 3 and (runs["status"] == "done").all()
+    import json
+
+    specs = [json.loads((out / "runs" / rid / "spec.json").read_text()) for rid in runs["run_id"]]
+    assert all(spec["population"] == 3 for spec in specs)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["ntm", "dnc"])
+def test_compiled_step_matches_eager(name):
+    from bench.registry import build_model, build_task
+
+    task = build_task("copy", bits=3, train_sizes=[1, 4])
+    batch = task.sample(4, torch.Generator().manual_seed(0), size=4)
+    outputs, grads = [], []
+    for compiled in (False, True):
+        torch.manual_seed(0)
+        model = build_model(name, task.input_size, task.output_size, controller_units=8, memory_locations=6,
+                            memory_width=3)
+        if compiled:
+            model.compile_step()
+        logits = model(batch.inputs)
+        logits.square().sum().backward()
+        outputs.append(logits.detach())
+        grads.append([p.grad.clone() for p in model.parameters() if p.grad is not None])
+    torch.testing.assert_close(outputs[1], outputs[0], rtol=1e-4, atol=1e-5)
+    for compiled_grad, eager_grad in zip(grads[1], grads[0]):
+        torch.testing.assert_close(compiled_grad, eager_grad, rtol=1e-3, atol=1e-5)
+
+
+def test_perf_quick_writes_a_well_formed_csv(tmp_path):
+    from bench import perf
+
+    assert perf.main(["--quick", "--no-compile", "--out", str(tmp_path), "--threads", "1"]) == 0
+    frame = pd.read_csv(tmp_path / "perf.csv")
+    assert list(frame.columns) == perf.COLUMNS
+    assert set(frame["model"]) == {"ntm", "dnc", "lstm"}
+    assert {"train_eager", "forward", "population"} <= set(frame["mode"])
+    assert (frame["seq_per_s"] > 0).all() and (frame["steps_per_s"] > 0).all()
+    population = frame[frame["mode"] == "population"]
+    assert set(population["population"]) == {1, 2}
+    assert population["speedup_vs_sequential"].notna().all()
+    assert frame["device_name"].notna().all() and frame["torch"].eq(torch.__version__).all()
+    assert REPO.exists()
