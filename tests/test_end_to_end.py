@@ -15,6 +15,7 @@ from bench.results import CURVES_COLUMNS, GENERALIZATION_COLUMNS, RUNS_COLUMNS, 
 from tests.conftest import REPO
 
 TINY = ["--set", "tasks={copy: {bits: 3, train_sizes: [1, 3], test_sizes: [3, 6]}}",
+        "--set", "models={lstm: {layers: 1, units: 16}}",
         "--set", "train.steps=30", "--set", "train.eval_every=10", "--set", "train.checkpoint_every=5"]
 
 
