@@ -242,7 +242,9 @@ def announce(suite: Suite, pending: list[RunSpec], outcome: SuiteOutcome, suite_
     if estimate and pending:
         seconds = estimate_seconds(pending, threads) / max(1, min(parallel, len(pending)))
         stop = " (less where runs stop at convergence)" if suite.train.stop_at_convergence else ""
-        device = pending[0].device
+        from bench.train import device_name, resolve_device
+
+        device = device_name(resolve_device(pending[0].device))
         log.info("estimated training time for %d runs x %d steps on %s: %s%s", len(pending),
                  suite.train.steps, device, format_duration(seconds), stop)
         if seconds > 3 * 3600 and not any(s.device.startswith("cuda") for s in pending):
