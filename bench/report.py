@@ -615,6 +615,19 @@ def _time_axis(ax, length: int, bottom: bool) -> None:
         ax.set_xlabel("time step", fontsize=8)
 
 
+def _label_panel(ax, task: TaskInfo, arrays, name: str, length: int, row: int, rows: int) -> None:
+    """A sample panel's time axis, and its column title (the size shown) on the top row."""
+    _time_axis(ax, length, row == rows - 1)
+    if row == 0:
+        size = _size_text(task, arrays.get(f"{name}/size"))
+        ax.set_title(("largest training size" if name == "train_max" else "2× the largest") + f" ({size})",
+                     fontsize=9)
+
+
+def _label_row(ax, data: SuiteData, model: str, seed) -> None:
+    ax.set_ylabel(f"{wrap_label(model)}\nseed {seed}", fontsize=9, color=data.palette[model], fontweight="bold")
+
+
 def figure_samples(data: SuiteData, task: TaskInfo, samples, sink: FigureSink) -> dict[str, str] | None:
     """Per model (rows) and per size (largest training size, 2x it): input / target / thresholded output, stacked."""
     names = [n for n in ("train_max", "double") if any(f"{n}/inputs" in arrays for _, _, arrays in samples)]
@@ -643,13 +656,8 @@ def figure_samples(data: SuiteData, task: TaskInfo, samples, sink: FigureSink) -
             for edge in edges:
                 ax.axhline(edge, color="#888888", lw=0.8)
             ax.set_yticks(centres, ["input", "target", "output"] if col == 0 else [])
-            _time_axis(ax, lengths[col], row == len(samples) - 1)
-            size = _size_text(task, arrays.get(f"{name}/size"))
-            if row == 0:
-                ax.set_title(("largest training size" if name == "train_max" else "2× the largest") + f" ({size})",
-                             fontsize=9)
-        axes[row, 0].set_ylabel(f"{wrap_label(model)}\nseed {seed}", fontsize=9, color=data.palette[model],
-                                fontweight="bold")
+            _label_panel(ax, task, arrays, name, lengths[col], row, len(samples))
+        _label_row(axes[row, 0], data, model, seed)
     return sink.save(fig, f"samples_{slug(task.label)}")
 
 
@@ -699,13 +707,8 @@ def figure_memory(data: SuiteData, task: TaskInfo, samples, sink: FigureSink) ->
             image = ax.imshow(np.ma.masked_invalid(matrix), aspect="auto", cmap=MEMORY_CMAP,
                               norm=PowerNorm(0.5, vmin=0, vmax=1), interpolation="nearest")
             ax.set_yticks(centres, [MEMORY_TRACES[k] for k in keys])
-            _time_axis(ax, lengths[col], row == len(models) - 1)
-            size = _size_text(task, arrays.get(f"{name}/size"))
-            if row == 0:
-                ax.set_title(("largest training size" if name == "train_max" else "2× the largest") + f" ({size})",
-                             fontsize=9)
-        axes[row, 0].set_ylabel(f"{wrap_label(model)}\nseed {seed}", fontsize=9, color=data.palette[model],
-                                fontweight="bold")
+            _label_panel(ax, task, arrays, name, lengths[col], row, len(models))
+        _label_row(axes[row, 0], data, model, seed)
     if image is not None:
         fig.colorbar(image, ax=axes.ravel().tolist(), label="weight / usage", shrink=0.8, aspect=30)
     return sink.save(fig, f"memory_{slug(task.label)}")

@@ -33,5 +33,19 @@ SMALL_MODEL_PARAMS = {
 }
 
 
+# Small parameters per registered task for the registry-wide training test; a task without an entry uses defaults.
+SMALL_TASK_PARAMS = {
+    "copy": {"bits": 3, "train_sizes": [1, 4]},
+    "repeat_copy": {"bits": 3, "train_sizes": {"L": [1, 3], "n": [1, 2]}},
+    "associative_recall": {"bits": 3, "train_sizes": [2, 3]},
+    "priority_sort": {"bits": 4, "train_sizes": {"inputs": [3, 5], "outputs": [1, 3]}},
+    "ngrams": {"train_sizes": [8, 16]},
+}
+
+
+def small_task_params(task_name: str) -> dict:
+    return dict(SMALL_TASK_PARAMS.get(task_name, {}))
+
+
 def small_params(model_name: str) -> dict:
     return dict(SMALL_MODEL_PARAMS.get(model_name, {}))

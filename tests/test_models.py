@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from bench.metrics import loss_nats_per_seq
-from bench.registry import MODELS, build_model, build_task
-from tests.conftest import small_params
+from bench.registry import MODELS, TASKS, build_model, build_task
+from tests.conftest import small_params, small_task_params
 
 MODEL_NAMES = sorted(MODELS)
 
@@ -77,3 +77,20 @@ def test_few_steps_lower_the_loss(name, device, generator):
 def test_unknown_parameter_is_rejected(name):
     with pytest.raises(ValueError, match="allowed"):
         build_model(name, 9, 8, no_such_parameter=1)
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+@pytest.mark.parametrize("task_name", sorted(TASKS))
+def test_every_model_trains_a_few_steps_on_every_task(name, task_name, device):
+    task = build_task(task_name, **small_task_params(task_name))
+    model = _model(name, task, device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(3):
+        batch = task.sample(4, generator).to(device)
+        optimizer.zero_grad()
+        loss = loss_nats_per_seq(model(batch.inputs), batch.targets, batch.mask)
+        loss.backward()
+        optimizer.step()
+        assert torch.isfinite(loss)
+        assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
