@@ -112,14 +112,13 @@ def cmd_run(args) -> int:
     else:
         outcome = run_local(suite, out_dir, workers=args.workers, fresh=args.fresh, plugins=tuple(args.plugins),
                             threads=args.threads, estimate=not args.no_estimate)
+    if outcome.failed:
+        print(f"{len(outcome.failed)} run(s) failed; see their result.json; rerun to retry them", file=sys.stderr)
+    print(f"results: {out_dir}/runs.csv, curves.csv, generalization.csv")
     if not args.no_report:
         from bench.report import write_report
 
-        path = write_report(out_dir)
-        print(f"report: {path}")
-    print(f"results: {out_dir}/runs.csv, curves.csv, generalization.csv")
-    if outcome.failed:
-        print(f"{len(outcome.failed)} run(s) failed; see their result.json; rerun to retry them", file=sys.stderr)
+        print(f"report: {write_report(out_dir)}")  # the last line: what to open
         return 1
     return 0
 

@@ -206,7 +206,11 @@ class Member:
 
     def next_batch(self) -> Batch:
         size = self.task.sample_size(self.data_generator) if self.train.length_sampling == "per_batch" else None
-        return self.task.sample(self.train.batch_size, self.data_generator, size=size)
+        batch = self.task.sample(self.train.batch_size, self.data_generator, size=size)
+        if self.device.type == "cuda":
+            # static shapes on a GPU: every batch padded to the task's longest training T (changes no scored output)
+            batch = batch.pad_to(max(batch.steps, self.task.max_train_steps()))
+        return batch
 
     def evaluate(self) -> dict[str, float]:
         metrics = score(self.model, self.task, self.eval_batches, self.device)
