@@ -9,6 +9,7 @@ SUITE         ?= quick
 ARGS          ?=
 EXTRAS        ?= dev
 EXECUTOR      ?= local
+WORKERS       ?= 2
 STAMP          = $(VENV)/.installed-$(subst /,_,$(subst =,_,$(TORCH)))
 DEV_STAMP      = $(VENV)/.installed-dev
 RAY_STAMP      = $(VENV)/.installed-ray
@@ -47,7 +48,7 @@ install: $(STAMP)
 install-dev: $(DEV_STAMP)
 
 bench: $(STAMP) $(if $(filter ray,$(EXECUTOR)),$(RAY_STAMP))
-	$(PY) -m bench run --suite $(SUITE) --executor $(EXECUTOR) $(ARGS)
+	$(PY) -m bench run --suite $(SUITE) --executor $(EXECUTOR) $(if $(filter local,$(EXECUTOR)),--workers $(WORKERS)) $(ARGS)
 
 report: $(STAMP)
 	$(PY) -m bench report --suite $(SUITE) $(ARGS)
