@@ -119,8 +119,7 @@ def cmd_run(args) -> int:
         from bench.report import write_report
 
         print(f"report: {write_report(out_dir)}")  # the last line: what to open
-        return 1
-    return 0
+    return 1 if outcome.failed else 0
 
 
 def cmd_validate(args) -> int:
