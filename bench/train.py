@@ -304,6 +304,9 @@ def batched_forward(models: list[torch.nn.Module]) -> Callable[[torch.Tensor], t
         template = copy.deepcopy(models[0]).to("meta")
         names = [name for name, _ in models[0].named_parameters()]
         buffer_names = [name for name, _ in models[0].named_buffers()]
+        # gathered once; re-stacked every step because each optimizer updates its own leaf tensors in place
+        per_model = [dict(m.named_parameters()) for m in models]
+        per_buffer = [dict(m.named_buffers()) for m in models]
 
         def call(params, buffers, inputs):
             return functional_call(template, (params, buffers), (inputs,))
@@ -311,8 +314,6 @@ def batched_forward(models: list[torch.nn.Module]) -> Callable[[torch.Tensor], t
         vmapped = vmap(call)
 
         def forward(inputs: torch.Tensor) -> torch.Tensor:
-            per_model = [dict(m.named_parameters()) for m in models]
-            per_buffer = [dict(m.named_buffers()) for m in models]
             params = {n: torch.stack([p[n] for p in per_model]) for n in names}
             buffers = {n: torch.stack([b[n] for b in per_buffer]) for n in buffer_names}
             return vmapped(params, buffers, inputs)

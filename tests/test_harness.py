@@ -75,8 +75,8 @@ def test_spec_json_records_provenance(tmp_path):
     prov = spec["provenance"]
     for key in ("git_commit", "git_dirty", "python", "torch", "numpy", "device_name", "command"):
         assert key in prov
-    assert spec["train"]["steps"] == 30 and spec["seed"] == 1 and spec["run_id"] in str(tmp_path / "runs" /
-                                                                                        spec["run_id"])
+    folder = next((tmp_path / "runs").glob("*/spec.json")).parent
+    assert spec["train"]["steps"] == 30 and spec["seed"] == 1 and spec["run_id"] == folder.name
 
 
 @pytest.mark.parametrize("bad", [["--workers", "0"], ["--threads", "0"], ["--seeds", "0"]])

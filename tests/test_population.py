@@ -13,7 +13,6 @@ import torch
 from bench.config import load_suite
 from bench.grid import expand
 from bench.train import Member, train_population, train_run
-from tests.conftest import REPO
 
 OVERRIDES = ["tasks={copy: {bits: 3, train_sizes: [1, 4], test_sizes: [4, 6]}}", "seeds=3", "train.steps=50",
              "train.eval_every=10", "train.checkpoint_every=20", "train.max_nonfinite=3",
@@ -131,4 +130,3 @@ def test_perf_quick_writes_a_well_formed_csv(tmp_path):
     assert set(population["population"]) == {1, 2}
     assert population["speedup_vs_sequential"].notna().all()
     assert frame["device_name"].notna().all() and frame["torch"].eq(torch.__version__).all()
-    assert REPO.exists()
