@@ -294,9 +294,7 @@ def run_local(suite: Suite, out_dir: Path, workers: int = 1, fresh: bool = False
                 results = execute_group(job, out_dir, threads, plugins, progress)
                 run_bar.close()
                 for spec in job:
-                    outcome.results[spec.run_id] = results[spec.run_id]
-                    _log_result(spec, results[spec.run_id], suite_bar if bars else None)
-                    suite_bar.update(1)
+                    finish_run(spec, results[spec.run_id], outcome, suite_bar)
         else:
             context = get_context("spawn")  # fork is unsafe with torch's thread pools
             with ProcessPoolExecutor(workers, mp_context=context, initializer=_worker_init,
@@ -308,9 +306,7 @@ def run_local(suite: Suite, out_dir: Path, workers: int = 1, fresh: bool = False
                     for future in done:
                         results = future.result()
                         for spec in futures[future]:
-                            outcome.results[spec.run_id] = results[spec.run_id]
-                            _log_result(spec, results[spec.run_id], suite_bar if bars else None)
-                            suite_bar.update(1)
+                            finish_run(spec, results[spec.run_id], outcome, suite_bar)
     finally:
         suite_bar.close()
         collect(out_dir, [s.run_id for s in specs])
