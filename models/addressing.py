@@ -154,3 +154,70 @@ def directional_read_weights(link: torch.Tensor, prev_read_weights: torch.Tensor
     forward = torch.matmul(weights, link.transpose(-1, -2)).transpose(1, 2)  # [B, R, Wh, N]
     backward = torch.matmul(weights, link).transpose(1, 2)
     return forward, backward
+
+
+class _LinkUpdateAndRead(torch.autograd.Function):
+    """`update_link` followed by `directional_read_weights` (one write head), with a hand-written backward.
+
+    The link matrix is the only O(N^2) state of the DNC; composed from elementwise ops, autograd spends about ten
+    passes over a [B, N, N] tensor per step on it, and stores extra [B, N, N] intermediates for every step. Here the
+    forward makes three passes and stores nothing beyond the inputs and the new links (which the next step holds
+    anyway); the backward recomputes the (1 - w_i - w_j) factor instead of storing it. Same values and gradients as
+    the composition (tests/test_dnc.py checks both, under vmap too, and gradcheck in float64).
+    """
+
+    @staticmethod
+    def forward(link, precedence, write_weights, read_weights):
+        w_i = write_weights.unsqueeze(-1)  # [B, N, 1]
+        w_j = write_weights.unsqueeze(-2)  # [B, 1, N]
+        new_link = link * (1.0 - w_i)  # (1 - w_i - w_j) L + w_i p_j, in three passes over [B, N, N]
+        new_link.addcmul_(link, w_j, value=-1.0).addcmul_(w_i, precedence.unsqueeze(-2))
+        new_link.diagonal(dim1=-2, dim2=-1).zero_()
+        forward = torch.matmul(read_weights, new_link.transpose(-1, -2))  # [B, R, N]: L w_r
+        backward = torch.matmul(read_weights, new_link)  # [B, R, N]: L^T w_r
+        return new_link, forward, backward
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        link, precedence, write_weights, read_weights = inputs
+        ctx.save_for_backward(link, precedence, write_weights, read_weights, output[0])
+
+    @staticmethod
+    def vmap(info, in_dims, *inputs):
+        """Seed-parallel training vmaps the step over a population axis P: fold it into the batch (every input is
+        [B, ...]), so the vmapped call is one call on [P * B, ...] tensors, not a per-seed fallback loop."""
+        population = info.batch_size
+
+        def fold(tensor: torch.Tensor, dim: int | None) -> torch.Tensor:
+            tensor = tensor.movedim(dim, 0) if dim is not None else tensor.expand(population, *tensor.shape)
+            return tensor.reshape(-1, *tensor.shape[2:])
+
+        outputs = _LinkUpdateAndRead.apply(*(fold(t, d) for t, d in zip(inputs, in_dims)))
+        return tuple(o.reshape(population, -1, *o.shape[1:]) for o in outputs), (0, 0, 0)
+
+    @staticmethod
+    def backward(ctx, grad_link, grad_forward, grad_backward):
+        link, precedence, write_weights, read_weights, new_link = ctx.saved_tensors
+        # the gradient reaching the new links: from later steps, and from this step's two reads
+        grad = torch.baddbmm(grad_link, grad_forward.transpose(-1, -2), read_weights)
+        grad.baddbmm_(read_weights.transpose(-1, -2), grad_backward)
+        grad.diagonal(dim1=-2, dim2=-1).zero_()  # the diagonal is held at 0
+        grad_read = torch.matmul(grad_forward, new_link) + torch.matmul(grad_backward, new_link.transpose(-1, -2))
+        w_i = write_weights.unsqueeze(-1)
+        w_j = write_weights.unsqueeze(-2)
+        weighted = grad * link  # d/dw_k of -(w_i + w_j) L[i, j]: row k and column k of grad * L
+        grad_write = (torch.matmul(grad, precedence.unsqueeze(-1)).squeeze(-1)
+                      - weighted.sum(-1) - weighted.sum(-2))
+        grad_precedence = torch.matmul(write_weights.unsqueeze(-2), grad).squeeze(-2)  # sum_i grad[i, j] w_i
+        grad_old_link = (grad * (1.0 - w_i)).addcmul_(grad, w_j, value=-1.0)
+        return grad_old_link, grad_precedence, grad_write, grad_read
+
+
+def update_link_and_read(link: torch.Tensor, prev_precedence: torch.Tensor, write_weights: torch.Tensor,
+                         prev_read_weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One write head's link update, then both directional reads on the NEW links: (link, forward, backward).
+
+    link [B, N, N], prev_precedence and write_weights [B, N], prev_read_weights [B, R, N]. Exactly
+    ``update_link`` then ``directional_read_weights``, fused for speed (see `_LinkUpdateAndRead`).
+    """
+    return _LinkUpdateAndRead.apply(link, prev_precedence, write_weights, prev_read_weights)

@@ -38,10 +38,9 @@ from bench.registry import register_model
 from models.addressing import (
     allocation_weights,
     content_weighting,
-    directional_read_weights,
     erase_and_add,
     read_memory,
-    update_link,
+    update_link_and_read,
     update_precedence,
     update_usage,
 )
@@ -210,11 +209,13 @@ class DNC(SequenceModel):
         # ---- 4. memory: erase, then add
         memory = erase_and_add(state.memory, write_weights[:, 0], erase, write_vector)  # [B, N, W]
         # ---- 5. temporal links (with the previous precedence), then precedence
-        link = update_link(state.link, state.precedence, write_weights[:, 0])  # [B, N, N]
+        #         and (step 6's first half) the forward and backward reads on the new links, fused: this O(N^2) work is
+        #         the DNC's most expensive, and its hand-written backward saves most of the passes over [B, N, N]
+        link, forward, backward = update_link_and_read(state.link, state.precedence, write_weights[:, 0],
+                                                       state.read_weights)  # [B, N, N], [B, R, N], [B, R, N]
         precedence = update_precedence(state.precedence, write_weights[:, 0])  # [B, N]
         # ---- 6. read weights on the new memory: backward, forward and content, mixed per head
         read_content = content_weighting(read_keys, read_strengths, memory, eps=DNC_EPS, norm_eps=DNC_EPS)
-        forward, backward = directional_read_weights(link, state.read_weights)  # [B, R, N] each
         read_weights = (read_modes[..., 0:1] * backward + read_modes[..., 1:2] * forward
                         + read_modes[..., 2:3] * read_content)  # [B, R, N]
         read_words = read_memory(read_weights, memory)  # [B, R, W]

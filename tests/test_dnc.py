@@ -14,6 +14,7 @@ from models.addressing import (
     allocation_weights,
     directional_read_weights,
     update_link,
+    update_link_and_read,
     update_precedence,
     update_usage,
 )
@@ -133,6 +134,49 @@ def test_links_diagonal_zero_and_sums_bounded_under_soft_writes():
     # writing twice to the same slot never links it to itself
     link, _ = _write_sequence([2, 2], 4)
     assert float(link.abs().sum()) == 0.0
+
+
+def _soft_link_inputs(batch: int, size: int, heads: int, generator: torch.Generator, dtype=torch.float64):
+    """Random but valid inputs: links and weightings that each sum to at most 1."""
+    def soft(*shape):
+        return torch.rand(shape[:-1] + (1,), generator=generator, dtype=dtype) * torch.softmax(
+            3 * torch.randn(shape, generator=generator, dtype=dtype), -1)
+    link = soft(batch, size, size)
+    link = link * (1 - torch.eye(size, dtype=dtype))
+    return link, soft(batch, size), soft(batch, size), soft(batch, heads, size)
+
+
+@pytest.mark.parametrize("heads", [1, 3])
+def test_fused_link_update_and_read_matches_the_composition(heads):
+    # the DNC uses the fused form for speed; the separate functions are the readable reference
+    inputs = [t.requires_grad_(True) for t in _soft_link_inputs(4, 7, heads, torch.Generator().manual_seed(3))]
+    link, precedence, write, read = inputs
+    new_link = update_link(link, precedence, write)
+    reference = (new_link, *directional_read_weights(new_link, read))
+    fused = update_link_and_read(link, precedence, write, read)
+    for expected, got in zip(reference, fused):
+        torch.testing.assert_close(got, expected)
+    cotangents = [torch.randn_like(t) for t in reference]
+    for expected, got in zip(torch.autograd.grad(reference, inputs, cotangents),
+                             torch.autograd.grad(fused, inputs, cotangents)):
+        torch.testing.assert_close(got, expected)
+    assert torch.autograd.gradcheck(update_link_and_read, inputs)
+
+
+def test_fused_link_update_and_read_under_vmap():
+    # seed-parallel training vmaps the step over a leading population axis
+    generator = torch.Generator().manual_seed(4)
+    stacked = [torch.stack(parts) for parts in zip(*(_soft_link_inputs(2, 5, 2, generator) for _ in range(3)))]
+    stacked = [t.requires_grad_(True) for t in stacked]
+    batched = torch.func.vmap(update_link_and_read)(*stacked)
+    looped = [torch.stack(parts) for parts in zip(*(update_link_and_read(*parts) for parts in zip(*stacked)))]
+    for got, expected in zip(batched, looped):
+        torch.testing.assert_close(got, expected)
+    weights = [torch.randn_like(t) for t in looped]
+    grads_batched = torch.autograd.grad(sum((o * w).sum() for o, w in zip(batched, weights)), stacked)
+    grads_looped = torch.autograd.grad(sum((o * w).sum() for o, w in zip(looped, weights)), stacked)
+    for got, expected in zip(grads_batched, grads_looped):
+        torch.testing.assert_close(got, expected)
 
 
 # ---- usage -----------------------------------------------------------------------------------------------------------
