@@ -42,8 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--seeds", type=int, help="use seeds 1..N instead of the suite's seeds")
     run.add_argument("--device", help="auto | cpu | cuda | cuda:N (overrides the suite)")
     run.add_argument("--executor", choices=("local", "ray"), default="local",
-                     help="local: this machine (--workers processes); ray: one Ray task per run, on the cluster at "
-                          "RAY_ADDRESS or a local Ray instance (the suite's resources, max_retries, checkpoint_dir)")
+                     help="local: this machine (--workers processes); ray: one Ray task per group of seeds "
+                          "(train.parallel_seeds), on the cluster at RAY_ADDRESS or a local Ray instance (the suite's "
+                          "resources, max_retries, checkpoint_dir)")
     run.add_argument("--workers", type=int, default=1, help="runs trained at once in separate processes")
     run.add_argument("--threads", type=int, default=1,
                      help="torch threads per run (default 1; CPU results are bit-identical at equal --threads)")

@@ -76,12 +76,14 @@ TRAIN_KEYS_NOT_IN_RUN_ID = ("checkpoint_every", "parallel_seeds", "compile")
 
 @dataclass(frozen=True)
 class ResourcesConfig:
-    """What one run reserves on a Ray cluster (the ray executor); not part of the run_id."""
+    """What one Ray task (a run, or a group of seeds trained together) reserves on a Ray cluster (the ray
+    executor); not part of the run_id."""
 
     num_cpus: float = field(default=1.0, metadata=_help(
-        "ray executor: CPUs reserved per run (fractions allowed up to 1)"))
+        "ray executor: CPUs reserved per task, a run or a group of parallel_seeds seeds (fractions allowed up to 1)"))
     num_gpus: float = field(default=0.0, metadata=_help(
-        "ray executor: GPUs reserved per run; 0.25 lets four runs share a GPU; 0 trains on CPU"))
+        "ray executor: GPUs reserved per task, a run or a group of seeds; 0.25 lets four tasks share a GPU; 0 trains "
+        "on CPU"))
 
 
 @dataclass(frozen=True)
@@ -118,9 +120,10 @@ class Suite:
         "key -> list of values; `train.KEY` or a model parameter name (all models that take it) or "
         "`models.LABEL.KEY`; each value becomes a model variant named after it"))
     resources: ResourcesConfig = field(default_factory=ResourcesConfig, metadata=_help(
-        "ray executor: what each run reserves on the cluster"))
+        "ray executor: what each task (a run, or a group of parallel_seeds seeds) reserves on the cluster"))
     max_retries: int = field(default=3, metadata=_help(
-        "ray executor: times Ray reruns a run whose worker died; each retry resumes from the run's last checkpoint"))
+        "ray executor: times Ray reruns a task whose worker died; each retry resumes each of its runs from that run's "
+        "last checkpoint"))
     checkpoint_dir: str | None = field(default=None, metadata=_help(
         "ray executor: where workers train and keep checkpoints (default: the suite's output folder's runs/); "
         "must be shared storage for a retry on another node to resume"))

@@ -1,5 +1,8 @@
 """Run a suite's runs: in this process, or in a pool of worker processes. Finished runs are skipped.
 
+Runs that differ only in their seed train together in groups of `train.parallel_seeds` (`group_seeds`,
+`execute_group`); the ray executor (bench.ray_executor) groups and trains them through the same functions.
+
 Every run writes only inside its own folder, so workers never share a file; the suite-level CSVs are rebuilt from
 the folders afterwards (`bench.results.collect`), which makes a crash mid-suite harmless.
 """
@@ -72,21 +75,21 @@ def execute_run(spec: RunSpec, run_dir: Path, threads: int, plugins: tuple[str, 
         return result
 
 
-def execute_group(specs: list[RunSpec], out_dir: Path, threads: int, plugins: tuple[str, ...] = (),
+def execute_group(specs: list[RunSpec], runs_dir: Path, threads: int, plugins: tuple[str, ...] = (),
                   on_progress=None) -> dict[str, dict[str, Any]]:
-    """Train a group of runs that differ only in their seed together (`train_population`); one run alone when the
-    group has one. An exception fails every run of the group that had not finished (each retried next time)."""
+    """Train a group of runs that differ only in their seed together (`train_population`), each in
+    ``runs_dir/<run_id>``; one run alone when the group has one. Returns each run's result by run_id. An exception
+    fails every run of the group that had not finished (each retried next time). Both executors train through here."""
     from bench import registry
     from bench.train import train_population
 
     if len(specs) == 1:
-        return {specs[0].run_id: execute_run(specs[0], out_dir / "runs" / specs[0].run_id, threads, plugins,
-                                             on_progress)}
+        return {specs[0].run_id: execute_run(specs[0], runs_dir / specs[0].run_id, threads, plugins, on_progress)}
     for plugin in plugins:
         registry.load_plugin(plugin)
     results: dict[str, dict[str, Any]] = {}
     try:
-        train_population(specs, [out_dir / "runs" / s.run_id for s in specs], threads=threads,
+        train_population(specs, [runs_dir / s.run_id for s in specs], threads=threads,
                          on_progress=on_progress, on_finish=lambda spec, result: results.__setitem__(spec.run_id,
                                                                                                      result))
     except Exception as error:  # the suite carries on; unfinished runs of the group are recorded as failed
@@ -95,7 +98,7 @@ def execute_group(specs: list[RunSpec], out_dir: Path, threads: int, plugins: tu
                 continue
             results[spec.run_id] = {"status": "failed", "error": f"{type(error).__name__}: {error}",
                                     "traceback": traceback.format_exc()}
-            atomic_write_json(out_dir / "runs" / spec.run_id / "result.json", results[spec.run_id])
+            atomic_write_json(runs_dir / spec.run_id / "result.json", results[spec.run_id])
     return results
 
 
@@ -113,15 +116,18 @@ def group_seeds(pending: list[RunSpec], parallel: int | str) -> list[list[RunSpe
     return jobs
 
 
-def resolve_parallel_seeds(suite: Suite) -> int | str:
+def resolve_parallel_seeds(suite: Suite, device_type: str | None = None) -> int | str:
     """`parallel_seeds: auto` is every seed of a configuration on a GPU; on a CPU, what bench.perf measured fastest
-    for these small models (CPU_PARALLEL_SEEDS)."""
+    for these small models (CPU_PARALLEL_SEEDS). `device_type` ("cuda" or "cpu") is where the runs train; by
+    default, what the suite's device resolves to on this machine (the ray executor says where its tasks train)."""
     setting = suite.train.parallel_seeds
     if setting != "auto":
         return setting
-    from bench.train import resolve_device
+    if device_type is None:
+        from bench.train import resolve_device
 
-    return "auto" if resolve_device(suite.device).type == "cuda" else CPU_PARALLEL_SEEDS
+        device_type = resolve_device(suite.device).type
+    return "auto" if device_type == "cuda" else CPU_PARALLEL_SEEDS
 
 
 def _worker_init(plugins: tuple[str, ...]) -> None:
@@ -291,7 +297,7 @@ def run_local(suite: Suite, out_dir: Path, workers: int = 1, fresh: bool = False
                         bar.set_postfix(wrong_bits=f"{metrics['wrong_bits_per_seq']:.3g}", refresh=False)
                     bar.refresh() if step % 10 == 0 or metrics is not None else None
 
-                results = execute_group(job, out_dir, threads, plugins, progress)
+                results = execute_group(job, out_dir / "runs", threads, plugins, progress)
                 run_bar.close()
                 for spec in job:
                     finish_run(spec, results[spec.run_id], outcome, suite_bar)
@@ -299,7 +305,8 @@ def run_local(suite: Suite, out_dir: Path, workers: int = 1, fresh: bool = False
             context = get_context("spawn")  # fork is unsafe with torch's thread pools
             with ProcessPoolExecutor(workers, mp_context=context, initializer=_worker_init,
                                      initargs=(plugins,)) as pool:
-                futures = {pool.submit(execute_group, job, out_dir, threads, plugins): job for job in jobs}
+                futures = {pool.submit(execute_group, job, out_dir / "runs", threads, plugins): job
+                           for job in jobs}
                 remaining = set(futures)
                 while remaining:
                     done, remaining = wait(remaining, return_when=FIRST_COMPLETED)

@@ -1,11 +1,13 @@
 """Run a suite's runs as Ray tasks: on the cluster at RAY_ADDRESS, or on a local Ray instance (loopback only).
 
-Each run is one Ray task that reserves the suite's `resources`. No shared filesystem is assumed: a task trains into
-its own folder under `checkpoint_dir` on whichever node runs it, and returns the finished run's result files; the
-driver writes them atomically under ``<out_dir>/runs/<run_id>/`` (result.json last), exactly where the local executor
-puts them, so finished runs are skipped the same way. A task whose worker dies is retried by Ray (`max_retries`) and
-resumes from the run's last checkpoint in `checkpoint_dir`, which must be shared storage for a retry on another node
-to find it.
+Pending runs are grouped exactly as the local executor groups them (`group_seeds`: runs that differ only in their
+seed, `train.parallel_seeds` per group; a group of one is a single run), and each group is one Ray task that reserves
+the suite's `resources` and trains its runs together (`execute_group`). No shared filesystem is assumed: a task
+trains each run in its own folder under `checkpoint_dir` on whichever node runs it, and returns each finished run's
+result files; the driver writes them atomically under ``<out_dir>/runs/<run_id>/`` (result.json last), exactly where
+the local executor puts them, so finished runs are skipped the same way. A task whose worker dies is retried by Ray
+(`max_retries`): each run of its group resumes from its own last checkpoint in `checkpoint_dir` (which must be shared
+storage for a retry on another node to find it), and a run that an earlier attempt already finished is not retrained.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import dataclasses
 import json
 import logging
 import os
+import shutil
 import time
 import traceback
 import uuid
@@ -27,11 +30,13 @@ from bench.executors import (
     DEFAULT_THREADS,
     SuiteOutcome,
     announce,
-    execute_run,
+    execute_group,
     finish_run,
+    group_seeds,
     log_summary,
     open_suite_bar,
     prepare,
+    resolve_parallel_seeds,
 )
 from bench.grid import RunSpec
 from bench.results import atomic_write_bytes, atomic_write_json, collect, read_json, run_is_finished
@@ -42,9 +47,10 @@ INSTALL_HINT = "the ray executor needs Ray: pip install -e .[ray] (or make bench
 #: what a task sends back, in the order the driver writes them: result.json last, as its presence marks a finished run
 RESULT_FILES = ("spec.json", "curve.csv", "generalization.csv", "samples.npz", "result.json")
 #: the test hook: with this set to 1 in the driver's environment, each task SIGKILLs its worker once, on its first
-#: attempt, just after the run's first checkpoint
+#: attempt, just after its runs' first checkpoint
 KILL_FIRST_ATTEMPT = "BENCH_RAY_KILL_FIRST_ATTEMPT"
-#: per run folder under checkpoint_dir: which submission last ran it, and how many attempts that submission made
+#: per run folder under checkpoint_dir: which submission last ran it, how many attempts that submission made at it,
+#: and the step the last of them resumed from
 ATTEMPTS_FILE = ".ray_attempts.json"
 #: on Linux Ray picks the node's outward address (and binds its servers to it) unless told that this is not a cluster
 _SINGLE_NODE_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
@@ -127,44 +133,72 @@ def ray_session(num_cpus: int | None = None) -> Iterator[Any]:
 
 # ---- the task (runs on a Ray worker) ----------------------------------------------------------------------------
 
-def train_on_worker(spec: RunSpec, work_root: str, threads: int, plugins: tuple[str, ...], submission: str,
-                    fresh: bool) -> dict[str, Any]:
-    """Train one run in ``work_root/<run_id>`` (resuming from its checkpoint) and return its result files' bytes.
+def train_group_on_worker(specs: list[RunSpec], work_root: str, threads: int, plugins: tuple[str, ...],
+                          submission: str, fresh: bool) -> dict[str, dict[str, Any]]:
+    """Train a group of runs that differ only in their seed (`execute_group`), each in ``work_root/<run_id>`` and
+    resuming from its own checkpoint, and return per run_id its result, its result files' bytes and its attempt.
 
-    `submission` names the driver's invocation: a retry within it counts as a later attempt; with `fresh`, the first
+    `submission` names the driver's invocation: a retry of this task within it is a later attempt at each run it
+    trains, while a run that an earlier attempt finished is returned as it is, not retrained. With `fresh`, the first
     attempt of a new submission deletes what an earlier one left on this node.
     """
     from bench import registry
 
     registry.load_all()
-    work_dir = Path(work_root) / spec.run_id
+    root = Path(work_root)
+    attempts = {spec.run_id: _count_attempt(root / spec.run_id, spec.run_id, submission, fresh) for spec in specs}
+    # finished by an earlier attempt, or by an earlier submission whose driver stopped before writing it
+    results = {spec.run_id: read_json(root / spec.run_id / "result.json") for spec in specs
+               if run_is_finished(root / spec.run_id)}
+    to_train = [spec for spec in specs if spec.run_id not in results]
+    if to_train:
+        first_attempt = max(attempts[spec.run_id]["attempts"] for spec in to_train) == 1
+        with _kill_hook(to_train[0], first_attempt):
+            results.update(execute_group(to_train, root, threads, plugins))
+    return {spec.run_id: {"result": results[spec.run_id], "files": _result_files(root / spec.run_id),
+                          "attempt": attempts[spec.run_id]["attempts"],
+                          "resumed_from_step": attempts[spec.run_id].get("resumed_from_step")} for spec in specs}
+
+
+def _count_attempt(work_dir: Path, run_id: str, submission: str, fresh: bool) -> dict[str, Any]:
+    """Count this task's attempt at one run in the run's ATTEMPTS_FILE and return the record. A run that an earlier
+    attempt of the same submission finished keeps its record (this attempt does not train it)."""
     marker = work_dir / ATTEMPTS_FILE
     previous = _read_attempts(marker)
-    attempt = previous["attempts"] + 1 if previous.get("submission") == submission else 1
-    if attempt == 1 and fresh:
-        import shutil
-
-        shutil.rmtree(work_dir, ignore_errors=True)
+    if previous.get("submission") == submission:
+        if run_is_finished(work_dir):
+            return previous
+        attempt = previous["attempts"] + 1
+    else:
+        attempt = 1
+        if fresh:
+            shutil.rmtree(work_dir, ignore_errors=True)
+    record = {"submission": submission, "attempts": attempt,
+              "resumed_from_step": _checkpoint_step(work_dir, run_id) if attempt > 1 else None}
     work_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(marker, {"submission": submission, "attempts": attempt})
-    resumed_from = _checkpoint_step(work_dir, spec.run_id) if attempt > 1 else None
+    atomic_write_json(marker, record)
+    return record
 
+
+@contextmanager
+def _kill_hook(spec: RunSpec, first_attempt: bool) -> Iterator[None]:
+    """KILL_FIRST_ATTEMPT: on a task's first attempt, SIGKILL the worker at the step after the first checkpoint (so
+    that the retry has something to resume), through bench.train's fault hook. A Ray worker process runs many tasks:
+    its environment is left as it was."""
     saved_fault = os.environ.get("BENCH_FAULT")
-    if attempt == 1 and os.environ.get(KILL_FIRST_ATTEMPT) == "1":
-        # bench.train's fault hook; the step after the first checkpoint, so that the retry has something to resume
+    if first_attempt and os.environ.get(KILL_FIRST_ATTEMPT) == "1":
         os.environ["BENCH_FAULT"] = f"step:{min(spec.train.checkpoint_every + 1, spec.train.steps)}:kill"
     try:
-        if run_is_finished(work_dir):  # trained before, but the driver never wrote it (it stopped first)
-            result = read_json(work_dir / "result.json")
-        else:
-            result = execute_run(spec, work_dir, threads, plugins)
-    finally:  # a Ray worker process runs many tasks: leave its environment as it was
+        yield
+    finally:
         if saved_fault is None:
             os.environ.pop("BENCH_FAULT", None)
         else:
             os.environ["BENCH_FAULT"] = saved_fault
-    files = {name: (work_dir / name).read_bytes() for name in RESULT_FILES if (work_dir / name).exists()}
-    return {"result": result, "files": files, "attempt": attempt, "resumed_from_step": resumed_from}
+
+
+def _result_files(work_dir: Path) -> dict[str, bytes]:
+    return {name: (work_dir / name).read_bytes() for name in RESULT_FILES if (work_dir / name).exists()}
 
 
 def _read_attempts(marker: Path) -> dict[str, Any]:
@@ -191,7 +225,7 @@ def _write_run(run_dir: Path, files: dict[str, bytes]) -> None:
 
 
 def _record_lost_run(spec: RunSpec, run_dir: Path, error: BaseException) -> dict[str, Any]:
-    """A task Ray gave up on (its retries spent): a `failed` result.json, retried on the next invocation."""
+    """A run of a task Ray gave up on (its retries spent): a `failed` result.json, retried on the next invocation."""
     result = {"status": "failed", "error": f"{type(error).__name__}: {error}".splitlines()[0],
               "traceback": "".join(traceback.format_exception(error))}
     if not (run_dir / "spec.json").exists():  # collect() reads it for the run's labels
@@ -200,8 +234,18 @@ def _record_lost_run(spec: RunSpec, run_dir: Path, error: BaseException) -> dict
     return result
 
 
-def _runs_at_once(ray, suite: Suite, pending: int) -> int:
-    """How many runs the cluster can train at once with the suite's resources; errors if it cannot train any."""
+def _record_reply(spec: RunSpec, run_dir: Path, reply: dict[str, Any]) -> dict[str, Any]:
+    """Write one run's files from its task's reply, log a retried attempt, and return the run's result."""
+    _write_run(run_dir, reply["files"])
+    if reply["attempt"] > 1:
+        resumed = reply["resumed_from_step"]
+        log.info("%s/%s/seed %d: attempt %d after its worker died; %s", spec.task, spec.model, spec.seed,
+                 reply["attempt"], f"resumed from step {resumed}" if resumed else "started over (no checkpoint yet)")
+    return reply["result"]
+
+
+def _tasks_at_once(ray, suite: Suite, tasks: int) -> int:
+    """How many tasks the cluster can run at once with the suite's resources; errors if it cannot run any."""
     available = ray.cluster_resources()
     limits = []
     for key, resource in (("num_cpus", "CPU"), ("num_gpus", "GPU")):
@@ -210,10 +254,11 @@ def _runs_at_once(ray, suite: Suite, pending: int) -> int:
             continue
         have = available.get(resource, 0.0)
         if have < wanted:
-            raise ConfigError(f"{suite.path}: resources.{key}: each run needs {wanted:g} but the Ray cluster has "
-                              f"{have:g} {resource}(s) in all; lower it or add nodes")
+            raise ConfigError(f"{suite.path}: resources.{key}: each task (a run or a group of seeds) needs "
+                              f"{wanted:g} but the Ray cluster has {have:g} {resource}(s) in all; lower it or add "
+                              "nodes")
         limits.append(int(have // wanted))
-    return max(1, min([pending, *limits]))
+    return max(1, min([tasks, *limits]))
 
 
 def _for_the_cluster(spec: RunSpec, suite: Suite) -> RunSpec:
@@ -227,7 +272,8 @@ def _for_the_cluster(spec: RunSpec, suite: Suite) -> RunSpec:
 
 def run_ray(suite: Suite, out_dir: Path, fresh: bool = False, plugins: tuple[str, ...] = (),
             threads: int = DEFAULT_THREADS, estimate: bool = True, max_retries: int | None = None) -> SuiteOutcome:
-    """Run every pending run of `suite` as a Ray task, then rebuild the suite CSVs under `out_dir`.
+    """Run every pending run of `suite` on Ray, one task per group of seeds, then rebuild the suite CSVs under
+    `out_dir`.
 
     `max_retries` (default: the suite's) is how often Ray reruns a task whose worker died.
     """
@@ -256,34 +302,32 @@ def run_ray(suite: Suite, out_dir: Path, fresh: bool = False, plugins: tuple[str
 def _train_pending(ray, suite: Suite, pending: list[RunSpec], out_dir: Path, work_root: Path,
                    outcome: SuiteOutcome, suite_bar, fresh: bool, plugins: tuple[str, ...], threads: int,
                    estimate: bool, retries: int) -> None:
-    """Submit one task per pending run, then write and log each run as it finishes."""
-    announce(suite, pending, outcome, suite_bar, threads, _runs_at_once(ray, suite, len(pending)), estimate)
+    """Submit one task per group of pending runs that differ only in their seed, grouped as the local executor
+    groups them, then write and log each run of a group as the group's task finishes."""
+    # after _for_the_cluster a run trains on a GPU exactly when it keeps a device other than cpu (it reserved one)
+    jobs = group_seeds(pending, resolve_parallel_seeds(suite, "cpu" if pending[0].device == "cpu" else "cuda"))
+    announce(suite, pending, outcome, suite_bar, threads, _tasks_at_once(ray, suite, len(jobs)), estimate)
     hook = os.environ.get(KILL_FIRST_ATTEMPT)
-    task = ray.remote(train_on_worker).options(
+    task = ray.remote(train_group_on_worker).options(
         num_cpus=suite.resources.num_cpus, num_gpus=suite.resources.num_gpus, max_retries=retries,
         runtime_env={"env_vars": {KILL_FIRST_ATTEMPT: hook}} if hook else None)
     submission = uuid.uuid4().hex
-    refs = {task.remote(spec, str(work_root), threads, tuple(plugins), submission, fresh): spec for spec in pending}
+    refs = {task.remote(job, str(work_root), threads, tuple(plugins), submission, fresh): job for job in jobs}
     try:
         remaining = list(refs)
         while remaining:
             done, remaining = ray.wait(remaining, num_returns=1)
             for ref in done:
-                spec = refs.pop(ref)
-                run_dir = out_dir / "runs" / spec.run_id
+                job = refs.pop(ref)
                 try:
-                    reply = ray.get(ref)
+                    replies, lost = ray.get(ref), None
                 except ray.exceptions.RayError as error:  # its worker died more often than max_retries allows
-                    result = _record_lost_run(spec, run_dir, error)
-                else:
-                    _write_run(run_dir, reply["files"])
-                    result = reply["result"]
-                    if reply["attempt"] > 1:
-                        resumed = reply["resumed_from_step"]
-                        log.info("%s/%s/seed %d: attempt %d after its worker died; %s", spec.task, spec.model,
-                                 spec.seed, reply["attempt"],
-                                 f"resumed from step {resumed}" if resumed else "started over (no checkpoint yet)")
-                finish_run(spec, result, outcome, suite_bar)
+                    replies, lost = {}, error
+                for spec in job:
+                    run_dir = out_dir / "runs" / spec.run_id
+                    result = (_record_lost_run(spec, run_dir, lost) if lost is not None
+                              else _record_reply(spec, run_dir, replies[spec.run_id]))
+                    finish_run(spec, result, outcome, suite_bar)
     finally:
         for ref in refs:  # interrupted: stop what is still queued or training on the cluster
             ray.cancel(ref, force=True)
