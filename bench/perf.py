@@ -5,7 +5,8 @@
 For each model at the paper config (batch 32, Copy with L = 20 so T = 41; NTM and DNC 128 x 20 memory with a
 100-unit controller; LSTM 3 x 256) it measures, in one process: training seq/s and steps/s eager and with the step
 compiled, forward-only seq/s, peak memory, and the aggregate seq/s of P seeds trained together (P = 1, 4, 10) with
-the speed-up over training those P seeds one after another. `--quick` shrinks everything for the tests.
+the speed-up over training those P seeds one after another, eager and with the vmapped step compiled (each against
+the single run in the same mode). `--quick` shrinks everything for the tests.
 """
 
 from __future__ import annotations
@@ -116,25 +117,32 @@ def measure_model(name: str, params: dict, args, device: torch.device) -> list[d
                  "steps_per_s": 1 / seconds, "seq_per_s": args.batch_size / seconds,
                  "peak_memory_mb": _peak_memory_mb(device)})
 
-    single = next(r for r in rows if r["mode"] == "train_eager")
-    for population in args.populations:
-        models = [build(name, params, task, device, seed) for seed in range(population)]
-        optimizers = [torch.optim.Adam(m.parameters(), lr=1e-3) for m in models]
-        _reset_peak(device)
-        seconds = _timed(_population_step(models, optimizers, batch), device, args.warmup, args.repeats)
-        aggregate = population * args.batch_size / seconds
-        rows.append({**base, "mode": "population", "population": population, "params": single["params"],
-                     "steps_per_s": 1 / seconds, "seq_per_s": args.batch_size / seconds,
-                     "aggregate_seq_per_s": aggregate, "speedup_vs_sequential": aggregate / single["seq_per_s"],
-                     "peak_memory_mb": _peak_memory_mb(device)})
+    for mode in modes:
+        single = next((r for r in rows if r["mode"] == f"train_{mode}"), None)
+        if single is None or (mode == "compiled" and not getattr(model, "supports_vmap", False)):
+            continue  # nothing to compare with, or nothing to compile (groups of other models run one by one)
+        for population in args.populations:
+            if mode == "compiled" and population == 1:
+                continue  # that is train_compiled
+            models = [build(name, params, task, device, seed) for seed in range(population)]
+            optimizers = [torch.optim.Adam(m.parameters(), lr=1e-3) for m in models]
+            _reset_peak(device)
+            step = _population_step(models, optimizers, batch, {} if mode == "compiled" else None)
+            seconds = _timed(step, device, args.warmup + (2 if mode == "compiled" else 0), args.repeats)
+            aggregate = population * args.batch_size / seconds
+            rows.append({**base, "mode": "population" if mode == "eager" else "population_compiled",
+                         "population": population, "params": single["params"], "steps_per_s": 1 / seconds,
+                         "seq_per_s": args.batch_size / seconds, "aggregate_seq_per_s": aggregate,
+                         "speedup_vs_sequential": aggregate / single["seq_per_s"],
+                         "peak_memory_mb": _peak_memory_mb(device)})
     return rows
 
 
-def _population_step(models, optimizers, batch):
+def _population_step(models, optimizers, batch, compile_options):
     """One training step of P models on the same batch, through the training loop's own batched forward."""
-    from bench.train import batched_forward
+    from bench.train import BatchedForward
 
-    forward = batched_forward(models)
+    forward = BatchedForward(models, compile_options)
     inputs = batch.inputs.expand(len(models), *batch.inputs.shape).contiguous()
 
     def step():

@@ -153,10 +153,10 @@ def load_checkpoint(run_dir: Path, run_id: str) -> dict[str, Any] | None:
 COMPILE_AUTO_MIN_STEPS = 10000
 
 
-def should_compile(spec: RunSpec, population: int, model: torch.nn.Module) -> bool:
-    """Whether to `torch.compile` this run's step: `on`, or `auto` for long single runs of a model with a step."""
-    if not hasattr(model, "compile_step") or spec.train.compile == "off" or population > 1:
-        return False  # seed-parallel groups run the vmapped step eagerly
+def should_compile(spec: RunSpec, model: torch.nn.Module) -> bool:
+    """Whether to `torch.compile` this run's step: `on`, or `auto` for long runs of a model with a step."""
+    if not hasattr(model, "compile_step") or spec.train.compile == "off":
+        return False
     return spec.train.compile == "on" or spec.train.steps >= COMPILE_AUTO_MIN_STEPS
 
 
@@ -171,9 +171,11 @@ class Member:
         self.device = device
         self.task = build_task(spec)
         self.model = build_model(spec, self.task, device)
-        self.compiled = should_compile(spec, population, self.model)
-        if self.compiled:
-            self.model.compile_step()
+        self.compiled = should_compile(spec, self.model)
+        #: torch.compile's options for this run's step (None: eager); a group compiles its vmapped step with them
+        self.compile_options = {} if self.compiled else None
+        if self.compiled and population == 1:
+            self.model.compile_step(**self.compile_options)
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = make_optimizer(spec, self.params)
         self.data_generator = torch.Generator().manual_seed(spec.data_seed)
@@ -292,34 +294,68 @@ class Member:
         return result
 
 
-def batched_forward(models: list[torch.nn.Module]) -> Callable[[torch.Tensor], torch.Tensor]:
+class _Method(torch.nn.Module):
+    """Calls one method of a module as its `forward`, so `functional_call` can run it with a seed's parameters."""
+
+    def __init__(self, module: torch.nn.Module, method: str):
+        super().__init__()
+        self.module = module
+        self.method = method
+
+    def forward(self, *args):
+        return getattr(self.module, self.method)(*args)
+
+
+class BatchedForward:
     """A forward over P runs of the same architecture at once: inputs [P, B, T, in] -> logits [P, B, T, out].
 
-    Models that declare `supports_vmap` run as ONE vmapped computation over their stacked parameters (each run's
-    own leaf tensors are stacked every step, so gradients and optimizer state stay per run); others run one by one.
+    Models that declare `supports_vmap` (models.base.RecurrentModel) run as ONE computation: their `initial_state`
+    and `step` are `torch.func.vmap`-ed over the runs' stacked parameters, and the time loop calls the vmapped step,
+    compiled with `torch.compile(**compile_options)` unless that is None. Each run's own leaf tensors are stacked
+    at every call, so gradients and optimizer state stay per run. Other models, and a group of one, run one by one.
+    `keep(models)` drops runs that left the group without rebuilding (or recompiling) the step: a group that
+    shrinks to one run keeps the vmapped step.
     """
-    if len(models) > 1 and getattr(models[0], "supports_vmap", False):
+
+    def __init__(self, models: list[torch.nn.Module], compile_options: dict[str, Any] | None = None):
+        self.vmapped = len(models) > 1 and getattr(models[0], "supports_vmap", False)
+        self.keep(models)
+        if not self.vmapped:
+            return
         from torch.func import functional_call, vmap
 
-        template = copy.deepcopy(models[0]).to("meta")
-        names = [name for name, _ in models[0].named_parameters()]
-        buffer_names = [name for name, _ in models[0].named_buffers()]
-        # gathered once; re-stacked every step because each optimizer updates its own leaf tensors in place
-        per_model = [dict(m.named_parameters()) for m in models]
-        per_buffer = [dict(m.named_buffers()) for m in models]
+        template = copy.deepcopy(models[0]).to("meta")  # the architecture; every call swaps in the runs' tensors
+        begin, step = _Method(template, "initial_state"), _Method(template, "step")
 
-        def call(params, buffers, inputs):
-            return functional_call(template, (params, buffers), (inputs,))
+        def one_step(params, buffers, x_t, state):
+            return functional_call(step, (params, buffers), (x_t, state))
 
-        vmapped = vmap(call)
+        def initial_state(params, buffers, batch_size, device, dtype):
+            return vmap(lambda p, b: functional_call(begin, (p, b), (batch_size, device, dtype)))(params, buffers)
 
-        def forward(inputs: torch.Tensor) -> torch.Tensor:
-            params = {n: torch.stack([p[n] for p in per_model]) for n in names}
-            buffers = {n: torch.stack([b[n] for b in per_buffer]) for n in buffer_names}
-            return vmapped(params, buffers, inputs)
+        self.initial_state = initial_state
+        self.step = vmap(one_step)
+        if compile_options is not None:
+            self.step = torch.compile(self.step, **compile_options)
 
-        return forward
-    return lambda inputs: torch.stack([model(x) for model, x in zip(models, inputs)])
+    def keep(self, models: list[torch.nn.Module]) -> None:
+        """The runs to compute from now on (a subset of the ones given before, in order)."""
+        self.models = models
+        # gathered once; stacked at every call because each optimizer updates its own leaf tensors in place
+        self.params = [dict(m.named_parameters()) for m in models]
+        self.buffers = [dict(m.named_buffers()) for m in models]
+
+    def __call__(self, inputs: torch.Tensor) -> torch.Tensor:
+        if not self.vmapped:
+            return torch.stack([model(x) for model, x in zip(self.models, inputs)])
+        params = {f"module.{n}": torch.stack([p[n] for p in self.params]) for n in self.params[0]}
+        buffers = {f"module.{n}": torch.stack([b[n] for b in self.buffers]) for n in self.buffers[0]}
+        state = self.initial_state(params, buffers, inputs.shape[1], inputs.device, inputs.dtype)
+        logits = []
+        for x_t in inputs.unbind(2):  # [P, B, in]
+            logits_t, state = self.step(params, buffers, x_t, state)
+            logits.append(logits_t)
+        return torch.stack(logits, dim=2)  # [P, B, T, out]
 
 
 def train_population(specs: list[RunSpec], run_dirs: list[Path], threads: int | None = None,
@@ -342,14 +378,16 @@ def train_population(specs: list[RunSpec], run_dirs: list[Path], threads: int | 
         if not member.state["curve"]:
             member.evaluate()
     active = [m for m in members if m.training()]
-    forward = batched_forward([m.model for m in active]) if active else None
+    # a group trains through one batched forward to the end, even once only one of its runs is left
+    forward = BatchedForward([m.model for m in active], members[0].compile_options) if len(members) > 1 and active \
+        else None
     while active:
         step_started = time.perf_counter()
         batches = [m.next_batch() for m in active]
         steps = max(b.steps for b in batches)
         # Runs of one group may draw different lengths; padding at the end changes no scored output.
         batches = [b.pad_to(steps).to(device) for b in batches]
-        if len(active) == 1:
+        if forward is None:
             logits = [active[0].model(batches[0].inputs)]
         else:
             logits = forward(torch.stack([b.inputs for b in batches])).unbind(0)
@@ -374,7 +412,8 @@ def train_population(specs: list[RunSpec], run_dirs: list[Path], threads: int | 
                     on_finish(member.spec, results[member.spec.run_id])
         if len(still) != len(active):
             active = still
-            forward = batched_forward([m.model for m in active]) if active else None
+            if forward is not None and active:
+                forward.keep([m.model for m in active])
     for member in members:
         if member.spec.run_id not in results:  # already past its budget when loaded from a checkpoint
             results[member.spec.run_id] = member.finish()

@@ -29,6 +29,35 @@ class SequenceModel(nn.Module):
         return sum(p.numel() for p in self.parameters() if p.requires_grad)
 
 
+class RecurrentModel(SequenceModel):
+    """A model whose forward loops one pure step over time, exposed so the harness can batch and compile it:
+
+    - ``initial_state(batch_size, device, dtype)``: the state before the first step (a pytree of tensors, which may
+      depend on the parameters, e.g. a learned initial memory);
+    - ``step(x_t, state) -> (logits_t, state)``: one time step, a pure function of its tensors (no in-place updates
+      of its inputs, no data-dependent Python control flow), so that it can be `torch.func.vmap`-ed over a
+      population of seeds and compiled with `torch.compile`.
+    """
+
+    #: the harness trains several seeds as one vmapped computation of `step` (bench.train.batched_forward)
+    supports_vmap = True
+
+    def initial_state(self, batch_size: int, device: torch.device | str | None = None,
+                      dtype: torch.dtype = torch.float32):  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def step(self, x_t: torch.Tensor, state):  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def compile_step(self, **options) -> None:
+        """Compile `step` with `torch.compile` (never the unrolled sequence, whose compile takes far longer)."""
+        object.__setattr__(self, "_compiled_step", torch.compile(self.step, **options))  # not a submodule
+
+    def stepper(self):
+        """The step `forward` should loop: the compiled one after `compile_step`, else `step`."""
+        return self.__dict__.get("_compiled_step", self.step)
+
+
 def set_lstm_forget_bias(lstm: nn.LSTM | nn.LSTMCell, value: float = 1.0) -> None:
     """Zero both bias vectors, then put `value` on the forget gate of ONE of them (else the effective bias is 2x)."""
     with torch.no_grad():

@@ -44,7 +44,7 @@ from models.addressing import (
     update_precedence,
     update_usage,
 )
-from models.base import SequenceModel, lstm_cell, stack_time
+from models.base import RecurrentModel, lstm_cell, stack_time
 
 #: the reference's epsilon: inside each norm, sqrt(sum x^2 + eps), and added to the cosine denominator
 DNC_EPS = 1e-6
@@ -83,11 +83,10 @@ def truncated_normal_(tensor: torch.Tensor, std: float) -> torch.Tensor:
 
 
 @register_model("dnc")
-class DNC(SequenceModel):
+class DNC(RecurrentModel):
     """DNC with an LSTM controller, R read heads and one write head; defaults are the seed's comparison settings."""
 
     has_memory = True
-    supports_vmap = True
 
     def __init__(self, input_size: int, output_size: int, controller_units: int = 100, controller_layers: int = 1,
                  memory_locations: int = 128, memory_width: int = 20, read_heads: int = 1, write_heads: int = 1,
@@ -166,12 +165,13 @@ class DNC(SequenceModel):
         # softplus is the reference's default; oneplus = 1 + softplus keeps every strength >= 1 (the paper's form)
         return F.softplus(raw) + 1.0 if self.strength == "oneplus" else F.softplus(raw)
 
-    def step(self, x: torch.Tensor, state: DNCState) -> tuple[torch.Tensor, DNCState, DNCGates]:
-        """One time step: x [B, in] and the state of step t-1 -> (logits [B, out], state of step t, gates).
+    def step(self, x: torch.Tensor, state: DNCState) -> tuple[torch.Tensor, DNCState]:
+        """One time step: x [B, in] and the state of step t-1 -> (logits [B, out], state of step t)."""
+        logits, state, _ = self.step_with_gates(x, state)
+        return logits, state
 
-        A pure function of its tensors (no in-place updates, no data-dependent Python control flow), so that it can
-        be compiled.
-        """
+    def step_with_gates(self, x: torch.Tensor, state: DNCState) -> tuple[torch.Tensor, DNCState, DNCGates]:
+        """`step`, also returning the write-side gates (for the trace)."""
         batch = x.shape[0]
         R, W, clip = self.read_heads, self.width, self.clip_value
 
@@ -227,29 +227,25 @@ class DNC(SequenceModel):
                          write_weights=write_weights, usage=usage, link=link, precedence=precedence, memory=memory)
         return logits, state, DNCGates(allocation_gate=allocation_gate, write_gate=write_gate)
 
-    def compile_step(self, **options) -> None:
-        """Compile the one-step function with `torch.compile` (not the unrolled sequence, which takes far longer)."""
-        object.__setattr__(self, "_compiled_step", torch.compile(self.step, **options))
-
     def forward(self, inputs: torch.Tensor, trace: bool = False):
         """inputs [B, T, in] -> logits [B, T, out]; with `trace`, also per-step weightings, usage and gates."""
         batch, steps, _ = inputs.shape
         state = self.initial_state(batch, device=inputs.device, dtype=inputs.dtype)
         logits = []
-        recorded: dict[str, list[torch.Tensor]] = {key: [] for key in
-                                                   ("read_weights", "write_weights", "usage", "allocation_gate",
-                                                    "write_gate")}
-        step = self.__dict__.get("_compiled_step", self.step)
-        for t in range(steps):
-            logits_t, state, gates = step(inputs[:, t], state)
-            logits.append(logits_t)
-            if trace:
-                recorded["read_weights"].append(state.read_weights.detach())  # [B, R, N]
-                recorded["write_weights"].append(state.write_weights.detach())  # [B, 1, N]
-                recorded["usage"].append(state.usage.detach())  # [B, N]
-                recorded["allocation_gate"].append(gates.allocation_gate.detach())  # [B, 1]
-                recorded["write_gate"].append(gates.write_gate.detach())  # [B, 1]
-        logits = stack_time(logits)  # [B, T, out]
         if not trace:
-            return logits
-        return logits, {key: stack_time(values) for key, values in recorded.items()}
+            step = self.stepper()
+            for t in range(steps):
+                logits_t, state = step(inputs[:, t], state)
+                logits.append(logits_t)
+            return stack_time(logits)  # [B, T, out]
+        recorded: dict[str, list[torch.Tensor]] = {key: [] for key in ("read_weights", "write_weights", "usage",
+                                                                       "allocation_gate", "write_gate")}
+        for t in range(steps):
+            logits_t, state, gates = self.step_with_gates(inputs[:, t], state)
+            logits.append(logits_t)
+            recorded["read_weights"].append(state.read_weights.detach())  # [B, R, N]
+            recorded["write_weights"].append(state.write_weights.detach())  # [B, 1, N]
+            recorded["usage"].append(state.usage.detach())  # [B, N]
+            recorded["allocation_gate"].append(gates.allocation_gate.detach())  # [B, 1]
+            recorded["write_gate"].append(gates.write_gate.detach())  # [B, 1]
+        return stack_time(logits), {key: stack_time(values) for key, values in recorded.items()}

@@ -31,7 +31,7 @@ from torch import nn
 
 from bench.registry import register_model
 from models.addressing import circular_shift, content_weighting, erase_and_add, interpolate, read_memory, sharpen
-from models.base import SequenceModel, lstm_cell, set_lstm_forget_bias, stack_time
+from models.base import RecurrentModel, lstm_cell, set_lstm_forget_bias, stack_time
 
 MEMORY_INITS = ("constant", "random", "learned")
 ADDRESSING_MODES = ("content_and_location", "content")
@@ -227,7 +227,7 @@ class NTMCell(nn.Module):
 
 
 @register_model("ntm")
-class NTM(SequenceModel):
+class NTM(RecurrentModel):
     """The NTM sequence model: `NTMCell` looped over time. Defaults (SPEC 3.2): 1 x 100 LSTM, 128 x 20 memory,
     1 read and 1 write head, shift radius 1, clip 20, constant M0 (fixed).
 
@@ -236,7 +236,6 @@ class NTM(SequenceModel):
     """
 
     has_memory = True
-    supports_vmap = True
 
     def __init__(self, input_size: int, output_size: int, controller_layers: int = 1, controller_units: int = 100,
                  memory_locations: int = 128, memory_width: int = 20, read_heads: int = 1, write_heads: int = 1,
@@ -249,13 +248,17 @@ class NTM(SequenceModel):
                             shift_radius=shift_radius, clip_value=clip_value, memory_init=memory_init,
                             trainable_memory_init=trainable_memory_init, addressing=addressing)
 
-    def compile_step(self, **options) -> None:
-        """Compile the one-step function with `torch.compile` (not the unrolled sequence, which takes far longer)."""
-        object.__setattr__(self, "_compiled_step", torch.compile(self.cell, **options))  # not a submodule
+    def initial_state(self, batch_size: int, device: torch.device | str | None = None,
+                      dtype: torch.dtype = torch.float32) -> NTMState:
+        """The cell's initial state (on the parameters' device: M0, r0 and w0 are parameters or buffers)."""
+        return self.cell.initial_state(batch_size)
+
+    def step(self, x_t: torch.Tensor, state: NTMState) -> tuple[torch.Tensor, NTMState]:
+        return self.cell(x_t, state)
 
     def forward(self, inputs: torch.Tensor, trace: bool = False):
-        step = self.__dict__.get("_compiled_step", self.cell)
-        state = self.cell.initial_state(inputs.shape[0])
+        step = self.stepper()
+        state = self.initial_state(inputs.shape[0])
         logits, weights = [], []
         for x_t in inputs.unbind(1):  # x_t [B, in]
             logits_t, state = step(x_t, state)

@@ -5,6 +5,7 @@ the eager one; bench.perf writes a well-formed CSV."""
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import pandas as pd
 import pytest
@@ -58,16 +59,21 @@ def test_population_matches_seeds_trained_alone(tmp_path, nan_for_one_seed):
     assert len(set(metrics.values())) == 3  # each seed really has its own init and data
 
 
-def test_a_diverged_seed_leaves_the_others_running(tmp_path, monkeypatch):
+@pytest.fixture
+def seed_diverges_at_12(monkeypatch):
+    """Seed 2's batches are NaN for good from step 12 (it diverges after max_nonfinite = 3 skips)."""
     original = Member.next_batch
 
-    def next_batch(self):  # seed 2 goes NaN for good from step 12
+    def next_batch(self):
         batch = original(self)
         if self.spec.seed == NAN_SEED and self.step + 1 >= 12:
             batch = dataclasses.replace(batch, inputs=batch.inputs * float("nan"))
         return batch
 
     monkeypatch.setattr(Member, "next_batch", next_batch)
+
+
+def test_a_diverged_seed_leaves_the_others_running(tmp_path, seed_diverges_at_12):
     specs = _specs()
     results = train_population(specs, [tmp_path / s.run_id for s in specs], threads=1)
     by_seed = {s.seed: r for s, r in zip(specs, results)}
@@ -88,8 +94,6 @@ def test_suite_groups_seeds_with_parallel_seeds(tmp_path):
                  "--set", "train.parallel_seeds=3"]) == 0
     runs = pd.read_csv(out / "runs.csv")
     assert len(runs) == 3 and (runs["status"] == "done").all()
-    import json
-
     specs = [json.loads((out / "runs" / rid / "spec.json").read_text()) for rid in runs["run_id"]]
     assert all(spec["population"] == 3 for spec in specs)
 
@@ -115,6 +119,22 @@ def test_compiled_step_matches_eager(name):
     torch.testing.assert_close(outputs[1], outputs[0], rtol=1e-4, atol=1e-5)
     for compiled_grad, eager_grad in zip(grads[1], grads[0]):
         torch.testing.assert_close(compiled_grad, eager_grad, rtol=1e-3, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_compiled_population_matches_eager(tmp_path, seed_diverges_at_12):
+    # the vmapped step compiled, with a seed leaving the group mid-run (the group shrinks from 3 runs to 2)
+    results = {}
+    for mode in ("off", "on"):
+        specs = _specs([f"train.compile={mode}"])
+        results[mode] = train_population(specs, [tmp_path / mode / s.run_id for s in specs], threads=1)
+        assert [json.loads((tmp_path / mode / s.run_id / "spec.json").read_text())["compiled"] for s in specs] == \
+            [mode == "on"] * 3
+    for spec, eager, compiled in zip(specs, results["off"], results["on"]):
+        assert compiled["status"] == eager["status"] == ("diverged" if spec.seed == NAN_SEED else "done")
+        assert compiled["steps"] == eager["steps"]
+        pd.testing.assert_frame_equal(_curves(tmp_path / "on" / spec.run_id), _curves(tmp_path / "off" / spec.run_id),
+                                      check_exact=False, rtol=1e-4, atol=1e-4)
 
 
 def test_perf_quick_writes_a_well_formed_csv(tmp_path):
