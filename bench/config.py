@@ -24,7 +24,7 @@ DEFAULTS_FILE = "_defaults.yaml"
 OPTIMIZERS = ("adam", "rmsprop")
 CLIP_KINDS = ("norm", "value", "none")
 LENGTH_SAMPLING = ("per_batch", "per_example")
-COMPILE_MODES = ("auto", "on", "off")
+COMPILE_MODES = ("auto", "on", "off", "cudagraphs")
 
 
 class ConfigError(ValueError):
@@ -66,7 +66,8 @@ class TrainConfig:
         "train this many seeds of one configuration together as one batched computation; auto: every seed on "
         "a GPU, on a CPU what measures fastest"))
     compile: str = field(default="auto", metadata=_help(
-        "torch.compile the model's step function; auto: on for runs long enough to repay the compile time",
+        "torch.compile the model's step function; auto: on for runs long enough to repay the compile time; "
+        "cudagraphs: on, and on CUDA also replayed as CUDA graphs (mode reduce-overhead)",
         COMPILE_MODES))
 
 

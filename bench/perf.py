@@ -1,12 +1,14 @@
 """`make perf`: training and inference throughput of every model at the paper config, written to a CSV.
 
-    python -m bench.perf [--device cpu|cuda] [--quick] [--out reports/perf]
+    python -m bench.perf [--device cpu|cuda] [--quick] [--models ntm dnc lstm] [--populations 1 4 10] [--threads N]
+                         [--modes eager compiled cudagraphs] [--no-compile] [--out reports/perf]
 
 For each model at the paper config (batch 32, Copy with L = 20 so T = 41; NTM and DNC 128 x 20 memory with a
 100-unit controller; LSTM 3 x 256) it measures, in one process: training seq/s and steps/s eager and with the step
 compiled, forward-only seq/s, peak memory, and the aggregate seq/s of P seeds trained together (P = 1, 4, 10) with
 the speed-up over training those P seeds one after another, eager and with the vmapped step compiled (each against
-the single run in the same mode). `--quick` shrinks everything for the tests.
+the single run in the same mode). On CUDA it also measures the step compiled with mode reduce-overhead (CUDA graphs,
+`cudagraphs`). `--quick` shrinks everything for the tests.
 """
 
 from __future__ import annotations
@@ -86,26 +88,31 @@ def measure_model(name: str, params: dict, args, device: torch.device) -> list[d
     rows = []
     base = {"model": name, "batch_size": args.batch_size, "seq_len": batch.steps, "device": str(device)}
 
-    def training_step(model, optimizer):
+    def training_step(model, optimizer, cuda_graphs):
         def step():
+            if cuda_graphs:
+                torch.compiler.cudagraph_mark_step_begin()
             optimizer.zero_grad(set_to_none=True)
             loss_nats_per_seq(model(batch.inputs), batch.targets, batch.mask).backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 50.0)
             optimizer.step()
         return step
 
-    modes = ["eager"] + (["compiled"] if not args.no_compile else [])
+    # compiled: torch.compile's default mode; cudagraphs (CUDA only): mode reduce-overhead, replayed as CUDA graphs
+    modes = ["eager"] if args.no_compile else ["eager", "compiled"] + (["cudagraphs"] if device.type == "cuda" else [])
+    modes = [mode for mode in modes if mode in (args.modes or modes)]
+    options = {"eager": None, "compiled": {}, "cudagraphs": {"mode": "reduce-overhead"}}
     for mode in modes:
         model = build(name, params, task, device)
-        if mode == "compiled":
+        if mode != "eager":
             compile_step = getattr(model, "compile_step", None)
             if compile_step is None:
                 continue  # this model has no step to compile (the LSTM runs cuDNN/oneDNN over the whole sequence)
-            compile_step()
+            compile_step(**options[mode])
         optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
         _reset_peak(device)
-        seconds = _timed(training_step(model, optimizer), device, args.warmup + (2 if mode == "compiled" else 0),
-                         args.repeats)
+        seconds = _timed(training_step(model, optimizer, mode == "cudagraphs"), device,
+                         args.warmup + (0 if mode == "eager" else 2), args.repeats)
         rows.append({**base, "mode": f"train_{mode}", "population": 1, "params": model.parameter_count(),
                      "steps_per_s": 1 / seconds, "seq_per_s": args.batch_size / seconds,
                      "peak_memory_mb": _peak_memory_mb(device)})
@@ -119,18 +126,18 @@ def measure_model(name: str, params: dict, args, device: torch.device) -> list[d
 
     for mode in modes:
         single = next((r for r in rows if r["mode"] == f"train_{mode}"), None)
-        if single is None or (mode == "compiled" and not getattr(model, "supports_vmap", False)):
+        if single is None or (mode != "eager" and not getattr(model, "supports_vmap", False)):
             continue  # nothing to compare with, or nothing to compile (groups of other models run one by one)
         for population in args.populations:
-            if mode == "compiled" and population == 1:
-                continue  # that is train_compiled
+            if mode != "eager" and population == 1:
+                continue  # that is the single compiled run
             models = [build(name, params, task, device, seed) for seed in range(population)]
             optimizers = [torch.optim.Adam(m.parameters(), lr=1e-3) for m in models]
             _reset_peak(device)
-            step = _population_step(models, optimizers, batch, {} if mode == "compiled" else None)
-            seconds = _timed(step, device, args.warmup + (2 if mode == "compiled" else 0), args.repeats)
+            step = _population_step(models, optimizers, batch, options[mode])
+            seconds = _timed(step, device, args.warmup + (0 if mode == "eager" else 2), args.repeats)
             aggregate = population * args.batch_size / seconds
-            rows.append({**base, "mode": "population" if mode == "eager" else "population_compiled",
+            rows.append({**base, "mode": "population" if mode == "eager" else f"population_{mode}",
                          "population": population, "params": single["params"], "steps_per_s": 1 / seconds,
                          "seq_per_s": args.batch_size / seconds, "aggregate_seq_per_s": aggregate,
                          "speedup_vs_sequential": aggregate / single["seq_per_s"],
@@ -144,8 +151,11 @@ def _population_step(models, optimizers, batch, compile_options):
 
     forward = BatchedForward(models, compile_options)
     inputs = batch.inputs.expand(len(models), *batch.inputs.shape).contiguous()
+    cuda_graphs = (compile_options or {}).get("mode") == "reduce-overhead"
 
     def step():
+        if cuda_graphs:
+            torch.compiler.cudagraph_mark_step_begin()
         logits = forward(inputs)
         for optimizer in optimizers:
             optimizer.zero_grad(set_to_none=True)
@@ -165,13 +175,19 @@ def parse_args(argv=None):
     parser.add_argument("--out", default=str(REPO / "reports" / "perf"), help="folder for perf.csv")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own choice)")
     parser.add_argument("--no-compile", action="store_true", help="skip the compiled measurements")
+    parser.add_argument("--populations", type=int, nargs="+", help="population sizes P (default: 1 4 10)")
+    parser.add_argument("--modes", nargs="+", choices=("eager", "compiled", "cudagraphs"),
+                        help="training modes to measure (default: eager, compiled, and on CUDA cudagraphs)")
     args = parser.parse_args(argv)
+    parsed_populations = args.populations
     args.batch_size = 32
     args.length = 20
     args.warmup, args.repeats = 3, 10
     args.populations = [1, 4, 10]
     if args.quick:
         args.length, args.warmup, args.repeats, args.populations = 4, 1, 2, [1, 2]
+    if parsed_populations:
+        args.populations = parsed_populations
     return args
 
 

@@ -153,11 +153,19 @@ def load_checkpoint(run_dir: Path, run_id: str) -> dict[str, Any] | None:
 COMPILE_AUTO_MIN_STEPS = 10000
 
 
-def should_compile(spec: RunSpec, model: torch.nn.Module) -> bool:
-    """Whether to `torch.compile` this run's step: `on`, or `auto` for long runs of a model with a step."""
-    if not hasattr(model, "compile_step") or spec.train.compile == "off":
-        return False
-    return spec.train.compile == "on" or spec.train.steps >= COMPILE_AUTO_MIN_STEPS
+def compile_options(spec: RunSpec, model: torch.nn.Module, device: torch.device) -> dict[str, Any] | None:
+    """`torch.compile`'s options for this run's step, or None to run it eagerly.
+
+    `on` and `cudagraphs` compile; `auto` compiles runs of at least COMPILE_AUTO_MIN_STEPS steps. `cudagraphs` on a
+    GPU also captures the step as CUDA graphs (mode reduce-overhead; shapes are static there, as every batch is
+    padded to the task's longest training T); elsewhere it is `on`.
+    """
+    setting = spec.train.compile
+    if not hasattr(model, "compile_step") or setting == "off":
+        return None
+    if setting == "auto" and spec.train.steps < COMPILE_AUTO_MIN_STEPS:
+        return None
+    return {"mode": "reduce-overhead"} if setting == "cudagraphs" and device.type == "cuda" else {}
 
 
 class Member:
@@ -171,9 +179,9 @@ class Member:
         self.device = device
         self.task = build_task(spec)
         self.model = build_model(spec, self.task, device)
-        self.compiled = should_compile(spec, self.model)
         #: torch.compile's options for this run's step (None: eager); a group compiles its vmapped step with them
-        self.compile_options = {} if self.compiled else None
+        self.compile_options = compile_options(spec, self.model, device)
+        self.compiled = self.compile_options is not None
         if self.compiled and population == 1:
             self.model.compile_step(**self.compile_options)
         self.params = [p for p in self.model.parameters() if p.requires_grad]
@@ -181,7 +189,8 @@ class Member:
         self.data_generator = torch.Generator().manual_seed(spec.data_seed)
         self.eval_batches = evaluation_set(self.task, self.train.eval_sequences, spec.eval_seed, task_key(spec))
         meta = {**spec.to_json(), "provenance": provenance(device), "params": self.model.parameter_count(),
-                "torch_threads": torch.get_num_threads(), "compiled": self.compiled, "population": population}
+                "torch_threads": torch.get_num_threads(), "compiled": self.compiled,
+                "compile_options": self.compile_options, "population": population}
         atomic_write_json(self.run_dir / "spec.json", meta)
         state = load_checkpoint(self.run_dir, spec.run_id)
         if state is not None:
@@ -381,8 +390,11 @@ def train_population(specs: list[RunSpec], run_dirs: list[Path], threads: int | 
     # a group trains through one batched forward to the end, even once only one of its runs is left
     forward = BatchedForward([m.model for m in active], members[0].compile_options) if len(members) > 1 and active \
         else None
+    cuda_graphs = (members[0].compile_options or {}).get("mode") == "reduce-overhead"
     while active:
         step_started = time.perf_counter()
+        if cuda_graphs:  # a new training iteration: the previous one's graph outputs may be overwritten now
+            torch.compiler.cudagraph_mark_step_begin()
         batches = [m.next_batch() for m in active]
         steps = max(b.steps for b in batches)
         # Runs of one group may draw different lengths; padding at the end changes no scored output.

@@ -121,6 +121,21 @@ def test_compiled_step_matches_eager(name):
         torch.testing.assert_close(compiled_grad, eager_grad, rtol=1e-3, atol=1e-5)
 
 
+def test_compile_options_per_setting():
+    from bench.registry import build_model
+    from bench.train import COMPILE_AUTO_MIN_STEPS, compile_options
+
+    ntm, lstm = build_model("ntm", 4, 3), build_model("lstm", 4, 3)
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")  # only the device type is looked at
+    for setting, steps, device, expected in [("off", 50, cpu, None), ("on", 50, cpu, {}), ("auto", 50, cpu, None),
+                                             ("auto", COMPILE_AUTO_MIN_STEPS, cpu, {}), ("cudagraphs", 50, cpu, {}),
+                                             ("cudagraphs", 50, cuda, {"mode": "reduce-overhead"}),
+                                             ("on", 50, cuda, {})]:
+        spec = _specs([f"train.compile={setting}", f"train.steps={steps}"])[0]
+        assert compile_options(spec, ntm, device) == expected, (setting, steps, device)
+        assert compile_options(spec, lstm, device) is None  # no step to compile
+
+
 @pytest.mark.slow
 def test_compiled_population_matches_eager(tmp_path, seed_diverges_at_12):
     # the vmapped step compiled, with a seed leaving the group mid-run (the group shrinks from 3 runs to 2)
