@@ -137,11 +137,13 @@ def test_compile_options_per_setting():
 
 
 @pytest.mark.slow
-def test_compiled_population_matches_eager(tmp_path, seed_diverges_at_12):
+@pytest.mark.parametrize("name", ["ntm", "dnc"])
+def test_compiled_population_matches_eager(tmp_path, seed_diverges_at_12, name):
     # the vmapped step compiled, with a seed leaving the group mid-run (the group shrinks from 3 runs to 2)
     results = {}
+    model = f"models={{{name}: {{controller_units: 12, memory_locations: 8, memory_width: 4}}}}"
     for mode in ("off", "on"):
-        specs = _specs([f"train.compile={mode}"])
+        specs = _specs([f"train.compile={mode}", model])
         results[mode] = train_population(specs, [tmp_path / mode / s.run_id for s in specs], threads=1)
         assert [json.loads((tmp_path / mode / s.run_id / "spec.json").read_text())["compiled"] for s in specs] == \
             [mode == "on"] * 3
