@@ -17,6 +17,7 @@ run as `diverged`.
 from __future__ import annotations
 
 import copy
+import functools
 import io
 import json
 import logging
@@ -39,6 +40,7 @@ from bench.evaluate import evaluation_set, generalization_set, score
 from bench.grid import RunSpec, derive_seed
 from bench.metrics import loss_nats_per_seq
 from bench.results import atomic_torch_save, atomic_write_bytes, atomic_write_csv, atomic_write_json
+from models.base import run_unrolled
 from tasks.base import Batch, Task
 
 log = logging.getLogger("bench")
@@ -318,12 +320,13 @@ class _Method(torch.nn.Module):
 class BatchedForward:
     """A forward over P runs of the same architecture at once: inputs [P, B, T, in] -> logits [P, B, T, out].
 
-    Models that declare `supports_vmap` (models.base.RecurrentModel) run as ONE computation: their `initial_state`
-    and `step` are `torch.func.vmap`-ed over the runs' stacked parameters, and the time loop calls the vmapped step,
-    compiled with `torch.compile(**compile_options)` unless that is None. Each run's own leaf tensors are stacked
-    at every call, so gradients and optimizer state stay per run. Other models, and a group of one, run one by one.
-    `keep(models)` drops runs that left the group without rebuilding (or recompiling) the step: a group that
-    shrinks to one run keeps the vmapped step.
+    Models that declare `supports_vmap` (models.base.RecurrentModel) run as ONE computation: their `initial_state`,
+    `steps` and `step` are `torch.func.vmap`-ed over the runs' stacked parameters. Eager, the vmapped `steps` runs
+    the whole sequence; compiled (`torch.compile(**compile_options)` unless that is None), it runs chunks of the
+    model's `compile_unroll` steps, as a single compiled model does (`run_unrolled`). Each run's own leaf tensors
+    are stacked at every call, so gradients and optimizer state stay per run. Other models, and a group of one, run
+    one by one. `keep(models)` drops runs that left the group without rebuilding (or recompiling) the step: a group
+    that shrinks to one run keeps the vmapped step.
     """
 
     def __init__(self, models: list[torch.nn.Module], compile_options: dict[str, Any] | None = None):
@@ -334,18 +337,20 @@ class BatchedForward:
         from torch.func import functional_call, vmap
 
         template = copy.deepcopy(models[0]).to("meta")  # the architecture; every call swaps in the runs' tensors
-        begin, step = _Method(template, "initial_state"), _Method(template, "step")
+        methods = {name: _Method(template, name) for name in ("initial_state", "steps", "step")}
 
-        def one_step(params, buffers, x_t, state):
-            return functional_call(step, (params, buffers), (x_t, state))
+        def call(method, params, buffers, *args):
+            return functional_call(methods[method], (params, buffers), args)
 
-        def initial_state(params, buffers, batch_size, device, dtype):
-            return vmap(lambda p, b: functional_call(begin, (p, b), (batch_size, device, dtype)))(params, buffers)
-
-        self.initial_state = initial_state
-        self.step = vmap(one_step)
+        self.initial_state = lambda params, buffers, *args: vmap(lambda p, b: call("initial_state", p, b, *args))(
+            params, buffers)
+        self.steps = vmap(lambda p, b, x, s: call("steps", p, b, x, s))
+        self.step = vmap(lambda p, b, x, s: call("step", p, b, x, s))
+        self.unroll = None  # eager: one call of the vmapped `steps` over the whole sequence
         if compile_options is not None:
+            self.steps = torch.compile(self.steps, **compile_options)
             self.step = torch.compile(self.step, **compile_options)
+            self.unroll = models[0].compile_unroll
 
     def keep(self, models: list[torch.nn.Module]) -> None:
         """The runs to compute from now on (a subset of the ones given before, in order)."""
@@ -360,11 +365,11 @@ class BatchedForward:
         params = {f"module.{n}": torch.stack([p[n] for p in self.params]) for n in self.params[0]}
         buffers = {f"module.{n}": torch.stack([b[n] for b in self.buffers]) for n in self.buffers[0]}
         state = self.initial_state(params, buffers, inputs.shape[1], inputs.device, inputs.dtype)
-        logits = []
-        for x_t in inputs.unbind(2):  # [P, B, in]
-            logits_t, state = self.step(params, buffers, x_t, state)
-            logits.append(logits_t)
-        return torch.stack(logits, dim=2)  # [P, B, T, out]
+        if self.unroll is None:
+            return self.steps(params, buffers, inputs, state)[0]  # [P, B, T, out]
+        steps = functools.partial(self.steps, params, buffers)
+        step = functools.partial(self.step, params, buffers)
+        return run_unrolled(steps, step, self.unroll, inputs, state, time_dim=2)[0]  # [P, B, T, out]
 
 
 def train_population(specs: list[RunSpec], run_dirs: list[Path], threads: int | None = None,

@@ -37,10 +37,15 @@ class RecurrentModel(SequenceModel):
     - ``step(x_t, state) -> (logits_t, state)``: one time step, a pure function of its tensors (no in-place updates
       of its inputs, no data-dependent Python control flow), so that it can be `torch.func.vmap`-ed over a
       population of seeds and compiled with `torch.compile`.
+
+    `forward` runs the steps with `run`, which uses the compiled steps after `compile_step`.
     """
 
-    #: the harness trains several seeds as one vmapped computation of `step` (bench.train.batched_forward)
+    #: the harness trains several seeds as one vmapped computation of `step` (bench.train.BatchedForward)
     supports_vmap = True
+    #: time steps per call of the compiled function: a few steps compiled unrolled pay the per-call overhead of a
+    #: compiled function (guards, wrappers, autograd nodes) once per chunk; a subclass sets what measures fastest
+    compile_unroll: int = 1
 
     def initial_state(self, batch_size: int, device: torch.device | str | None = None,
                       dtype: torch.dtype = torch.float32):  # pragma: no cover - interface
@@ -49,13 +54,42 @@ class RecurrentModel(SequenceModel):
     def step(self, x_t: torch.Tensor, state):  # pragma: no cover - interface
         raise NotImplementedError
 
-    def compile_step(self, **options) -> None:
-        """Compile `step` with `torch.compile` (never the unrolled sequence, whose compile takes far longer)."""
-        object.__setattr__(self, "_compiled_step", torch.compile(self.step, **options))  # not a submodule
+    def steps(self, inputs: torch.Tensor, state):
+        """`step` over inputs [B, k, in] -> (logits [B, k, out], the last state)."""
+        logits = []
+        for x_t in inputs.unbind(1):
+            logits_t, state = self.step(x_t, state)
+            logits.append(logits_t)
+        return torch.stack(logits, dim=1), state
 
-    def stepper(self):
-        """The step `forward` should loop: the compiled one after `compile_step`, else `step`."""
-        return self.__dict__.get("_compiled_step", self.step)
+    def compile_step(self, **options) -> None:
+        """Compile `steps` on chunks of `compile_unroll` time steps, and `step` for a remainder, with `torch.compile`
+        (never the whole unrolled sequence, whose compile takes far longer)."""
+        compiled = (torch.compile(self.steps, **options), torch.compile(self.step, **options))
+        object.__setattr__(self, "_compiled", compiled)  # not submodules
+
+    def run(self, inputs: torch.Tensor, state):
+        """All time steps of inputs [B, T, in] -> (logits [B, T, out], the last state); compiled after
+        `compile_step`."""
+        compiled = self.__dict__.get("_compiled")
+        if compiled is None:
+            return self.steps(inputs, state)
+        return run_unrolled(*compiled, self.compile_unroll, inputs, state, time_dim=1)
+
+
+def run_unrolled(steps, step, unroll: int, inputs: torch.Tensor, state, time_dim: int):
+    """Run `steps` on chunks of `unroll` time steps of `inputs` (time on `time_dim`) and `step` on the remainder, so
+    a compiled `steps` sees one shape whatever the sequence length. Returns (logits, last state)."""
+    length = inputs.shape[time_dim]
+    whole = length - length % unroll
+    chunks = []
+    for start in range(0, whole, unroll):
+        logits, state = steps(inputs.narrow(time_dim, start, unroll), state)
+        chunks.append(logits)
+    for t in range(whole, length):
+        logits_t, state = step(inputs.select(time_dim, t), state)
+        chunks.append(logits_t.unsqueeze(time_dim))
+    return torch.cat(chunks, dim=time_dim), state
 
 
 def set_lstm_forget_bias(lstm: nn.LSTM | nn.LSTMCell, value: float = 1.0) -> None:

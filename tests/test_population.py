@@ -14,6 +14,7 @@ import torch
 from bench.config import load_suite
 from bench.grid import expand
 from bench.train import Member, train_population, train_run
+from models.base import run_unrolled
 
 OVERRIDES = ["tasks={copy: {bits: 3, train_sizes: [1, 4], test_sizes: [4, 6]}}", "seeds=3", "train.steps=50",
              "train.eval_every=10", "train.checkpoint_every=20", "train.max_nonfinite=3",
@@ -136,10 +137,40 @@ def test_compile_options_per_setting():
         assert compile_options(spec, lstm, device) is None  # no step to compile
 
 
+def test_run_unrolled_matches_stepping():
+    from bench.registry import build_model
+
+    torch.manual_seed(0)
+    model = build_model("ntm", 4, 3, controller_units=8, memory_locations=6, memory_width=3)
+    inputs = torch.randn(2, 7, 4)
+    expected, expected_state = model.steps(inputs, model.initial_state(2))
+    for unroll in (1, 3, 7, 8):  # 7 = 2 chunks of 3 + 1 single step; 8 = all single steps
+        logits, state = run_unrolled(model.steps, model.step, unroll, inputs, model.initial_state(2), time_dim=1)
+        torch.testing.assert_close(logits, expected)
+        torch.testing.assert_close(state.memory, expected_state.memory)
+
+    def twice(fn):  # a stand-in for a group of two identical runs: time on dim 2, as in BatchedForward
+        def call(x, state):
+            logits, state = fn(x[0], state)
+            return torch.stack([logits, logits]), state
+        return call
+
+    logits, _ = run_unrolled(twice(model.steps), twice(model.step), 3, torch.stack([inputs, inputs]),
+                             model.initial_state(2), time_dim=2)
+    torch.testing.assert_close(logits, torch.stack([expected, expected]))
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["ntm", "dnc"])
-def test_compiled_population_matches_eager(tmp_path, seed_diverges_at_12, name):
-    # the vmapped step compiled, with a seed leaving the group mid-run (the group shrinks from 3 runs to 2)
+def test_compiled_population_matches_eager(tmp_path, seed_diverges_at_12, monkeypatch, name):
+    # the vmapped step compiled, with a seed leaving the group mid-run (the group shrinks from 3 runs to 2); one step
+    # per compiled call here, as compiling 4 (the NTM's compile_unroll) takes minutes on a CPU: run_unrolled's
+    # chunking has a test of its own, and test_compiled_step_matches_eager compiles the NTM's 4
+    from models.base import RecurrentModel
+
+    monkeypatch.setattr(RecurrentModel, "compile_unroll", 1)
+    for model_class in RecurrentModel.__subclasses__():
+        monkeypatch.setattr(model_class, "compile_unroll", 1)
     results = {}
     model = f"models={{{name}: {{controller_units: 12, memory_locations: 8, memory_width: 4}}}}"
     for mode in ("off", "on"):
