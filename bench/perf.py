@@ -103,6 +103,7 @@ def measure_model(name: str, params: dict, args, device: torch.device) -> list[d
     modes = [mode for mode in modes if mode in (args.modes or modes)]
     options = {"eager": None, "compiled": {}, "cudagraphs": {"mode": "reduce-overhead"}}
     for mode in modes:
+        torch._dynamo.reset()  # a fresh compile cache for every measurement (see train_population)
         model = build(name, params, task, device)
         if mode != "eager":
             compile_step = getattr(model, "compile_step", None)
@@ -131,6 +132,7 @@ def measure_model(name: str, params: dict, args, device: torch.device) -> list[d
         for population in args.populations:
             if mode != "eager" and population == 1:
                 continue  # that is the single compiled run
+            torch._dynamo.reset()
             models = [build(name, params, task, device, seed) for seed in range(population)]
             optimizers = [torch.optim.Adam(m.parameters(), lr=1e-3) for m in models]
             _reset_peak(device)

@@ -384,6 +384,10 @@ def train_population(specs: list[RunSpec], run_dirs: list[Path], threads: int | 
     """
     if threads:
         torch.set_num_threads(threads)
+    # A process trains many groups one after another (--workers reuses its processes): dynamo keys its caches on code
+    # objects, so every new model would add entries until torch._dynamo's recompile limit silently turns compiling
+    # off. Each group starts from an empty cache; inductor's on-disk cache keeps recompiling the same graphs cheap.
+    torch._dynamo.reset()
     device = resolve_device(specs[0].device)
     members = [Member(spec, run_dir, device, len(specs)) for spec, run_dir in zip(specs, run_dirs)]
     results: dict[str, dict[str, Any]] = {}
