@@ -149,9 +149,10 @@ def load_checkpoint(run_dir: Path, run_id: str) -> dict[str, Any] | None:
     return state if state.get("run_id") == run_id else None
 
 
-#: `compile: auto` compiles the step of runs with at least this many steps. Compiling costs about 30 s on a 2-core
-#: CPU; at the paper config it saves about 75 ms a step (repaid in ~400 steps), but a small CPU-suite model saves a
-#: few ms a step and its run often stops at convergence within a few thousand steps, so only paper-length runs qualify.
+#: `compile: auto` compiles the step of runs with at least this many steps. Compiling costs 15-45 s on a 2-core CPU
+#: (the NTM compiles 4 steps per call); at the paper config the NTM then saves about 90 ms a step (repaid in ~500
+#: steps), but a small CPU-suite model saves a few ms a step and its run often stops at convergence within a few
+#: thousand steps, so only paper-length runs qualify.
 COMPILE_AUTO_MIN_STEPS = 10000
 
 
