@@ -27,6 +27,7 @@ import torch
 from bench import registry
 from bench.metrics import loss_nats_per_seq
 from bench.results import atomic_write_csv
+from bench.train import CUDA_GRAPHS, BatchedForward, begin_iteration, device_name, resolve_device
 
 REPO = Path(__file__).resolve().parents[1]
 PAPER_MODELS = {
@@ -88,10 +89,9 @@ def measure_model(name: str, params: dict, args, device: torch.device) -> list[d
     rows = []
     base = {"model": name, "batch_size": args.batch_size, "seq_len": batch.steps, "device": str(device)}
 
-    def training_step(model, optimizer, cuda_graphs):
+    def training_step(model, optimizer, options):
         def step():
-            if cuda_graphs:
-                torch.compiler.cudagraph_mark_step_begin()
+            begin_iteration(options)
             optimizer.zero_grad(set_to_none=True)
             loss_nats_per_seq(model(batch.inputs), batch.targets, batch.mask).backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 50.0)
@@ -101,7 +101,7 @@ def measure_model(name: str, params: dict, args, device: torch.device) -> list[d
     # compiled: torch.compile's default mode; cudagraphs (CUDA only): mode reduce-overhead, replayed as CUDA graphs
     modes = ["eager"] if args.no_compile else ["eager", "compiled"] + (["cudagraphs"] if device.type == "cuda" else [])
     modes = [mode for mode in modes if mode in (args.modes or modes)]
-    options = {"eager": None, "compiled": {}, "cudagraphs": {"mode": "reduce-overhead"}}
+    options = {"eager": None, "compiled": {}, "cudagraphs": CUDA_GRAPHS}
     for mode in modes:
         torch._dynamo.reset()  # a fresh compile cache for every measurement (see train_population)
         model = build(name, params, task, device)
@@ -112,13 +112,14 @@ def measure_model(name: str, params: dict, args, device: torch.device) -> list[d
             compile_step(**options[mode])
         optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
         _reset_peak(device)
-        seconds = _timed(training_step(model, optimizer, mode == "cudagraphs"), device,
+        seconds = _timed(training_step(model, optimizer, options[mode]), device,
                          args.warmup + (0 if mode == "eager" else 2), args.repeats)
         rows.append({**base, "mode": f"train_{mode}", "population": 1, "params": model.parameter_count(),
                      "steps_per_s": 1 / seconds, "seq_per_s": args.batch_size / seconds,
                      "peak_memory_mb": _peak_memory_mb(device)})
 
     model = build(name, params, task, device)
+    vmappable = getattr(model, "supports_vmap", False)
     with torch.no_grad():
         seconds = _timed(lambda: model(batch.inputs), device, args.warmup, args.repeats)
     rows.append({**base, "mode": "forward", "population": 1, "params": model.parameter_count(),
@@ -127,7 +128,7 @@ def measure_model(name: str, params: dict, args, device: torch.device) -> list[d
 
     for mode in modes:
         single = next((r for r in rows if r["mode"] == f"train_{mode}"), None)
-        if single is None or (mode != "eager" and not getattr(model, "supports_vmap", False)):
+        if single is None or (mode != "eager" and not vmappable):
             continue  # nothing to compare with, or nothing to compile (groups of other models run one by one)
         for population in args.populations:
             if mode != "eager" and population == 1:
@@ -149,15 +150,11 @@ def measure_model(name: str, params: dict, args, device: torch.device) -> list[d
 
 def _population_step(models, optimizers, batch, compile_options):
     """One training step of P models on the same batch, through the training loop's own batched forward."""
-    from bench.train import BatchedForward
-
     forward = BatchedForward(models, compile_options)
     inputs = batch.inputs.expand(len(models), *batch.inputs.shape).contiguous()
-    cuda_graphs = (compile_options or {}).get("mode") == "reduce-overhead"
 
     def step():
-        if cuda_graphs:
-            torch.compiler.cudagraph_mark_step_begin()
+        begin_iteration(compile_options)
         logits = forward(inputs)
         for optimizer in optimizers:
             optimizer.zero_grad(set_to_none=True)
@@ -193,20 +190,7 @@ def parse_args(argv=None):
     return args
 
 
-def main(argv=None) -> int:
-    args = parse_args(argv)
-    from bench.train import device_name, resolve_device
-
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = resolve_device(args.device)
-    registry.load_all()
-    catalogue = QUICK_MODELS if args.quick else PAPER_MODELS
-    names = args.models or list(catalogue)
-    rows = []
-    for name in names:
-        print(f"measuring {name} on {device} ...", file=sys.stderr, flush=True)
-        rows += measure_model(name, catalogue.get(name, {}), args, device)
+def _frame(rows: list[dict], device: torch.device) -> pd.DataFrame:
     frame = pd.DataFrame(rows)
     frame["device_name"] = device_name(device)
     frame["torch"] = torch.__version__
@@ -215,12 +199,30 @@ def main(argv=None) -> int:
     for column in COLUMNS:
         if column not in frame:
             frame[column] = None
-    frame = frame[COLUMNS]
+    return frame[COLUMNS]
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = resolve_device(args.device)
+    if "cudagraphs" in (args.modes or ()) and device.type != "cuda":
+        print(f"error: --modes cudagraphs needs a CUDA device, not {device}", file=sys.stderr)
+        return 2
+    registry.load_all()
+    catalogue = QUICK_MODELS if args.quick else PAPER_MODELS
+    names = args.models or list(catalogue)
     out = Path(args.out)
-    atomic_write_csv(out / "perf.csv", frame)
-    shown = frame[["model", "mode", "population", "seq_per_s", "steps_per_s", "aggregate_seq_per_s",
-                   "speedup_vs_sequential", "peak_memory_mb"]]
-    print(shown.to_string(index=False, float_format=lambda v: f"{v:,.1f}"))
+    rows = []
+    for name in names:
+        print(f"measuring {name} on {device} ...", file=sys.stderr, flush=True)
+        measured = measure_model(name, catalogue.get(name, {}), args, device)
+        rows += measured
+        atomic_write_csv(out / "perf.csv", _frame(rows, device))  # after every model: a timeout keeps the rest
+        shown = _frame(measured, device)[["model", "mode", "population", "seq_per_s", "steps_per_s",
+                                          "aggregate_seq_per_s", "speedup_vs_sequential", "peak_memory_mb"]]
+        print(shown.to_string(index=False, float_format=lambda v: f"{v:,.1f}"), flush=True)
     print(f"device: {device_name(device)}, torch {torch.__version__}, threads {torch.get_num_threads()}, "
           f"pid {os.getpid()}")
     print(f"wrote {out / 'perf.csv'}")

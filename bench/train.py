@@ -156,6 +156,16 @@ def load_checkpoint(run_dir: Path, run_id: str) -> dict[str, Any] | None:
 COMPILE_AUTO_MIN_STEPS = 10000
 
 
+#: torch.compile's options for `compile: cudagraphs` on CUDA
+CUDA_GRAPHS = {"mode": "reduce-overhead"}
+
+
+def begin_iteration(options: dict[str, Any] | None) -> None:
+    """Before each training iteration's forward: with CUDA graphs, tell torch that the previous iteration is over."""
+    if options and options.get("mode") == CUDA_GRAPHS["mode"]:
+        torch.compiler.cudagraph_mark_step_begin()
+
+
 def compile_options(spec: RunSpec, model: torch.nn.Module, device: torch.device) -> dict[str, Any] | None:
     """`torch.compile`'s options for this run's step, or None to run it eagerly.
 
@@ -168,7 +178,7 @@ def compile_options(spec: RunSpec, model: torch.nn.Module, device: torch.device)
         return None
     if setting == "auto" and spec.train.steps < COMPILE_AUTO_MIN_STEPS:
         return None
-    return {"mode": "reduce-overhead"} if setting == "cudagraphs" and device.type == "cuda" else {}
+    return dict(CUDA_GRAPHS) if setting == "cudagraphs" and device.type == "cuda" else {}
 
 
 class Member:
@@ -325,13 +335,14 @@ class BatchedForward:
     `steps` and `step` are `torch.func.vmap`-ed over the runs' stacked parameters. Eager, the vmapped `steps` runs
     the whole sequence; compiled (`torch.compile(**compile_options)` unless that is None), it runs chunks of the
     model's `compile_unroll` steps, as a single compiled model does (`run_unrolled`). Each run's own leaf tensors
-    are stacked at every call, so gradients and optimizer state stay per run. Other models, and a group of one, run
-    one by one. `keep(models)` drops runs that left the group without rebuilding (or recompiling) the step: a group
-    that shrinks to one run keeps the vmapped step.
+    are stacked at every call, so gradients and optimizer state stay per run. Other models, and an eager group of
+    one, run one by one. `keep(models)` drops runs that left the group without rebuilding (or recompiling) the
+    step: a group that shrinks to one run keeps the vmapped step.
     """
 
     def __init__(self, models: list[torch.nn.Module], compile_options: dict[str, Any] | None = None):
-        self.vmapped = len(models) > 1 and getattr(models[0], "supports_vmap", False)
+        # a group of one runs its model directly, unless compiled (its members did not compile their own step)
+        self.vmapped = getattr(models[0], "supports_vmap", False) and (len(models) > 1 or compile_options is not None)
         self.keep(models)
         if not self.vmapped:
             return
@@ -400,11 +411,9 @@ def train_population(specs: list[RunSpec], run_dirs: list[Path], threads: int | 
     # a group trains through one batched forward to the end, even once only one of its runs is left
     forward = BatchedForward([m.model for m in active], members[0].compile_options) if len(members) > 1 and active \
         else None
-    cuda_graphs = (members[0].compile_options or {}).get("mode") == "reduce-overhead"
     while active:
         step_started = time.perf_counter()
-        if cuda_graphs:  # a new training iteration: the previous one's graph outputs may be overwritten now
-            torch.compiler.cudagraph_mark_step_begin()
+        begin_iteration(members[0].compile_options)
         batches = [m.next_batch() for m in active]
         steps = max(b.steps for b in batches)
         # Runs of one group may draw different lengths; padding at the end changes no scored output.
@@ -439,6 +448,7 @@ def train_population(specs: list[RunSpec], run_dirs: list[Path], threads: int | 
     for member in members:
         if member.spec.run_id not in results:  # already past its budget when loaded from a checkpoint
             results[member.spec.run_id] = member.finish()
+    torch._dynamo.reset()  # free this group's compiled graphs (and CUDA-graph memory pools) now
     return [results[spec.run_id] for spec in specs]
 
 

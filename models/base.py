@@ -67,12 +67,14 @@ class RecurrentModel(SequenceModel):
         (never the whole unrolled sequence, whose compile takes far longer)."""
         compiled = (torch.compile(self.steps, **options), torch.compile(self.step, **options))
         object.__setattr__(self, "_compiled", compiled)  # not submodules
+        object.__setattr__(self, "_cuda_graphs", options.get("mode") == "reduce-overhead")
 
     def run(self, inputs: torch.Tensor, state):
         """All time steps of inputs [B, T, in] -> (logits [B, T, out], the last state); compiled after
-        `compile_step`."""
+        `compile_step`. Without gradients (evaluation) a step compiled with CUDA graphs runs eagerly: with no backward
+        pending, every call would start a new graph iteration and overwrite the previous chunk's outputs."""
         compiled = self.__dict__.get("_compiled")
-        if compiled is None:
+        if compiled is None or (self.__dict__.get("_cuda_graphs") and not torch.is_grad_enabled()):
             return self.steps(inputs, state)
         return run_unrolled(*compiled, self.compile_unroll, inputs, state, time_dim=1)
 

@@ -18,7 +18,7 @@ own loop uses per-element clamping and RMSprop instead; neither changes the cost
 Each measurement is the median seq/s over `--repeats` blocks of `--steps` training steps, after `--warmup` untimed
 steps (2 more for the compiled step, as in `bench.perf`); the implementations' blocks are interleaved, so that the
 load changes of a shared, noisy machine affect all of them alike. `--compiled` also times ours with
-`model.compile_step()`, which takes about 30 s to compile on a 2-core CPU.
+`model.compile_step()`, which takes 30-45 s to compile on a 2-core CPU (4 steps per compiled call).
 """
 
 from __future__ import annotations
@@ -131,7 +131,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--compiled", action="store_true", help="also time ours with the step compiled (~30 s)")
+    parser.add_argument("--compiled", action="store_true", help="also time ours with the step compiled (~30-45 s)")
     args = parser.parse_args()
     checkout = args.checkout.resolve()
     torch.set_num_threads(args.threads)

@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # The prepared check for a lent GPU machine (python3 with torch+CUDA, pandas, scipy, seaborn, pyyaml, tqdm, jinja2;
 # no internet, no ray, no chromium, no playwright). Uses that python3 directly, not the Makefile's venv.
-# Finishes in under 5 minutes; everything it measures goes under $OUT (default: ./gpu_check_out).
-#   1. the tests on CUDA (BENCH_DEVICE=cuda), without the slow, ray and browser ones (90 s at most);
-#   2. python3 -m bench.perf --device cuda: eager and CUDA-graph steps, single runs and 10-seed populations (130 s);
+# About 5 minutes, 6 at most (each part has a timeout); everything it measures goes under $OUT (default:
+# ./gpu_check_out), and bench.perf writes its CSV after every model, so a timeout keeps what was measured.
+#   1. the tests on CUDA (BENCH_DEVICE=cuda), without the slow, ray and browser ones (80 s at most);
+#   2. python3 -m bench.perf --device cuda: eager and CUDA-graph steps, single runs and 10-seed populations (140 s);
 #   3. one real paper-config init_schemes run of one task (copy, ntm_constant) with all 10 seeds in parallel, for a
-#      fixed number of steps, its step compiled and captured as CUDA graphs (90 s).
+#      fixed number of steps, its step compiled and captured as CUDA graphs (120 s).
 # Each part has its own timeout and the script goes on after a failure, so one rerun shows everything.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -22,17 +23,17 @@ COMPILE="${GPU_CHECK_COMPILE:-cudagraphs}"  # the suite run; off/on to isolate a
 } | tee "$OUT/env.txt"
 
 echo "== 1. tests on CUDA" | tee "$OUT/tests.log"
-BENCH_DEVICE=cuda timeout 90 "$PY" -m pytest -q -x -p no:cacheprovider -m "not slow and not ray and not browser" \
+BENCH_DEVICE=cuda timeout 80 "$PY" -m pytest -q -x -p no:cacheprovider -m "not slow and not ray and not browser" \
   tests 2>&1 | tail -n 40 | tee -a "$OUT/tests.log"
 
 # eager, and the step compiled with CUDA graphs (mode reduce-overhead), alone and as a 10-seed population
 echo "== 2. bench.perf --device cuda" | tee "$OUT/perf.log"
-timeout 130 "$PY" -m bench.perf --device cuda --modes eager cudagraphs --populations 1 10 --out "$OUT" 2>&1 \
+timeout 140 "$PY" -m bench.perf --device cuda --modes eager cudagraphs --populations 1 10 --out "$OUT" 2>&1 \
   | grep -v "check(\|FutureWarning" | tee -a "$OUT/perf.log"
 
 echo "== 3. init_schemes: copy x ntm_constant, 10 seeds in parallel, compile=$COMPILE, $STEPS steps" \
   | tee "$OUT/suite.log"
-timeout 90 "$PY" -m bench run --suite init_schemes --out "$OUT/init_schemes" --no-estimate --fresh \
+timeout 120 "$PY" -m bench run --suite init_schemes --out "$OUT/init_schemes" --no-estimate --fresh \
   --set "tasks={copy: {}}" --set "models={ntm_constant: {model: ntm, memory_init: constant}}" \
   --set train.steps="$STEPS" --set train.eval_every=100 --set train.parallel_seeds=10 \
   --set train.compile="$COMPILE" --no-report 2>&1 | tail -n 20 | tee -a "$OUT/suite.log"

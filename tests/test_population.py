@@ -122,8 +122,26 @@ def test_compiled_step_matches_eager(name, monkeypatch):
         outputs.append(logits.detach())
         grads.append([p.grad.clone() for p in model.parameters() if p.grad is not None])
     torch.testing.assert_close(outputs[1], outputs[0], rtol=1e-4, atol=1e-5)
-    for compiled_grad, eager_grad in zip(grads[1], grads[0]):
+    for compiled_grad, eager_grad in zip(grads[1], grads[0], strict=True):
         torch.testing.assert_close(compiled_grad, eager_grad, rtol=1e-3, atol=1e-5)
+
+
+def test_evaluation_under_cuda_graphs_runs_eagerly():
+    # with no backward pending, each call of a CUDA-graph step would overwrite the previous chunk's outputs
+    from torch._dynamo.utils import counters
+
+    from bench.registry import build_model
+
+    torch.manual_seed(0)
+    model = build_model("ntm", 4, 3, controller_units=8, memory_locations=6, memory_width=3)
+    inputs = torch.randn(2, 9, 4)
+    with torch.no_grad():
+        expected = model(inputs)
+        model.compile_step(mode="reduce-overhead")
+        torch._dynamo.reset()
+        counters.clear()
+        torch.testing.assert_close(model(inputs), expected)
+    assert counters["stats"]["unique_graphs"] == 0  # nothing was compiled: the eager steps ran
 
 
 def test_compile_options_per_setting():
@@ -169,7 +187,7 @@ def test_run_unrolled_matches_stepping():
 def test_compiled_population_matches_eager(tmp_path, seed_diverges_at_12, monkeypatch, name):
     # the vmapped step compiled, with a seed leaving the group mid-run (the group shrinks from 3 runs to 2); one step
     # per compiled call here, as compiling 4 (the NTM's compile_unroll) takes minutes on a CPU: run_unrolled's
-    # chunking has a test of its own, and test_compiled_step_matches_eager compiles the NTM's 4
+    # chunking has a test of its own, and test_compiled_step_matches_eager compiles 2-step chunks and a remainder
     from models.base import RecurrentModel
 
     monkeypatch.setattr(RecurrentModel, "compile_unroll", 1)
@@ -177,9 +195,13 @@ def test_compiled_population_matches_eager(tmp_path, seed_diverges_at_12, monkey
         monkeypatch.setattr(model_class, "compile_unroll", 1)
     results = {}
     model = f"models={{{name}: {{controller_units: 12, memory_locations: 8, memory_width: 4}}}}"
+    from torch._dynamo.utils import counters
+
     for mode in ("off", "on"):
         specs = _specs([f"train.compile={mode}", model])
+        counters.clear()
         results[mode] = train_population(specs, [tmp_path / mode / s.run_id for s in specs], threads=1)
+        assert (counters["stats"]["unique_graphs"] > 0) == (mode == "on")  # dynamo really compiled (or did not)
         assert [json.loads((tmp_path / mode / s.run_id / "spec.json").read_text())["compiled"] for s in specs] == \
             [mode == "on"] * 3
     for spec, eager, compiled in zip(specs, results["off"], results["on"]):
