@@ -28,6 +28,7 @@ from bench import registry
 from bench.metrics import loss_nats_per_seq
 from bench.results import atomic_write_csv
 from bench.train import CUDA_GRAPHS, BatchedForward, begin_iteration, device_name, resolve_device
+from models.base import RecurrentModel
 
 REPO = Path(__file__).resolve().parents[1]
 PAPER_MODELS = {
@@ -106,10 +107,9 @@ def measure_model(name: str, params: dict, args, device: torch.device) -> list[d
         torch._dynamo.reset()  # a fresh compile cache for every measurement (see train_population)
         model = build(name, params, task, device)
         if mode != "eager":
-            compile_step = getattr(model, "compile_step", None)
-            if compile_step is None:
+            if not isinstance(model, RecurrentModel):
                 continue  # this model has no step to compile (the LSTM runs cuDNN/oneDNN over the whole sequence)
-            compile_step(**options[mode])
+            model.compile_step(**options[mode])
         optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
         _reset_peak(device)
         seconds = _timed(training_step(model, optimizer, options[mode]), device,
@@ -119,7 +119,6 @@ def measure_model(name: str, params: dict, args, device: torch.device) -> list[d
                      "peak_memory_mb": _peak_memory_mb(device)})
 
     model = build(name, params, task, device)
-    vmappable = getattr(model, "supports_vmap", False)
     with torch.no_grad():
         seconds = _timed(lambda: model(batch.inputs), device, args.warmup, args.repeats)
     rows.append({**base, "mode": "forward", "population": 1, "params": model.parameter_count(),
@@ -128,7 +127,7 @@ def measure_model(name: str, params: dict, args, device: torch.device) -> list[d
 
     for mode in modes:
         single = next((r for r in rows if r["mode"] == f"train_{mode}"), None)
-        if single is None or (mode != "eager" and not vmappable):
+        if single is None or (mode != "eager" and not isinstance(model, RecurrentModel)):
             continue  # nothing to compare with, or nothing to compile (groups of other models run one by one)
         for population in args.populations:
             if mode != "eager" and population == 1:

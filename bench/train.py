@@ -40,7 +40,7 @@ from bench.evaluate import evaluation_set, generalization_set, score
 from bench.grid import RunSpec, derive_seed
 from bench.metrics import loss_nats_per_seq
 from bench.results import atomic_torch_save, atomic_write_bytes, atomic_write_csv, atomic_write_json
-from models.base import run_unrolled
+from models.base import RecurrentModel, run_unrolled
 from tasks.base import Batch, Task
 
 log = logging.getLogger("bench")
@@ -174,7 +174,7 @@ def compile_options(spec: RunSpec, model: torch.nn.Module, device: torch.device)
     padded to the task's longest training T); elsewhere it is `on`.
     """
     setting = spec.train.compile
-    if not hasattr(model, "compile_step") or setting == "off":
+    if not isinstance(model, RecurrentModel) or setting == "off":
         return None
     if setting == "auto" and spec.train.steps < COMPILE_AUTO_MIN_STEPS:
         return None
@@ -194,15 +194,14 @@ class Member:
         self.model = build_model(spec, self.task, device)
         #: torch.compile's options for this run's step (None: eager); a group compiles its vmapped step with them
         self.compile_options = compile_options(spec, self.model, device)
-        self.compiled = self.compile_options is not None
-        if self.compiled and population == 1:
+        if self.compile_options is not None and population == 1:
             self.model.compile_step(**self.compile_options)
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = make_optimizer(spec, self.params)
         self.data_generator = torch.Generator().manual_seed(spec.data_seed)
         self.eval_batches = evaluation_set(self.task, self.train.eval_sequences, spec.eval_seed, task_key(spec))
         meta = {**spec.to_json(), "provenance": provenance(device), "params": self.model.parameter_count(),
-                "torch_threads": torch.get_num_threads(), "compiled": self.compiled,
+                "torch_threads": torch.get_num_threads(), "compiled": self.compile_options is not None,
                 "compile_options": self.compile_options, "population": population}
         atomic_write_json(self.run_dir / "spec.json", meta)
         state = load_checkpoint(self.run_dir, spec.run_id)
@@ -331,7 +330,7 @@ class _Method(torch.nn.Module):
 class BatchedForward:
     """A forward over P runs of the same architecture at once: inputs [P, B, T, in] -> logits [P, B, T, out].
 
-    Models that declare `supports_vmap` (models.base.RecurrentModel) run as ONE computation: their `initial_state`,
+    Models with a pure step (models.base.RecurrentModel) run as ONE computation: their `initial_state`,
     `steps` and `step` are `torch.func.vmap`-ed over the runs' stacked parameters. Eager, the vmapped `steps` runs
     the whole sequence; compiled (`torch.compile(**compile_options)` unless that is None), it runs chunks of the
     model's `compile_unroll` steps, as a single compiled model does (`run_unrolled`). Each run's own leaf tensors
@@ -342,7 +341,7 @@ class BatchedForward:
 
     def __init__(self, models: list[torch.nn.Module], compile_options: dict[str, Any] | None = None):
         # a group of one runs its model directly, unless compiled (its members did not compile their own step)
-        self.vmapped = getattr(models[0], "supports_vmap", False) and (len(models) > 1 or compile_options is not None)
+        self.vmapped = isinstance(models[0], RecurrentModel) and (len(models) > 1 or compile_options is not None)
         self.keep(models)
         if not self.vmapped:
             return

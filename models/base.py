@@ -38,11 +38,10 @@ class RecurrentModel(SequenceModel):
       of its inputs, no data-dependent Python control flow), so that it can be `torch.func.vmap`-ed over a
       population of seeds and compiled with `torch.compile`.
 
-    `forward` runs the steps with `run`, which uses the compiled steps after `compile_step`.
+    `forward` runs the steps with `run`, which uses the compiled steps after `compile_step`. The harness trains several
+    seeds of such a model as one vmapped computation of its steps (bench.train.BatchedForward).
     """
 
-    #: the harness trains several seeds as one vmapped computation of `step` (bench.train.BatchedForward)
-    supports_vmap = True
     #: time steps per call of the compiled function: a few steps compiled unrolled pay the per-call overhead of a
     #: compiled function (guards, wrappers, autograd nodes) once per chunk; a subclass sets what measures fastest
     compile_unroll: int = 1
