@@ -56,7 +56,11 @@ class TrainConfig:
     eval_every: int = field(default=200, metadata=_help("evaluate on the fixed evaluation set every N steps"))
     eval_sequences: int = field(default=640, metadata=_help("size of the fixed evaluation set"))
     generalization_sequences: int = field(default=192, metadata=_help("sequences per generalisation test size"))
-    stop_at_convergence: bool = field(default=False, metadata=_help("end a run at its first converged evaluation"))
+    stop_at_convergence: bool = field(default=False, metadata=_help(
+        "end a run once it has converged (see stop_patience)"))
+    stop_patience: int = field(default=1, metadata=_help(
+        "with stop_at_convergence: end a run only once this many consecutive evaluations meet the convergence "
+        "rule (1: at the first), so an algorithm can settle before training stops"))
     length_sampling: str = field(default="per_batch", metadata=_help(
         "one training size per batch, or one per example (padded at the end)", LENGTH_SAMPLING))
     checkpoint_every: int = field(default=1000, metadata=_help("write a resumable checkpoint every N steps"))
@@ -71,8 +75,11 @@ class TrainConfig:
         COMPILE_MODES))
 
 
-#: training keys that do not change the numbers, so they stay out of the run_id (DESIGN.md)
+#: training keys that do not change the numbers, so they stay out of the run_id
 TRAIN_KEYS_NOT_IN_RUN_ID = ("checkpoint_every", "parallel_seeds", "compile")
+#: training keys added after results were published: they enter the run_id only when set away from this default,
+#: so the run folders of suites that never set them keep their ids
+TRAIN_KEYS_HASHED_UNLESS_DEFAULT = {"stop_patience": 1}
 
 
 @dataclass(frozen=True)
@@ -96,6 +103,8 @@ class Component:
     params: dict[str, Any]
     #: models only: task label -> parameters that replace `params` for that task (e.g. Graves' per-task sizes)
     per_task: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: tasks only: training keys that replace the suite's `train:` for this task's runs (e.g. a shorter budget)
+    train: dict[str, Any] = field(default_factory=dict)
 
     def params_for(self, task_label: str) -> dict[str, Any]:
         return {**self.params, **self.per_task.get(task_label, {})}
@@ -113,7 +122,8 @@ class Suite:
         "where runs train: auto (CUDA when present), cpu, cuda or cuda:N"))
     train: TrainConfig = field(default_factory=TrainConfig, metadata=_help("the training protocol (SPEC 4)"))
     tasks: dict[str, Component] = field(default_factory=dict, metadata=_help(
-        "label -> task parameters; `task:` names the registry entry (defaults to the label)"))
+        "label -> task parameters; `task:` names the registry entry (defaults to the label); `train: {...}` "
+        "overrides training keys for this task's runs"))
     models: dict[str, Component] = field(default_factory=dict, metadata=_help(
         "label -> model parameters; `model:` names the registry entry (defaults to the label); "
         "`per_task: {TASK_LABEL: {...}}` overrides parameters for one task"))
@@ -302,7 +312,7 @@ def _build_dataclass(cls, data: Any, where: str, file: str):
 
 def _check_train(train: TrainConfig, file: str, where: str = "train") -> None:
     positive = ("lr", "batch_size", "steps", "eval_every", "eval_sequences", "generalization_sequences",
-                "checkpoint_every", "max_nonfinite")
+                "checkpoint_every", "max_nonfinite", "stop_patience")
     for key in positive:
         value = getattr(train, key)
         if value <= 0:
@@ -357,10 +367,12 @@ def _components(section: str, value: Any, file: str, type_key: str) -> dict[str,
         except registry.RegistryError as error:
             raise ConfigError(f"{file}: {section}.{label}.{type_key}: {error}") from None
         per_task = params.pop("per_task", {}) if section == "models" else {}
+        train = _task_train(params.pop("train", None), f"{section}.{label}.train", file) if section == "tasks" \
+            else {}
         allowed = known_params(kind)
         for key in params:
             if key not in allowed:
-                extra = ["per_task"] if section == "models" else []
+                extra = ["per_task"] if section == "models" else ["train"]
                 raise ConfigError(f"{file}: " + str(_unknown(f"{section}.{label}", key, [*allowed, *extra])))
         if not isinstance(per_task, dict) or not all(isinstance(v, dict) for v in per_task.values()):
             raise ConfigError(f"{file}: {section}.{label}.per_task: must map task labels to parameter mappings")
@@ -369,8 +381,17 @@ def _components(section: str, value: Any, file: str, type_key: str) -> dict[str,
                 if key not in allowed:
                     raise ConfigError(f"{file}: " + str(_unknown(f"{section}.{label}.per_task.{task_label}", key,
                                                                  allowed)))
-        components[str(label)] = Component(str(label), kind, params, per_task)
+        components[str(label)] = Component(str(label), kind, params, per_task, train)
     return components
+
+
+def _task_train(value: Any, where: str, file: str) -> dict[str, Any]:
+    """A task's `train:` overrides, checked and typed like the suite's `train:` (only the keys given)."""
+    if value is None:
+        return {}
+    built = _build_dataclass(TrainConfig, value, where, file)
+    _check_train(built, file, where)
+    return {key: getattr(built, key) for key in value}
 
 
 def build_suite(data: dict, path: Path) -> Suite:

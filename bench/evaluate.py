@@ -71,3 +71,40 @@ def score(model: torch.nn.Module, task: Task, batches: list[Batch], device: torc
         totals.add(logits, on_device.targets, on_device.mask, task.reference_metrics(batch))
     model.train(was_training)
     return totals.means()
+
+
+def load_model(run_dir, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, Task]:
+    """A finished (or checkpointed) run's model, in eval mode, and its task, rebuilt from the run folder.
+
+    Reads spec.json for the task and model and checkpoint.pt for the weights. The checkpoint is loaded with
+    ``weights_only=True``, so a planted pickle cannot run code.
+    """
+    from pathlib import Path
+
+    from bench import registry
+    from bench.results import read_json
+
+    run_dir = Path(run_dir)
+    spec = read_json(run_dir / "spec.json")
+    task = registry.build_task(spec["task_type"], **spec["task_params"])
+    model = registry.build_model(spec["model_type"], task.input_size, task.output_size, **spec["model_params"])
+    state = torch.load(run_dir / "checkpoint.pt", map_location=device, weights_only=True)
+    model.load_state_dict(state["model"])
+    return model.to(device).eval(), task
+
+
+@torch.no_grad()
+def wrong_bits_by_position(model: torch.nn.Module, task: Task, size: Size, sequences: int, eval_seed: int,
+                           task_key: str) -> torch.Tensor:
+    """Mean wrong bits at each scored output position [P] over `sequences` examples of one test size (the very
+    generalisation set the suite scores)."""
+    generator = torch.Generator().manual_seed(derive_seed("gen", eval_seed, task_key, task.check_size(size)))
+    per_position = None
+    count = 0
+    for batch in _chunks(task, task.check_size(size), sequences, generator):
+        logits = model(batch.inputs)
+        wrong = ((logits > 0).float() != batch.targets).float().sum(-1)  # [B, T]
+        scored = wrong[:, batch.mask[0].bool()]  # one size per chunk: the same scored steps in every example
+        per_position = scored.sum(0) if per_position is None else per_position + scored.sum(0)
+        count += batch.batch_size
+    return per_position / max(count, 1)

@@ -167,7 +167,10 @@ def task_facts(suite: Suite) -> dict[str, dict[str, Any]]:
         facts[label] = {"type": component.type, "size_parts": list(task.size_parts),
                         "train_sizes": {p: list(r) for p, r in task.train_sizes.items()},
                         "test_sizes": [list(s) for s in task.test_sizes],
-                        "convergence_rule": task.convergence_rule()}
+                        "convergence_rule": task.convergence_rule(),
+                        "convergence_threshold": task.convergence_threshold(), "solved_at_most": task.solved_at_most,
+                        "solved_rule": task.solved_rule(),
+                        "test_size_2x": None if task.double_size() is None else list(task.double_size())}
     return facts
 
 

@@ -14,7 +14,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from bench.config import TRAIN_KEYS_NOT_IN_RUN_ID, Component, ConfigError, Suite, TrainConfig
+from bench.config import (TRAIN_KEYS_HASHED_UNLESS_DEFAULT, TRAIN_KEYS_NOT_IN_RUN_ID, Component, ConfigError, Suite,
+                          TrainConfig)
 
 
 def derive_seed(*parts: Any) -> int:
@@ -52,6 +53,9 @@ class RunSpec:
         train = dataclasses.asdict(self.train)
         for key in TRAIN_KEYS_NOT_IN_RUN_ID:
             train.pop(key)
+        for key, default in TRAIN_KEYS_HASHED_UNLESS_DEFAULT.items():
+            if train[key] == default:
+                train.pop(key)
         return {"task": self.task, "task_type": self.task_type, "task_params": self.task_params,
                 "model": self.model, "model_type": self.model_type, "model_params": self.model_params,
                 "train": train, "seed": self.seed, "eval_seed": self.eval_seed}
@@ -134,7 +138,11 @@ def expand(suite: Suite) -> list[RunSpec]:
             built_task = registry.build_task(task.type, **task.params)
         except (ValueError, TypeError) as error:
             raise ConfigError(f"{suite.path}: tasks.{task.label}: {error}") from None
-        for variant, train in variants:
+        swept = {key.split(".", 1)[1] for key in suite.sweep if key.startswith("train.")}
+        for variant, variant_train in variants:
+            # the task's own training keys apply on top of the suite's; a swept key keeps the sweep's value
+            overrides = {k: v for k, v in task.train.items() if k not in swept}
+            train = dataclasses.replace(variant_train, **overrides) if overrides else variant_train
             model = Component(variant.label, variant.type, variant.params_for(task.label))
             _check_model(suite, model, built_task)
             for key in ("lr", "batch_size", "steps", "eval_every"):

@@ -33,11 +33,12 @@ import yaml
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import PowerNorm
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 from matplotlib.patches import Rectangle
 from matplotlib.ticker import EngFormatter, FuncFormatter, LogFormatter, MaxNLocator
 
 from bench import stats
-from bench.results import atomic_write_bytes, atomic_write_text, read_json
+from bench.results import atomic_write_bytes, atomic_write_csv, atomic_write_text, read_json
 
 DPI = 100
 FIG_WIDTH = 11.0            # inches: 1100 px at DPI 100, inside the page's 1200 px column
@@ -45,6 +46,7 @@ LOG_FLOOR = 1e-3            # learning curves: values below this (exact zeros in
 LABEL_WIDTH = 14            # characters per line of a model label on a categorical axis
 TEMPLATES = Path(__file__).parent / "templates"
 CSV_FILES = ("runs.csv", "curves.csv", "generalization.csv")
+SUMMARY_FILES = ("summary.csv", "summary.md")   # written with every report, next to index.html
 # seaborn's style for every figure, applied in a context so the caller's matplotlib settings are left alone
 STYLE = {**sns.axes_style("whitegrid"), **sns.plotting_context("notebook", font_scale=0.85),
          "figure.dpi": DPI, "savefig.dpi": DPI, "axes.titlesize": 10, "legend.fontsize": 9}
@@ -130,6 +132,9 @@ class TaskInfo:
     rule: str | None            # the convergence rule in words; None: the task has no threshold
     has_threshold: bool
     gap_metric: bool            # N-Grams: plot the loss gap to the Bayes optimum instead of wrong bits
+    threshold_value: float | None = None    # the convergence threshold on the scale of `metric_label`
+    solved_at_most: float | None = None     # a test size is solved at most this many wrong bits/seq
+    test_size_2x: list[int] | None = None   # the smallest test size at twice the training range
 
     @property
     def metric_label(self) -> str:
@@ -137,8 +142,11 @@ class TaskInfo:
 
     def threshold(self) -> float | None:
         """The number in the convergence rule, on the scale of `metric_label`, for a dashed line on the curves."""
+        if self.threshold_value is not None:
+            return self.threshold_value
         if not self.rule:
             return None
+        # a suite.json written before the threshold was recorded as a number: read it from the rule's words
         match = re.search(r"within ([0-9.eE+-]+) bits" if self.gap_metric else r"<\s*([0-9.eE+-]+)", self.rule)
         try:
             return float(match.group(1)) if match else None
@@ -227,7 +235,10 @@ def load_suite_data(out_dir: Path) -> SuiteData:
                                 test_sizes=[list(s) for s in fact.get("test_sizes", [])],
                                 rule=fact.get("convergence_rule"),
                                 has_threshold=fact.get("convergence_rule") is not None,
-                                gap_metric=fact.get("type") == "ngrams" or bool(has_optimum))
+                                gap_metric=bool(has_optimum),
+                                threshold_value=fact.get("convergence_threshold"),
+                                solved_at_most=fact.get("solved_at_most"),
+                                test_size_2x=fact.get("test_size_2x"))
     models = list(dict.fromkeys(runs["model"].astype(str)))
     return SuiteData(out_dir, manifest, runs, curves, gen, specs, tasks, models, model_palette(models), errors)
 
@@ -480,8 +491,15 @@ def figure_generalization(data: SuiteData, task: TaskInfo, sink: FigureSink) -> 
         labels = [label for label, _ in sizes if label in grouped.groups]
         q = np.array([stats.quartiles(grouped.get_group(label)) for label in labels])
         x = np.array([positions[label] for label in labels], dtype=float)
-        ax.plot(x, q[:, 1], color=data.palette[model], marker="o", lw=2)
+        ax.plot(x, q[:, 1], color=data.palette[model], marker="o", lw=2, zorder=3)
         ax.fill_between(x, q[:, 0], q[:, 2], color=data.palette[model], alpha=0.2, lw=0)
+        # every seed too: a memory model either finds the algorithm or does not, and a median over a success and
+        # a failure hides both
+        for _, seed_rows in part.groupby("seed"):
+            by_size = seed_rows.set_index("size")["metric"]
+            seed_labels = [label for label in labels if label in by_size.index]
+            ax.plot([positions[label] for label in seed_labels], by_size[seed_labels].to_numpy(dtype=float),
+                    color=data.palette[model], lw=0.8, alpha=0.45, marker=".", ms=4, zorder=2)
     inside = [positions[label] for label, size in sizes if task.in_training_range(size)]
     ticks = sorted({positions[label] for label, _ in sizes})
     if one_part and task.train_sizes.get(task.size_parts[0]):
@@ -497,11 +515,15 @@ def figure_generalization(data: SuiteData, task: TaskInfo, sink: FigureSink) -> 
     else:
         ax.set_xticks([positions[label] for label, _ in sizes], [label for label, _ in sizes])
         ax.set_xlabel("test size (" + ", ".join(task.size_parts) + ")")
+    extra = [Rectangle((0, 0), 1, 1, color="grey", alpha=0.25, label="training range"),
+             Line2D([], [], color="grey", lw=0.8, alpha=0.6, marker=".", label="one seed")]
     if task.gap_metric:
         ax.axhline(0, color="black", lw=1, ls=":")
-    ax.set_ylabel(f"median {task.metric_label}")
+    elif task.solved_at_most is not None:
+        ax.axhline(task.solved_at_most, color="black", lw=1, ls="--")
+        extra.append(Line2D([], [], color="black", lw=1, ls="--", label=f"solved (≤ {task.solved_at_most:g})"))
+    ax.set_ylabel(f"{task.metric_label} (line: median; band: IQR)")
     ax.set_ylim(bottom=min(0, ax.get_ylim()[0]))
-    extra = [Rectangle((0, 0), 1, 1, color="grey", alpha=0.25, label="training range")]
     _model_legend(fig, data, models, extra)
     return sink.save(fig, f"generalization_{slug(task.label)}")
 
@@ -726,6 +748,8 @@ class Cell:
     badges: list[tuple[str, str]] = field(default_factory=list)
     swatch: str = ""            # a model's colour
     sort: float | None = None   # for highlighting the best value of a column
+    value: Any = None           # the raw value behind `text`, for summary.csv
+    extra: dict[str, Any] = field(default_factory=dict)  # further raw values for summary.csv (a CI's bounds, ...)
 
 
 def _median_cell(summary: stats.CensoredMedian, scale: float, budget_text: str) -> Cell:
@@ -733,7 +757,7 @@ def _median_cell(summary: stats.CensoredMedian, scale: float, budget_text: str) 
     if summary.n == 0:
         return Cell("—", title="no finished runs")
     if summary.median is None:
-        return Cell("> budget", sub=budget_text, cls="muted",
+        return Cell("> budget", sub=budget_text, cls="muted", value=f"> {fmt(summary.budget * scale)}",
                     title=f"{summary.n_converged} of {summary.n} seeds converged; the median needs at least half")
     prefix = "≥ " if summary.median_is_bound else ""
     text = prefix + fmt(summary.median * scale)
@@ -744,7 +768,11 @@ def _median_cell(summary: stats.CensoredMedian, scale: float, budget_text: str) 
     else:
         high = ("≥ " if summary.ci_high_censored else "") + fmt(summary.ci[1] * scale)
         sub = f"[{fmt(summary.ci[0] * scale)}, {high}]"
-    return Cell(text, sub=sub, title=title, sort=summary.median * scale)
+    extra = {"is_lower_bound": summary.median_is_bound,
+             "ci_low": None if summary.ci is None else summary.ci[0] * scale,
+             "ci_high": None if summary.ci is None else summary.ci[1] * scale,
+             "ci_high_is_budget": summary.ci_high_censored}
+    return Cell(text, sub=sub, title=title, sort=summary.median * scale, value=summary.median * scale, extra=extra)
 
 
 def _final_metric(data: SuiteData, task: TaskInfo, runs: pd.DataFrame) -> pd.Series:
@@ -765,8 +793,43 @@ def _generalization_medians(data: SuiteData, task: TaskInfo) -> tuple[list[tuple
     return _ordered_sizes(frame, task), frame.groupby(["model", "size"])["metric"].median()
 
 
+#: the summary table's columns: (key, header). The HTML page, summary.csv and summary.md are all built from these
+#: rows, so the three can never disagree.
+SUMMARY_COLUMNS = [
+    ("model", "model", ""),
+    ("converged", "seeds converged", ""),
+    ("median_steps", "median steps", "[{ci}% CI]"),
+    ("median_sequences", "median sequences", "[{ci}% CI]"),
+    ("final_error", "final {metric}", "median [min–max]"),
+    ("generalization", "generalisation {metric}", "median at the largest test size; other sizes below"),
+    ("solved_2x", "seeds solving 2× training size", "{solved}"),
+    ("solved_up_to", "longest size solved", "per seed, in seed order"),
+    ("nonfinite_steps", "non-finite steps", ""),
+    ("params", "params", ""),
+    ("wall_s", "run time", "median per seed"),
+    ("seq_per_s", "seq/s", "median"),
+]
+
+
+def summary_headers(task: TaskInfo) -> list[tuple[str, str]]:
+    """(header, second line) of each summary column, for this task."""
+    solved = ("no solved rule" if task.solved_at_most is None
+              else f"≤ {task.solved_at_most:g} wrong bits/seq")
+    return [(head.format(metric=task.metric_label), sub.format(ci=int(stats.CONFIDENCE * 100), solved=solved))
+            for _, head, sub in SUMMARY_COLUMNS]
+
+
+#: which way is better, for the columns whose best value is shaded
+SUMMARY_BEST = {"converged": max, "median_steps": min, "median_sequences": min, "final_error": min,
+                "generalization": min, "solved_2x": max, "seq_per_s": max}
+
+
 def summary_rows(data: SuiteData, task: TaskInfo) -> list[dict[str, Any]]:
-    """One row per model of the task: the cells of the summary table."""
+    """One row per model of the task: ``{"model", "cells": [Cell per SUMMARY_COLUMNS], "by_key": {key: Cell}}``.
+
+    Each cell's `value` is the raw number (or text) behind what it shows and `extra` holds further raw columns (a CI's
+    bounds, the error at each test size) for summary.csv.
+    """
     sizes, gen_medians = _generalization_medians(data, task)
     rows = []
     for model in data.models_of(task.label):
@@ -779,7 +842,7 @@ def summary_rows(data: SuiteData, task: TaskInfo) -> list[dict[str, Any]]:
         if task.has_threshold:
             n_conv = int(usable["converged"].sum())
             converged = Cell(f"{n_conv}/{len(runs)}", badges=badges, sort=n_conv / max(1, len(runs)),
-                             title=f"seeds converged ({task.rule}) / seeds run")
+                             title=f"seeds converged ({task.rule}) / seeds run", value=n_conv)
             steps = stats.censored_median(
                 [s if c else None for s, c in zip(usable["converge_step"], usable["converged"])], budget_steps)
             budget_text = f"budget {fmt(budget_steps)} steps"
@@ -793,25 +856,72 @@ def summary_rows(data: SuiteData, task: TaskInfo) -> list[dict[str, Any]]:
         final = _final_metric(data, task, usable).dropna()
         final_cell = Cell(fmt(final.median()) if len(final) else "—",
                           sub=f"[{fmt(final.min())}–{fmt(final.max())}]" if len(final) > 1 else "",
-                          title="median over seeds [min–max]", sort=float(final.median()) if len(final) else None)
-        gen_cell = _generalization_cell(task, model, sizes, gen_medians)
+                          title="median over seeds [min–max]", sort=float(final.median()) if len(final) else None,
+                          value=float(final.median()) if len(final) else None,
+                          extra={"min": float(final.min()) if len(final) else None,
+                                 "max": float(final.max()) if len(final) else None})
         nonfinite = runs["nonfinite_steps"].fillna(0)
         params = runs["params"].dropna()
         seq_s = runs["seq_per_s"].dropna()
-        rows.append({
-            "model": model,
-            "cells": [
-                Cell(model, swatch=data.palette[model]),
-                converged, steps_cell, seqs_cell, final_cell, gen_cell,
-                Cell(fmt(nonfinite.sum()), cls="bad" if nonfinite.sum() > 0 else "",
-                     title=f"non-finite (skipped) updates, summed over seeds; max per seed {fmt(nonfinite.max())}"),
-                Cell(fmt(params.iloc[0]) if len(params) else "—"),
-                Cell(fmt(seq_s.median()) if len(seq_s) else "—", title="median over seeds of training throughput",
-                     sort=float(seq_s.median()) if len(seq_s) else None),
-            ]})
-    best = {1: max, 2: min, 3: min, 4: min, 5: min, 8: max}
-    _highlight(rows, best)
+        wall = runs["wall_s"].dropna()
+        cells = {
+            "model": Cell(model, swatch=data.palette[model], value=model),
+            "converged": converged, "median_steps": steps_cell, "median_sequences": seqs_cell,
+            "final_error": final_cell,
+            "generalization": _generalization_cell(task, model, sizes, gen_medians),
+            "solved_2x": _solved_2x_cell(task, usable, len(runs)),
+            "solved_up_to": _solved_up_to_cell(task, runs),
+            "nonfinite_steps": Cell(fmt(nonfinite.sum()), cls="bad" if nonfinite.sum() > 0 else "",
+                                    title="non-finite (skipped) updates, summed over seeds; max per seed "
+                                          f"{fmt(nonfinite.max())}", value=int(nonfinite.sum())),
+            "params": Cell(fmt(params.iloc[0]) if len(params) else "—",
+                           value=int(params.iloc[0]) if len(params) else None),
+            "wall_s": Cell(fmt_duration(float(wall.median())) if len(wall) else "—",
+                           title="median over seeds of a run's wall time (training, evaluation, generalisation)",
+                           value=round(float(wall.median()), 1) if len(wall) else None),
+            "seq_per_s": Cell(fmt(seq_s.median()) if len(seq_s) else "—",
+                              title="median over seeds of training throughput",
+                              sort=float(seq_s.median()) if len(seq_s) else None,
+                              value=float(seq_s.median()) if len(seq_s) else None),
+        }
+        rows.append({"model": model, "seeds": len(runs), "by_key": cells,
+                     "cells": [cells[key] for key, _, _ in SUMMARY_COLUMNS]})
+    keys = [key for key, _, _ in SUMMARY_COLUMNS]
+    _highlight(rows, {keys.index(key): pick for key, pick in SUMMARY_BEST.items()})
     return rows
+
+
+def _solved_2x_cell(task: TaskInfo, usable: pd.DataFrame, n_runs: int) -> Cell:
+    """Seeds whose final model solves the smallest test size at twice the training range."""
+    where = "" if task.test_size_2x is None else ",".join(
+        f"{p}={v}" for p, v in zip(task.size_parts, task.test_size_2x))
+    if task.solved_at_most is None:
+        return Cell("no rule", cls="muted", title="this task has no notion of a solved size")
+    if not where or "solved_2x" not in usable.columns:
+        return Cell("—", cls="muted", title="no test size is at least twice the training range")
+    solved = usable["solved_2x"].map(_truthy)
+    k = int(solved.sum())
+    return Cell(f"{k}/{n_runs}", sub=f"at {where}", sort=k / max(1, n_runs), value=k,
+                extra={"size": where},
+                title=f"seeds whose final model makes at most {task.solved_at_most:g} wrong bits/seq at {where}")
+
+
+def _solved_up_to_cell(task: TaskInfo, runs: pd.DataFrame) -> Cell:
+    """Each seed's longest test size solved contiguously from the shortest one (seed order; "none" when none)."""
+    if task.solved_at_most is None:
+        return Cell("no rule", cls="muted", title="this task has no notion of a solved size")
+    if "solved_up_to" not in runs.columns:
+        return Cell("—", cls="muted")
+    ordered = runs.sort_values("seed")
+    labels = []
+    for status, label in zip(ordered["status"], ordered["solved_up_to"]):
+        if status != "done":
+            labels.append(status)
+        else:
+            labels.append("none" if pd.isna(label) or str(label) == "" else str(label))
+    text = " · ".join(labels)
+    return Cell(text, value=text, title="per seed, in seed order: the longest test size reached from the shortest "
+                                        f"through sizes solved (≤ {task.solved_at_most:g} wrong bits/seq)")
 
 
 def _generalization_cell(task: TaskInfo, model: str, sizes, medians: pd.Series) -> Cell:
@@ -819,6 +929,7 @@ def _generalization_cell(task: TaskInfo, model: str, sizes, medians: pd.Series) 
     values = [v for v in values if pd.notna(v[2])]
     if not values:
         return Cell("—", href=f"#gen-{slug(task.label)}")
+    every_size = {label: float(v) for label, _, v in values}  # summary.csv has them all, the cell the ends
     if len(values) > 4:
         inside = [v for v in values if task.in_training_range(v[1])]
         keep = [values[0], *(inside[-1:] if inside else []), values[-1]]
@@ -828,7 +939,8 @@ def _generalization_cell(task: TaskInfo, model: str, sizes, medians: pd.Series) 
     others = parts[:-1]
     sub = "\n".join(" · ".join(others[i:i + 2]) for i in range(0, len(others), 2))  # two sizes per line
     return Cell(parts[-1], sub=sub, href=f"#gen-{slug(task.label)}",
-                title="median over seeds; click for every test size", sort=float(largest[2]))
+                title="median over seeds; click for every test size", sort=float(largest[2]),
+                value=float(largest[2]), extra=every_size)
 
 
 def _highlight(rows: list[dict[str, Any]], best: dict[int, Any]) -> None:
@@ -1002,6 +1114,7 @@ def build_context(data: SuiteData, sink: FigureSink) -> dict[str, Any]:
                 "task": task,
                 "anchor": slug(task.label),
                 "summary": summary_rows(data, task),
+                "summary_headers": summary_headers(task),
                 "pairwise": pairwise_rows(data, task),
                 "curves": figure_curves(data, task, sink),
                 "generalization": figure_generalization(data, task, sink),
@@ -1028,11 +1141,61 @@ def build_context(data: SuiteData, sink: FigureSink) -> dict[str, Any]:
         "runs_table": runs_table(data),
         "yaml": yaml.safe_dump(data.manifest.get("resolved", {}), sort_keys=False, allow_unicode=True,
                                default_flow_style=None, width=110),
-        "csvs": [name for name in CSV_FILES if (data.out_dir / name).exists()],
+        "csvs": [name for name in CSV_FILES if (data.out_dir / name).exists()] + list(SUMMARY_FILES),
         "log_floor": LOG_FLOOR,
         "min_seeds": stats.MIN_SEEDS_FOR_CI,
         "confidence": int(stats.CONFIDENCE * 100),
     }
+
+
+# ---- exported summaries -----------------------------------------------------------------------------------------
+
+def summary_frame(sections: list[dict[str, Any]]) -> pd.DataFrame:
+    """summary.csv: one row per task x model, the raw values behind the HTML summary table's cells.
+
+    A cell's value goes in the column named after its key and each of its extras in ``key_extra`` (for the
+    generalisation error, one ``generalization_<size>`` column per test size).
+    """
+    records = []
+    for section in sections:
+        for row in section["summary"]:
+            record: dict[str, Any] = {"task": section["task"].label, "model": row["model"], "seeds": row["seeds"]}
+            for key, _, _ in SUMMARY_COLUMNS[1:]:
+                cell = row["by_key"][key]
+                record[key] = cell.value
+                record.update({f"{key}_{name}": value for name, value in cell.extra.items()})
+            records.append(record)
+    return pd.DataFrame(records)
+
+
+def _md_escape(text: str) -> str:
+    return str(text).replace("|", "\\|").replace("\n", "; ")
+
+
+def summary_markdown(sections: list[dict[str, Any]], header: dict[str, Any]) -> str:
+    """summary.md: the HTML summary tables as GitHub Markdown, one per task (each cell: text, then its second line
+    in parentheses)."""
+    lines = [f"# {header['name']}: summary", ""]
+    if header.get("description"):
+        lines += [header["description"], ""]
+    lines += [f"Commit(s) {', '.join(header['commits'])}; device(s) {', '.join(header['devices'])}; "
+              f"{header['n_runs']} runs.", ""]
+    for section in sections:
+        task = section["task"]
+        rule = f"converged when {task.rule}" if task.has_threshold else "no convergence threshold"
+        train = f"; trained on {section['train_range']}" if section["train_range"] else ""
+        lines += [f"## {task.label}", "", f"{rule}{train}.", ""]
+        heads = [head + (f" ({sub})" if sub else "") for head, sub in section["summary_headers"]]
+        lines.append("| " + " | ".join(_md_escape(h) for h in heads) + " |")
+        lines.append("|" + "|".join("---" for _ in heads) + "|")
+        for row in section["summary"]:
+            texts = []
+            for cell in row["cells"]:
+                text = cell.text + "".join(f" [{badge}]" for badge, _ in cell.badges)
+                texts.append(_md_escape(text + (f" ({cell.sub})" if cell.sub else "")))
+            lines.append("| " + " | ".join(texts) + " |")
+        lines.append("")
+    return "\n".join(lines)
 
 
 def write_report(out_dir: Path) -> Path:
@@ -1048,6 +1211,9 @@ def write_report(out_dir: Path) -> Path:
     environment.filters["fmt"] = fmt
     context["render_s"] = f"{time.perf_counter() - started:.1f}"
     page = environment.get_template("report.html").render(**context)
+    csv_name, md_name = SUMMARY_FILES
+    atomic_write_csv(out_dir / csv_name, summary_frame(context["sections"]))
+    atomic_write_text(out_dir / md_name, summary_markdown(context["sections"], context["header"]))
     path = out_dir / "index.html"
     atomic_write_text(path, page)
     return path

@@ -19,12 +19,13 @@ import pandas as pd
 
 RUNS_COLUMNS = ["suite", "task", "task_type", "model", "model_type", "seed", "run_id", "status", "converged",
                 "converge_step", "converge_sequences", "final_loss_bits_per_seq", "final_wrong_bits_per_seq",
-                "nonfinite_steps", "params", "steps", "device", "wall_s", "seq_per_s"]
+                "solved_up_to", "test_size_2x", "solved_2x", "nonfinite_steps", "params", "steps", "device", "wall_s",
+                "seq_per_s"]
 CURVES_COLUMNS = ["suite", "task", "model", "seed", "run_id", "step", "sequences_seen", "loss_bits_per_seq",
                   "wrong_bits_per_seq", "seq_accuracy", "wall_s"]
 GENERALIZATION_COLUMNS = ["suite", "task", "model", "seed", "run_id", "size", "loss_bits_per_seq",
                           "wrong_bits_per_seq", "seq_accuracy"]
-#: the only columns allowed to differ between two runs of the same suite (DESIGN.md)
+#: the only columns allowed to differ between two runs of the same suite
 TIMING_COLUMNS = ("wall_s", "seq_per_s")
 FINISHED = ("done", "diverged")
 

@@ -181,6 +181,31 @@ def compile_options(spec: RunSpec, model: torch.nn.Module, device: torch.device)
     return dict(CUDA_GRAPHS) if setting == "cudagraphs" and device.type == "cuda" else {}
 
 
+def repair_compile_cache() -> int:
+    """Delete empty shared objects from inductor's on-disk cache; returns how many.
+
+    A process killed while the C++ compiler writes a compiled step leaves a zero-byte ``.so`` behind, and every later
+    compile of the same graph then fails with "file too short" (seen here after a kill during the cost estimate).
+    An empty file is never a valid library, so removing it only makes inductor build it again.
+    """
+    from torch._inductor.runtime.cache_dir_utils import cache_dir
+
+    removed = 0
+    root = Path(cache_dir())
+    if not root.is_dir():
+        return 0
+    for path in root.rglob("*.so"):
+        try:
+            if path.is_file() and path.stat().st_size == 0:
+                path.unlink()
+                removed += 1
+        except OSError:
+            continue
+    if removed:
+        log.warning("removed %d empty compiled file(s) left in %s by an interrupted compile", removed, root)
+    return removed
+
+
 class Member:
     """One run inside the loop: its model, optimizer, data stream, evaluation set and bookkeeping."""
 
@@ -212,7 +237,8 @@ class Member:
             log.info("%s: resuming from step %d", spec.run_id, state["step"])
         else:
             state = {"run_id": spec.run_id, "step": 0, "curve": [], "converge_step": None, "nonfinite_steps": 0,
-                     "consecutive_nonfinite": 0, "status": "running", "train_s": 0.0, "wall_s": 0.0}
+                     "consecutive_nonfinite": 0, "converged_streak": 0, "status": "running", "train_s": 0.0,
+                     "wall_s": 0.0}
         self.state = state
         self.started = time.perf_counter()
 
@@ -225,7 +251,8 @@ class Member:
         state = self.state
         if state["status"] != "running" or state["step"] >= self.train.steps:
             return False
-        return not (state["converge_step"] is not None and self.train.stop_at_convergence)
+        # stop_at_convergence ends a run once its last `stop_patience` evaluations all met the convergence rule
+        return not (self.train.stop_at_convergence and state.get("converged_streak", 0) >= self.train.stop_patience)
 
     def next_batch(self) -> Batch:
         size = self.task.sample_size(self.data_generator) if self.train.length_sampling == "per_batch" else None
@@ -241,7 +268,9 @@ class Member:
         row = {"step": state["step"], "sequences_seen": state["step"] * self.train.batch_size, **metrics,
                "wall_s": state["wall_s"] + (time.perf_counter() - self.started)}
         state["curve"].append(row)
-        if state["converge_step"] is None and state["step"] > 0 and self.task.converged(metrics):
+        converged = state["step"] > 0 and self.task.converged(metrics)
+        state["converged_streak"] = state.get("converged_streak", 0) + 1 if converged else 0
+        if state["converge_step"] is None and converged:
             state["converge_step"] = state["step"]
         return metrics
 
@@ -288,13 +317,14 @@ class Member:
             self.evaluate()  # a run that stopped at convergence or diverged off an evaluation step
         if state["status"] == "running":
             state["status"] = "done"
-        generalization = []
+        generalization, errors = [], {}
         if state["status"] == "done":
             sets = generalization_set(task, train.generalization_sequences, self.spec.eval_seed, task_key(self.spec))
             for size, batches in sets.items():
                 metrics = score(self.model, task, batches, self.device)
                 generalization.append({"size": task.size_label(size),
                                        **{f"size_{p}": v for p, v in zip(task.size_parts, size)}, **metrics})
+                errors[size] = metrics["wrong_bits_per_seq"]
             save_samples(self.model, task, self.spec, self.run_dir, self.device)
         final = state["curve"][-1]
         converge_step = state["converge_step"]
@@ -303,6 +333,7 @@ class Member:
             "converge_sequences": None if converge_step is None else converge_step * train.batch_size,
             "final_loss_bits_per_seq": final["loss_bits_per_seq"],
             "final_wrong_bits_per_seq": final["wrong_bits_per_seq"],
+            **task.solved_extent(errors),  # solved_up_to, test_size_2x, solved_2x
             "nonfinite_steps": state["nonfinite_steps"], "params": self.model.parameter_count(),
             "steps": state["step"], "device": device_name(self.device),
             "wall_s": round(state["wall_s"] + (time.perf_counter() - self.started), 3),
@@ -401,6 +432,8 @@ def train_population(specs: list[RunSpec], run_dirs: list[Path], threads: int | 
     torch._dynamo.reset()
     device = resolve_device(specs[0].device)
     members = [Member(spec, run_dir, device, len(specs)) for spec, run_dir in zip(specs, run_dirs)]
+    if members[0].compile_options is not None:
+        repair_compile_cache()
     results: dict[str, dict[str, Any]] = {}
     for member in members:
         member.model.train()

@@ -76,6 +76,9 @@ class Task:
     train_sizes: dict[str, tuple[int, int]]
     test_sizes: list[Size]
     converge_below: float | None = 0.1
+    #: a test size counts as SOLVED when the final model's wrong bits per sequence there is at most this (None: the
+    #: task has no such notion, e.g. N-Grams, whose targets are random)
+    solved_at_most: float | None = 1.0
 
     # ---- what a subclass implements -------------------------------------------------------------------------
     def sample_size(self, generator: torch.Generator) -> Size:
@@ -130,6 +133,54 @@ class Task:
     def convergence_rule(self) -> str | None:
         """The convergence rule in words, for the report; None when the task has no threshold."""
         return None if self.converge_below is None else f"wrong bits/seq < {self.converge_below:g}"
+
+    def convergence_threshold(self) -> float | None:
+        """The number in the convergence rule, on the scale the report plots (wrong bits/seq here)."""
+        return self.converge_below
+
+    def solved_rule(self) -> str | None:
+        """The solved rule in words, for the report; None when the task has none."""
+        return None if self.solved_at_most is None else f"wrong bits/seq ≤ {self.solved_at_most:g}"
+
+    def ordered_test_sizes(self, sizes: Sequence[Size] | None = None) -> list[Size]:
+        """Test sizes from the shortest sequence to the longest (ties by the size itself)."""
+        return sorted((self.check_size(s) for s in (self.test_sizes if sizes is None else sizes)),
+                      key=lambda s: (self.steps_for(s), s))
+
+    def double_size(self) -> Size | None:
+        """The smallest test size whose every part is at least twice the longest training value of that part."""
+        highs = [self.train_sizes[p][1] for p in self.size_parts]
+        for size in self.ordered_test_sizes():
+            if all(v >= 2 * hi for v, hi in zip(size, highs)):
+                return size
+        return None
+
+    def solved_extent(self, errors: dict[Size, float]) -> dict[str, object]:
+        """How far a final model generalises, from its wrong bits/seq at each test size (`errors`).
+
+        Returns ``solved_up_to``: the label of the longest test size reached from the shortest one through solved
+        sizes only (None when the shortest is not solved); ``test_size_2x``: the label of `double_size()`; and
+        ``solved_2x``: whether that size is solved (None when the task has no solved rule or no such size, or
+        the size was not scored).
+        """
+        double = self.double_size()
+        result: dict[str, object] = {"solved_up_to": None,
+                                     "test_size_2x": None if double is None else self.size_label(double),
+                                     "solved_2x": None}
+        if self.solved_at_most is None:
+            return result
+        errors = {self.check_size(size): float(value) for size, value in errors.items()}
+
+        def solved(size: Size) -> bool:
+            return errors[size] <= self.solved_at_most  # NaN (a broken model) is never solved
+
+        for size in self.ordered_test_sizes(list(errors)):
+            if not solved(size):
+                break
+            result["solved_up_to"] = self.size_label(size)
+        if double is not None and double in errors:
+            result["solved_2x"] = solved(double)
+        return result
 
     def describe(self) -> str:
         ranges = ", ".join(f"{p} in [{lo}, {hi}]" for p, (lo, hi) in self.train_sizes.items())

@@ -158,3 +158,31 @@ def test_cli_error_is_one_line_without_traceback_in_a_subprocess(tmp_path, extra
 
 def test_config_error_is_a_value_error():
     assert issubclass(ConfigError, ValueError)
+
+
+def test_a_task_can_override_training_keys_for_its_runs(tmp_path):
+    text = GOOD.replace("  copy: {bits: 4, train_sizes: [1, 3], test_sizes: [4]}",
+                        "  copy: {bits: 4, train_sizes: [1, 3], test_sizes: [4], train: {steps: 3, lr: 0.01}}\n"
+                        "  associative_recall: {bits: 4, train_sizes: [2, 3], test_sizes: [4]}")
+    runs = expand(load_suite(str(write(tmp_path, text))))
+    copy = [r for r in runs if r.task == "copy"]
+    recall = [r for r in runs if r.task == "associative_recall"]
+    assert {(r.train.steps, r.train.lr) for r in copy} == {(3, 0.01)}
+    assert {(r.train.steps, r.train.lr) for r in recall} == {(10, 1e-3)}
+    assert "train" not in copy[0].task_params  # not a task parameter
+    # a sweep of the same key keeps the sweep's values
+    swept = expand(load_suite(str(write(tmp_path, text + "sweep: {train.steps: [5, 6]}\n"))))
+    assert {r.train.steps for r in swept if r.task == "copy"} == {5, 6}
+
+
+@pytest.mark.parametrize("train, key, words", [
+    ("{stepz: 3}", "tasks.copy.train.stepz", "unknown key"),
+    ("{steps: 0}", "tasks.copy.train.steps", "must be > 0"),
+    ("{stop_patience: two}", "tasks.copy.train.stop_patience", "integer"),
+])
+def test_bad_task_training_keys_are_one_line_errors(tmp_path, train, key, words):
+    text = GOOD.replace("test_sizes: [4]}", f"test_sizes: [4], train: {train}}}")
+    with pytest.raises(ConfigError) as error:
+        load_suite(str(write(tmp_path, text)))
+    message = str(error.value)
+    assert key in message and words in message and "\n" not in message

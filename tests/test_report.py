@@ -16,6 +16,7 @@ import pandas as pd
 import pytest
 
 from bench.cli import main as cli_main
+from bench.registry import build_task
 from bench.report import wrap_label, write_report
 from bench.results import atomic_write_bytes, atomic_write_csv, atomic_write_json, collect
 
@@ -99,6 +100,16 @@ def _samples(task: dict, model_type: str, rng: np.random.Generator) -> bytes:
     return buffer.getvalue()
 
 
+def _task(task: dict):
+    """The registry's task with the fixture's sizes (for its solved rule and its 2x size)."""
+    if task["type"] == "ngrams":
+        return build_task("ngrams")
+    one_part = len(task["size_parts"]) == 1
+    return build_task(task["type"], bits=task["bits"],
+                      train_sizes=task["train_sizes"]["L"] if one_part else task["train_sizes"],
+                      test_sizes=[s[0] for s in task["test_sizes"]] if one_part else task["test_sizes"])
+
+
 def make_suite(out_dir: Path) -> Path:
     """Write a finished suite by hand, run folders and all, then build its CSVs with the harness's own `collect`."""
     rng = np.random.default_rng(7)
@@ -144,6 +155,8 @@ def make_suite(out_dir: Path) -> Path:
                                **{f"size_{p}": v for p, v in zip(task["size_parts"], size)},
                                "loss_bits_per_seq": 2 * scale + i, "wrong_bits_per_seq": max(0.0, scale - 1) * 3 + i,
                                "seq_accuracy": 0.5}
+                        if (task_label, model) == ("copy", "ntm"):  # generalises to 2x in seeds 1-3, not seed 4
+                            row["wrong_bits_per_seq"] = 0.5 * i if scale <= 2 else 5.0 - i
                         if task["type"] == "ngrams":
                             row["optimal_loss_bits_per_seq"] = 24.0
                             row["loss_bits_per_seq"] = 25.0 + i
@@ -151,19 +164,24 @@ def make_suite(out_dir: Path) -> Path:
                     atomic_write_bytes(folder / "samples.npz", _samples(task, model_type, rng))
                 atomic_write_csv(folder / "generalization.csv", pd.DataFrame(gen_rows))
                 converged = converge is not None and not diverged
+                errors = {tuple(r[f"size_{p}"] for p in task["size_parts"]): r["wrong_bits_per_seq"] for r in gen_rows}
+                solved = _task(task).solved_extent(errors) if errors else {}
                 result = {"status": "diverged" if diverged else "done", "converged": converged,
                           "converge_step": converge if converged else None,
                           "converge_sequences": converge * BATCH if converged else None,
                           "final_loss_bits_per_seq": float(loss[-1]), "final_wrong_bits_per_seq": float(wrong[-1]),
                           "nonfinite_steps": 100 if diverged else 0, "params": {"lstm": 1572, "dnc": 2900}.get(
                               model, 2445), "steps": int(steps[-1]), "device": "cpu (x86_64, 2 cores)",
-                          "wall_s": 3.5 + i, "seq_per_s": {"lstm": 140.0, "dnc": 30.0}.get(model, 45.0)}
+                          "wall_s": 3.5 + i, "seq_per_s": {"lstm": 140.0, "dnc": 30.0}.get(model, 45.0),
+                          **solved}
                 atomic_write_json(folder / "result.json", result)
     resolved = {"name": "fixture", "description": "A hand-written suite for the report tests.", "seeds": len(SEEDS),
                 "train": {"steps": STEPS, "batch_size": BATCH, "eval_every": EVAL_EVERY},
                 "tasks": {label: {"task": t["type"]} for label, t in TASKS.items()},
                 "models": {label: {"model": m} for label, m in MODELS.items()}}
-    facts = {label: {k: v for k, v in t.items() if k != "bits"} for label, t in TASKS.items()}
+    facts = {label: {**{k: v for k, v in t.items() if k != "bits"}, "solved_at_most": _task(t).solved_at_most,
+                     "test_size_2x": None if _task(t).double_size() is None else list(_task(t).double_size())}
+             for label, t in TASKS.items()}
     atomic_write_json(out_dir / "suite.json", {"name": "fixture", "description": resolved["description"],
                                                "path": "suites/fixture.yaml", "resolved": resolved,
                                                "run_ids": run_ids, "seeds": SEEDS, "steps": STEPS,
@@ -372,3 +390,112 @@ def test_report_in_a_real_browser(report):
     network = [u for u in requests if u != url and not u.startswith("data:")]
     assert not network, network
     assert overflow <= 1200, f"the page is wider than a laptop screen: {overflow}px"
+
+
+# ---- exported summaries -----------------------------------------------------------------------------------------
+
+class _SummaryCells(HTMLParser):
+    """Each summary row (task, model) -> its cells, each as [main text, badge texts..., second-line texts...]."""
+
+    def __init__(self):
+        super().__init__()
+        self.rows: dict[tuple[str, str], list[dict[str, list[str]]]] = {}
+        self._row = None
+        self._cell = None
+        self._span: str | None = None
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag == "tr" and "data-task" in attrs:
+            self._row = self.rows.setdefault((attrs["data-task"], attrs["data-model"]), [])
+        elif tag == "td" and self._row is not None:
+            self._cell = {"main": [], "badge": [], "sub": []}
+            self._row.append(self._cell)
+        elif tag == "span" and self._cell is not None:
+            classes = (attrs.get("class") or "").split()
+            self._span = "badge" if "badge" in classes else "sub" if "sub" in classes else None
+
+    def handle_endtag(self, tag):
+        if tag == "span":
+            self._span = None
+        elif tag == "td":
+            self._cell = None
+        elif tag == "tr":
+            self._row = None
+
+    def handle_data(self, data):
+        if self._cell is not None and data.strip():
+            self._cell[self._span or "main"].append(data.strip())
+
+
+def test_summary_exports_match_the_html(report):
+    from bench.report import SUMMARY_COLUMNS, fmt
+
+    out_dir = report.parent
+    parser = _SummaryCells()
+    parser.feed(report.read_text())
+    html = {key: {k: " ".join(v) for k, v in cells[i].items()} for key, cells in parser.rows.items()
+            for i in [0]} and {key: [{k: " ".join(v) for k, v in c.items()} for c in cells]
+                               for key, cells in parser.rows.items()}
+    csv = pd.read_csv(out_dir / "summary.csv")
+    assert len(csv) == len(html) == len(TASKS) * len(MODELS)
+    keys = [key for key, _, _ in SUMMARY_COLUMNS]
+    for _, row in csv.iterrows():
+        cells = dict(zip(keys, html[(row["task"], row["model"])]))
+        assert cells["model"]["main"] == row["model"]
+        assert row["seeds"] == len(SEEDS)
+        if row["task"] != "priority_sort":   # the one task without a threshold
+            assert cells["converged"]["main"] == f"{int(row['converged'])}/{int(row['seeds'])}"
+        median = cells["median_steps"]["main"]
+        if median not in ("> budget", "no threshold", "—"):
+            assert median.lstrip("≥ ") == fmt(row["median_steps"])
+            assert fmt(row["median_sequences"]) == cells["median_sequences"]["main"].lstrip("≥ ")
+            if pd.notna(row["median_steps_ci_low"]):
+                assert cells["median_steps"]["sub"].startswith(f"[{fmt(row['median_steps_ci_low'])},")
+        assert cells["final_error"]["main"] == fmt(row["final_error"])
+        size = cells["generalization"]["main"].split(": ")[0]
+        assert cells["generalization"]["main"] == f"{size}: {fmt(row['generalization_' + size])}"
+        assert fmt(row["generalization"]) == fmt(row["generalization_" + size])
+        if pd.notna(row["solved_2x"]):
+            assert cells["solved_2x"]["main"] == f"{int(row['solved_2x'])}/{int(row['seeds'])}"
+            assert cells["solved_2x"]["sub"] == f"at {row['solved_2x_size']}"
+        if pd.notna(row["solved_up_to"]):
+            assert cells["solved_up_to"]["main"] == row["solved_up_to"]
+        assert cells["params"]["main"] == fmt(row["params"])
+        assert cells["seq_per_s"]["main"] == fmt(row["seq_per_s"])
+    # the NTM on Copy solves 2x the training length (L=8) in seeds 1-3 of 4; the rest of the fixture never does
+    ntm = csv[(csv["task"] == "copy") & (csv["model"] == "ntm")].iloc[0]
+    assert ntm["solved_2x"] == 3 and ntm["solved_2x_size"] == "L=8"
+    assert ntm["solved_up_to"] == "L=8 · L=8 · L=8 · none"  # 1.0 wrong bits is solved (at most 1), 1.5 is not
+    assert csv.loc[(csv["task"] == "copy") & (csv["model"] == "lstm"), "solved_2x"].iloc[0] == 0
+
+    # summary.md: one GitHub table per task whose cells read as the HTML's (main text and badges first)
+    markdown = (out_dir / "summary.md").read_text()
+    for task in TASKS:
+        assert f"## {task}" in markdown
+    lines = [line for line in markdown.splitlines() if line.startswith("| ")]
+    body = [line for line in lines if not line.startswith("| model")]
+    assert len(body) == len(html)
+    for line in body:
+        cells = [c.strip().replace("\\|", "|") for c in line.strip("| ").split(" | ")]
+        task = next(t for t in TASKS if line in markdown.split(f"## {t}")[1].split("## ")[0])
+        expected = html[(task, cells[0])]
+        for text, cell in zip(cells, expected):
+            head = cell["main"] + "".join(f" [{b}]" for b in cell["badge"].split("  ") if b) if cell["badge"] \
+                else cell["main"]
+            assert text.startswith(head), (text, head)
+
+
+def test_generalisation_panel_draws_every_seed(report, monkeypatch):
+    """The line plot has a thin line per seed besides each model's median, and the dashed solved level."""
+    from bench import report as report_module
+
+    figures = {}
+    monkeypatch.setattr(report_module.FigureSink, "save", lambda self, fig, name: figures.setdefault(name, fig))
+    data = report_module.load_suite_data(report.parent)
+    report_module.figure_generalization(data, data.tasks["copy"], report_module.FigureSink(report.parent))
+    ax = figures["generalization_copy"].axes[0]
+    solid = [line for line in ax.get_lines() if line.get_linestyle() == "-"]
+    assert len(solid) == len(MODELS) * (1 + len(SEEDS)) - 1  # the diverged DNC seed has no generalisation rows
+    dashed = [line for line in ax.get_lines() if line.get_linestyle() == "--"]
+    assert [tuple(line.get_ydata()) for line in dashed] == [(1.0, 1.0)]
