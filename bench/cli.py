@@ -124,10 +124,12 @@ def cmd_run(args) -> int:
 
 
 def cmd_validate(args) -> int:
-    from bench.grid import expand
+    from bench.grid import expand, memory_overflows
 
     suite = _load(args.file, args.overrides, args.plugins)
     runs = expand(suite)
+    for problem in memory_overflows(suite):
+        print(f"warning: {problem}", file=sys.stderr)
     print(f"{suite.path}: ok: {len(suite.tasks)} task(s) x {len(runs) // max(1, len(suite.tasks) * len(suite.seeds))}"
           f" model variant(s) x {len(suite.seeds)} seed(s) = {len(runs)} runs of {suite.train.steps} steps")
     return 0

@@ -25,7 +25,7 @@ from typing import Any
 from tqdm import tqdm
 
 from bench.config import Suite
-from bench.grid import RunSpec, expand
+from bench.grid import RunSpec, expand, memory_overflows
 from bench.results import atomic_write_json, collect, run_is_finished
 
 log = logging.getLogger("bench")
@@ -141,6 +141,8 @@ def _worker_init(plugins: tuple[str, ...]) -> None:
 def prepare(suite: Suite, out_dir: Path, fresh: bool = False) -> tuple[list[RunSpec], list[RunSpec]]:
     """Write the suite manifest; returns (all specs, the pending ones). `fresh` deletes this suite's run folders."""
     specs = expand(suite)
+    for problem in memory_overflows(suite):
+        log.warning("%s", problem)
     out_dir.mkdir(parents=True, exist_ok=True)
     run_ids = [s.run_id for s in specs]
     if len(set(run_ids)) != len(run_ids):

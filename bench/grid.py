@@ -14,8 +14,14 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from bench.config import (TRAIN_KEYS_HASHED_UNLESS_DEFAULT, TRAIN_KEYS_NOT_IN_RUN_ID, Component, ConfigError, Suite,
-                          TrainConfig)
+from bench.config import (
+    TRAIN_KEYS_HASHED_UNLESS_DEFAULT,
+    TRAIN_KEYS_NOT_IN_RUN_ID,
+    Component,
+    ConfigError,
+    Suite,
+    TrainConfig,
+)
 
 
 def derive_seed(*parts: Any) -> int:
@@ -152,6 +158,36 @@ def expand(suite: Suite) -> list[RunSpec]:
                 specs.append(RunSpec(suite.name, task.label, task.type, dict(task.params), model.label, model.type,
                                      dict(model.params), train, seed, suite.eval_seed, suite.device))
     return specs
+
+
+def memory_overflows(suite: Suite) -> list[str]:
+    """One line per task x memory model whose largest test size needs more memory slots than the model has.
+
+    A memory model (one with a `memory_locations` parameter) cannot store more vectors than it has slots, so a test
+    size beyond that measures the memory size, not generalisation. The suite still runs; this is a warning.
+    """
+    import inspect
+
+    from bench import registry
+
+    problems = []
+    for task in suite.tasks.values():
+        built = registry.build_task(task.type, **task.params)
+        needs = [(built.vectors_to_store(size), size) for size in built.test_sizes]
+        needs = [(n, size) for n, size in needs if n is not None]
+        if not needs:
+            continue
+        most, size = max(needs)
+        for label, model in suite.models.items():
+            params = model.params_for(task.label)
+            default = inspect.signature(registry.model_class(model.type)).parameters.get("memory_locations")
+            if "memory_locations" not in params and default is None:
+                continue
+            slots = params.get("memory_locations", default.default if default is not None else None)
+            if isinstance(slots, int) and most > slots:
+                problems.append(f"{suite.path}: tasks.{task.label}: test size {built.size_label(size)} needs {most} "
+                                f"memory slots but models.{label} has memory_locations {slots}")
+    return problems
 
 
 _checked: dict[str, None] = {}

@@ -932,7 +932,9 @@ def _generalization_cell(task: TaskInfo, model: str, sizes, medians: pd.Series) 
     every_size = {label: float(v) for label, _, v in values}  # summary.csv has them all, the cell the ends
     if len(values) > 4:
         inside = [v for v in values if task.in_training_range(v[1])]
-        keep = [values[0], *(inside[-1:] if inside else []), values[-1]]
+        double = [v for v in values if task.test_size_2x is not None
+                  and tuple(float(x) for x in v[1]) == tuple(float(x) for x in task.test_size_2x)]
+        keep = [values[0], *(inside[-1:] if inside else []), *double, values[-1]]
         values = list(dict.fromkeys(keep))
     largest = values[-1]
     parts = [f"{label}: {fmt(v)}" for label, _, v in values]

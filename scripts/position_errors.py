@@ -75,7 +75,7 @@ def plot(frame: pd.DataFrame, size: tuple[int, ...], path: Path) -> None:
     FigureCanvasAgg(fig)
     ax = fig.subplots()
     for i, model in enumerate(models):
-        for j, (seed, part) in enumerate(frame[frame["model"] == model].groupby("seed")):
+        for j, (_, part) in enumerate(frame[frame["model"] == model].groupby("seed")):
             ax.plot(part["position"], part["wrong_bits"], color=colours(i % 10), lw=1.2, alpha=0.8,
                     label=model if j == 0 else None)
     ax.set_xlabel(f"output position (test size {','.join(map(str, size))})")

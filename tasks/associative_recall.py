@@ -49,6 +49,9 @@ class AssociativeRecall(Task):
         (items,) = size
         return (ITEM_VECTORS + 1) * items + 1 + ITEM_VECTORS + 1 + ITEM_VECTORS
 
+    def vectors_to_store(self, size: Size) -> int:
+        return size[0] * ITEM_VECTORS  # every item, 3 vectors each
+
     def check_size(self, size) -> Size:
         size = super().check_size(size)
         if size[0] < 2:

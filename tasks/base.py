@@ -93,6 +93,11 @@ class Task:
         """The sequence length T of an example of `size`."""
         raise NotImplementedError
 
+    def vectors_to_store(self, size: Size) -> int | None:
+        """How many input vectors a model must hold at once to solve an example of `size` (one memory slot each in
+        the textbook solution); None when the task has no such bound."""
+        return None
+
     # ---- shared machinery -----------------------------------------------------------------------------------
     def max_train_steps(self) -> int:
         """The largest T the training distribution can produce (for static shapes on CUDA)."""

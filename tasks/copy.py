@@ -52,6 +52,9 @@ class Copy(Task):
     def steps_for(self, size: Size) -> int:
         return 2 * size[0] + 1
 
+    def vectors_to_store(self, size: Size) -> int:
+        return size[0]  # every item, until the copy is written back
+
     def example(self, size: Size, generator: torch.Generator):
         (length,) = size
         data = random_bits((length, self.bits), generator)  # [L, bits]

@@ -75,6 +75,9 @@ class PrioritySort(Task):
         inputs, outputs = size
         return inputs + 1 + outputs
 
+    def vectors_to_store(self, size: Size) -> int:
+        return size[0]  # every input vector, until the sorted ones are written
+
     def example(self, size: Size, generator: torch.Generator):
         inputs_count, outputs = size
         data = random_bits((inputs_count, self.bits), generator)  # [n_in, bits]

@@ -68,6 +68,9 @@ class RepeatCopy(Task):
         length, repeats = size
         return length + 1 + repeats * length + 1
 
+    def vectors_to_store(self, size: Size) -> int:
+        return size[0]  # the sequence, read n times
+
     def example(self, size: Size, generator: torch.Generator):
         length, repeats = size
         data = random_bits((length, self.bits), generator)  # [L, bits]

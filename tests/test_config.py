@@ -186,3 +186,19 @@ def test_bad_task_training_keys_are_one_line_errors(tmp_path, train, key, words)
         load_suite(str(write(tmp_path, text)))
     message = str(error.value)
     assert key in message and words in message and "\n" not in message
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in (REPO / "suites").glob("*.yaml")
+                                        if not p.stem.startswith(("_", "exp_"))))
+def test_shipped_suites_never_test_beyond_their_memory(name):
+    from bench.grid import memory_overflows
+
+    assert memory_overflows(load_suite(name)) == []
+
+
+def test_a_test_size_beyond_the_memory_is_a_warning(tmp_path, capsys):
+    text = GOOD.replace("  lstm: {layers: 1, units: 8}",
+                        "  ntm: {controller_units: 8, memory_locations: 3, memory_width: 4}")
+    assert main(["validate", str(write(tmp_path, text))]) == 0
+    err = capsys.readouterr().err
+    assert "tasks.copy: test size L=4 needs 4 memory slots but models.ntm has memory_locations 3" in err

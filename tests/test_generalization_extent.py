@@ -121,3 +121,31 @@ def test_empty_compiled_files_are_removed(tmp_path, monkeypatch):
         path.write_bytes(data)
     assert repair_compile_cache() == 1
     assert not torn.exists() and Path(good).read_bytes() == b"\x7fELF"
+
+
+def test_position_errors_script_matches_the_generalisation_set(tmp_path):
+    """scripts/position_errors.py scores a finished run's saved model per output position; the positions sum to the
+    suite's own generalisation error at that size (same model, same sequences)."""
+    import importlib.util
+
+    import pandas as pd
+
+    from bench.cli import main as cli_main
+    from tests.conftest import REPO
+
+    out = tmp_path / "suite"
+    assert cli_main(["run", "--suite", "smoke", "--out", str(out), "--no-report", "--no-estimate", "--set", "seeds=1",
+                     "--set", "train.steps=4", "--set", "train.eval_every=2",
+                     "--set", "tasks={copy: {bits: 3, train_sizes: [1, 3], test_sizes: [3, 6]}}",
+                     "--set", "models={lstm: {layers: 1, units: 8}}"]) == 0
+    spec = importlib.util.spec_from_file_location("position_errors", REPO / "scripts" / "position_errors.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    # the smoke suite scores 8 generalisation sequences per size: the same 8 here
+    assert script.main([str(out), "--task", "copy", "--size", "6", "--sequences", "8",
+                        "--out", str(tmp_path / "pos")]) == 0
+    positions = pd.read_csv(tmp_path / "pos" / "position_errors.csv")
+    assert list(positions["position"]) == [1, 2, 3, 4, 5, 6]
+    gen = pd.read_csv(out / "generalization.csv").set_index("size")
+    assert positions["wrong_bits"].sum() == pytest.approx(gen.loc["L=6", "wrong_bits_per_seq"])
+    assert (tmp_path / "pos" / "position_errors.png").stat().st_size > 0
