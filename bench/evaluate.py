@@ -12,7 +12,7 @@ from collections import Counter
 import torch
 
 from bench.grid import derive_seed
-from bench.metrics import MetricTotals
+from bench.metrics import MetricTotals, wrong_bits_per_step
 from tasks.base import Batch, Size, Task
 
 #: the most sequences scored in one forward pass (bounds evaluation memory)
@@ -96,15 +96,12 @@ def load_model(run_dir, device: str | torch.device = "cpu") -> tuple[torch.nn.Mo
 @torch.no_grad()
 def wrong_bits_by_position(model: torch.nn.Module, task: Task, size: Size, sequences: int, eval_seed: int,
                            task_key: str) -> torch.Tensor:
-    """Mean wrong bits at each scored output position [P] over `sequences` examples of one test size (the very
-    generalisation set the suite scores)."""
-    generator = torch.Generator().manual_seed(derive_seed("gen", eval_seed, task_key, task.check_size(size)))
-    per_position = None
-    count = 0
-    for batch in _chunks(task, task.check_size(size), sequences, generator):
-        logits = model(batch.inputs)
-        wrong = ((logits > 0).float() != batch.targets).float().sum(-1)  # [B, T]
-        scored = wrong[:, batch.mask[0].bool()]  # one size per chunk: the same scored steps in every example
-        per_position = scored.sum(0) if per_position is None else per_position + scored.sum(0)
+    """Mean wrong bits at each scored output position [P] over `sequences` examples of one test size: the very
+    generalisation sequences the suite scores at that size."""
+    per_position, count = None, 0
+    for batch in _cached_set(task, sequences, eval_seed, task_key, "gen", task.check_size(size)):
+        wrong = wrong_bits_per_step(model(batch.inputs), batch.targets)  # [B, T]
+        scored = wrong[:, batch.mask[0].bool()].sum(0)  # one size per batch: the same scored steps in every example
+        per_position = scored if per_position is None else per_position + scored
         count += batch.batch_size
     return per_position / max(count, 1)

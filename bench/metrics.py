@@ -16,12 +16,17 @@ def loss_nats_per_seq(logits: torch.Tensor, targets: torch.Tensor, mask: torch.T
     return (per_bit.sum(-1) * mask).sum() / logits.shape[0]
 
 
+def wrong_bits_per_step(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Wrong output bits at each step [B, T] (sigmoid thresholded at 0.5, i.e. logit > 0), scored or not."""
+    return ((logits > 0).float() != targets).float().sum(-1)
+
+
 def per_example(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> dict[str, torch.Tensor]:
     """Per-example sums [B]: loss in nats, wrong bits (sigmoid thresholded at 0.5, i.e. logit > 0)."""
     with torch.no_grad():
         per_bit = F.binary_cross_entropy_with_logits(logits.float(), targets, reduction="none")
         loss = (per_bit.sum(-1) * mask).sum(-1)  # [B]
-        wrong = (((logits > 0).float() != targets).float().sum(-1) * mask).sum(-1)  # [B]
+        wrong = (wrong_bits_per_step(logits, targets) * mask).sum(-1)  # [B]
     return {"loss_nats": loss, "wrong_bits": wrong}
 
 

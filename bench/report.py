@@ -235,7 +235,7 @@ def load_suite_data(out_dir: Path) -> SuiteData:
                                 test_sizes=[list(s) for s in fact.get("test_sizes", [])],
                                 rule=fact.get("convergence_rule"),
                                 has_threshold=fact.get("convergence_rule") is not None,
-                                gap_metric=bool(has_optimum),
+                                gap_metric=fact.get("type") == "ngrams" or bool(has_optimum),
                                 threshold_value=fact.get("convergence_threshold"),
                                 solved_at_most=fact.get("solved_at_most"),
                                 test_size_2x=fact.get("test_size_2x"))
