@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import sys
 from pathlib import Path
 
@@ -69,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _load(suite: str, overrides: list[str], plugins: list[str]):
     from bench import registry
-    from bench.config import load_suite
+    from bench.grid import load_suite
 
     registry.load_all()
     for plugin in plugins:
@@ -82,8 +83,6 @@ def _out_dir(args, suite_name: str) -> Path:
 
 
 def cmd_run(args) -> int:
-    from bench.executors import run_local
-
     overrides = list(args.overrides)
     if args.seeds is not None:
         if args.seeds < 1:
@@ -94,7 +93,7 @@ def cmd_run(args) -> int:
     if args.workers < 1:
         raise CliError(f"--workers: must be >= 1, got {args.workers}")
     if args.executor == "ray":
-        from bench.ray_executor import INSTALL_HINT, ray_available
+        from bench.ray_backend import INSTALL_HINT, ray_available
 
         if not ray_available():
             raise CliError(INSTALL_HINT)
@@ -105,14 +104,17 @@ def cmd_run(args) -> int:
         raise CliError(f"--threads: must be >= 1, got {args.threads}")
     suite = _load(args.suite, overrides, args.plugins)
     out_dir = _out_dir(args, suite.name)
-    if args.executor == "ray":
-        from bench.ray_executor import run_ray
+    from bench.runner import run_suite
 
-        outcome = run_ray(suite, out_dir, fresh=args.fresh, plugins=tuple(args.plugins), threads=args.threads,
-                          estimate=not args.no_estimate)
+    if args.executor == "ray":
+        from bench.ray_backend import RayBackend
+
+        backend = RayBackend(threads=args.threads, plugins=tuple(args.plugins), fresh=args.fresh)
     else:
-        outcome = run_local(suite, out_dir, workers=args.workers, fresh=args.fresh, plugins=tuple(args.plugins),
-                            threads=args.threads, estimate=not args.no_estimate)
+        from bench.local_backend import LocalBackend
+
+        backend = LocalBackend(workers=args.workers, threads=args.threads, plugins=tuple(args.plugins))
+    outcome = run_suite(suite, out_dir, backend, fresh=args.fresh, estimate=not args.no_estimate)
     if outcome.failed:
         print(f"{len(outcome.failed)} run(s) failed; see their result.json; rerun to retry them", file=sys.stderr)
     print(f"results: {out_dir}/runs.csv, curves.csv, generalization.csv")
@@ -163,8 +165,6 @@ def cmd_keys(args) -> int:
     if not args.write_readme:
         print(table)
         return 0
-    import re
-
     readme = REPO / "README.md"
     text = readme.read_text()
     if "<!-- keys:start -->" not in text:

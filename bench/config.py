@@ -18,6 +18,8 @@ from typing import Any
 
 import yaml
 
+from bench import registry
+
 SUITES_DIR = Path(__file__).resolve().parents[1] / "suites"
 DEFAULTS_FILE = "_defaults.yaml"
 
@@ -120,7 +122,8 @@ class Suite:
         "seed of the evaluation and generalisation sets, shared by every run of the suite"))
     device: str = field(default="auto", metadata=_help(
         "where runs train: auto (CUDA when present), cpu, cuda or cuda:N"))
-    train: TrainConfig = field(default_factory=TrainConfig, metadata=_help("the training protocol (SPEC 4)"))
+    train: TrainConfig = field(default_factory=TrainConfig, metadata=_help(
+        "the training protocol (docs/TASKS.md#training-protocol)"))
     tasks: dict[str, Component] = field(default_factory=dict, metadata=_help(
         "label -> task parameters; `task:` names the registry entry (defaults to the label); `train: {...}` "
         "overrides training keys for this task's runs"))
@@ -234,8 +237,9 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     return keys, parsed
 
 
-def load_suite(name_or_path: str, overrides: list[str] | tuple[str, ...] = ()) -> Suite:
-    """Load, merge, override and validate a suite. Raises `ConfigError` with a one-line message."""
+def read_suite(name_or_path: str, overrides: list[str] | tuple[str, ...] = ()) -> Suite:
+    """Load, merge, override and validate a suite's keys and types. Raises `ConfigError` with a one-line message.
+    `bench.grid.load_suite` does this and then expands the suite, so that a bad value fails before training."""
     path = resolve_suite_path(name_or_path)
     data = _load_merged(path)
     for text in overrides:
@@ -349,8 +353,6 @@ def _parse_seeds(value: Any, file: str) -> tuple[int, ...]:
 
 
 def _components(section: str, value: Any, file: str, type_key: str) -> dict[str, Component]:
-    from bench import registry
-
     if not isinstance(value, dict) or not value:
         raise ConfigError(f"{file}: {section}: must be a non-empty mapping of label -> parameters")
     lookup = registry.task_class if section == "tasks" else registry.model_class
@@ -442,9 +444,6 @@ def build_suite(data: dict, path: Path) -> Suite:
                   seeds=_parse_seeds(data.get("seeds", 1), file), eval_seed=eval_seed, device=device, train=train,
                   tasks=tasks, models=models, sweep={k: tuple(v) for k, v in sweep.items()}, resources=resources,
                   max_retries=max_retries, checkpoint_dir=checkpoint_dir, path=file, resolved=data)
-    from bench.grid import expand
-
-    expand(suite)  # checks sweeps, builds every task and model, so that bad values fail before training
     return suite
 
 

@@ -1,4 +1,4 @@
-"""Fixed evaluation sets and their scoring (SPEC 1 and 4).
+"""Fixed evaluation sets and their scoring (docs/TASKS.md#metrics).
 
 The evaluation set of a task is drawn once from the suite's evaluation seed, so every model and seed is scored on
 the very same sequences. Sizes are drawn first, then the examples are grouped by size, so no compute is spent on
@@ -8,11 +8,14 @@ padding. Generalisation sets hold `n` sequences at each of the task's test sizes
 from __future__ import annotations
 
 from collections import Counter
+from pathlib import Path
 
 import torch
 
+from bench import registry
 from bench.grid import derive_seed
 from bench.metrics import MetricTotals, wrong_bits_per_step
+from bench.results import read_json
 from tasks.base import Batch, Size, Task
 
 #: the most sequences scored in one forward pass (bounds evaluation memory)
@@ -79,11 +82,6 @@ def load_model(run_dir, device: str | torch.device = "cpu") -> tuple[torch.nn.Mo
     Reads spec.json for the task and model and checkpoint.pt for the weights. The checkpoint is loaded with
     ``weights_only=True``, so a planted pickle cannot run code.
     """
-    from pathlib import Path
-
-    from bench import registry
-    from bench.results import read_json
-
     run_dir = Path(run_dir)
     spec = read_json(run_dir / "spec.json")
     task = registry.build_task(spec["task_type"], **spec["task_params"])

@@ -1,8 +1,8 @@
 """Expand a suite into runs: task x model variant x seed -> `RunSpec`, each with a stable `run_id`.
 
 Seed k alone gives the run's data seed and init seed, so at seed k every model sees the same training data
-(paired comparisons, SPEC 1). The run_id hashes everything that changes the numbers and nothing that does not
-(device, executor, workers, checkpoint interval), so a rerun elsewhere finds its finished runs.
+(paired comparisons; docs/TASKS.md#seeds). The run_id hashes everything that changes the numbers and nothing that
+does not (device, executor, workers, checkpoint interval), so a rerun elsewhere finds its finished runs.
 """
 
 from __future__ import annotations
@@ -14,6 +14,9 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+import torch
+
+from bench import registry
 from bench.config import (
     TRAIN_KEYS_HASHED_UNLESS_DEFAULT,
     TRAIN_KEYS_NOT_IN_RUN_ID,
@@ -21,7 +24,17 @@ from bench.config import (
     ConfigError,
     Suite,
     TrainConfig,
+    read_suite,
 )
+
+
+def load_suite(name_or_path: str, overrides: list[str] | tuple[str, ...] = ()) -> Suite:
+    """Load, merge, override and validate a suite (`bench.config.read_suite`), then expand it once: that checks the
+    sweeps and builds every task and model, so that a bad value fails here, with a one-line `ConfigError`, and not
+    in the middle of training."""
+    suite = read_suite(name_or_path, overrides)
+    expand(suite)
+    return suite
 
 
 def derive_seed(*parts: Any) -> int:
@@ -82,8 +95,6 @@ def _value_label(value: Any) -> str:
 
 def model_variants(suite: Suite) -> list[tuple[Component, TrainConfig]]:
     """Each model label crossed with the sweep values that apply to it, named ``label[key=value,...]``."""
-    from bench import registry
-
     variants = []
     for label, model in suite.models.items():
         allowed = registry.model_parameters(model.type)
@@ -135,8 +146,6 @@ def model_variants(suite: Suite) -> list[tuple[Component, TrainConfig]]:
 
 def expand(suite: Suite) -> list[RunSpec]:
     """Every run of the suite, task-major then model then seed. Builds each task and model once to check them."""
-    from bench import registry
-
     specs = []
     variants = model_variants(suite)
     for task in suite.tasks.values():
@@ -166,10 +175,6 @@ def memory_overflows(suite: Suite) -> list[str]:
     A memory model (one with a `memory_locations` parameter) cannot store more vectors than it has slots, so a test
     size beyond that measures the memory size, not generalisation. The suite still runs; this is a warning.
     """
-    import inspect
-
-    from bench import registry
-
     problems = []
     for task in suite.tasks.values():
         built = registry.build_task(task.type, **task.params)
@@ -179,11 +184,10 @@ def memory_overflows(suite: Suite) -> list[str]:
             continue
         most, size = max(needs)
         for label, model in suite.models.items():
-            params = model.params_for(task.label)
-            default = inspect.signature(registry.model_class(model.type)).parameters.get("memory_locations")
-            if "memory_locations" not in params and default is None:
+            params = {**registry.model_parameters(model.type), **model.params_for(task.label)}
+            if "memory_locations" not in params:
                 continue
-            slots = params.get("memory_locations", default.default if default is not None else None)
+            slots = params["memory_locations"]
             if isinstance(slots, int) and most > slots:
                 problems.append(f"{suite.path}: tasks.{task.label}: test size {built.size_label(size)} needs {most} "
                                 f"memory slots but models.{label} has memory_locations {slots}")
@@ -194,14 +198,10 @@ _checked: dict[str, None] = {}
 
 
 def _check_model(suite: Suite, model: Component, task) -> None:
-    from bench import registry
-
     key = json.dumps([model.type, model.params, task.input_size, task.output_size], sort_keys=True, default=str)
     if key in _checked:
         return
     try:
-        import torch
-
         try:
             with torch.device("meta"):  # cheap: checks the parameters without allocating weights
                 registry.build_model(model.type, task.input_size, task.output_size, **model.params)

@@ -1,4 +1,4 @@
-"""Loss and error exactly as SPEC section 1: masked sigmoid cross-entropy in nats/bits per sequence, wrong bits."""
+"""Loss and error (docs/TASKS.md, "Metrics"): masked sigmoid cross-entropy in nats/bits per sequence, wrong bits."""
 
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ def per_example(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor)
 
 
 class MetricTotals:
-    """Accumulates per-example sums over several batches; `means()` gives the per-sequence metrics of SPEC 1."""
+    """Accumulates per-example sums over several batches; `means()` gives the per-sequence metrics."""
 
     def __init__(self) -> None:
         self.examples = 0

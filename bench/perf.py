@@ -3,12 +3,14 @@
     python -m bench.perf [--device cpu|cuda] [--quick] [--models ntm dnc lstm] [--populations 1 4 10] [--threads N]
                          [--modes eager compiled cudagraphs] [--no-compile] [--out reports/perf]
 
-For each model at the paper config (batch 32, Copy with L = 20 so T = 41; NTM and DNC 128 x 20 memory with a
-100-unit controller; LSTM 3 x 256) it measures, in one process: training seq/s and steps/s eager and with the step
-compiled, forward-only seq/s, peak memory, and the aggregate seq/s of P seeds trained together (P = 1, 4, 10) with
-the speed-up over training those P seeds one after another, eager and with the vmapped step compiled (each against
-the single run in the same mode). On CUDA it also measures the step compiled with mode reduce-overhead (CUDA graphs,
-`cudagraphs`). `--quick` shrinks everything for the tests.
+For each registered model at the paper config (batch 32, Copy with L = 20 so T = 41; every model at its defaults:
+NTM and DNC 128 x 20 memory with a 100-unit controller, LSTM 3 x 256) it measures, in one process: training seq/s
+and steps/s eager and with the step compiled, forward-only seq/s, peak memory, and the aggregate seq/s of P seeds
+trained together (P = 1, 4, 10) with the speed-up over training those P seeds one after another, eager and with the
+vmapped step compiled (each against the single run in the same mode). On CUDA it also measures the step compiled
+with mode reduce-overhead (CUDA graphs, `cudagraphs`). `--quick` shrinks everything for the tests: each model at its
+small sizes (its config's SMALL, the sizes of the tests and the smoke suite), and a model without them stops the run
+before any measurement.
 """
 
 from __future__ import annotations
@@ -31,16 +33,6 @@ from bench.train import CUDA_GRAPHS, BatchedForward, begin_iteration, device_nam
 from models.base import RecurrentModel
 
 REPO = Path(__file__).resolve().parents[1]
-PAPER_MODELS = {
-    "ntm": {},  # defaults: 1 x 100 controller, 128 x 20 memory, 1 read + 1 write head
-    "dnc": {},  # defaults: 1 x 100 controller, 128 x 20 memory, 1 read head
-    "lstm": {"layers": 3, "units": 256},
-}
-QUICK_MODELS = {
-    "ntm": {"controller_units": 16, "memory_locations": 8, "memory_width": 4},
-    "dnc": {"controller_units": 16, "memory_locations": 8, "memory_width": 4},
-    "lstm": {"layers": 1, "units": 16},
-}
 COLUMNS = ["model", "mode", "population", "batch_size", "seq_len", "device", "device_name", "torch", "python",
            "threads", "params", "steps_per_s", "seq_per_s", "aggregate_seq_per_s", "speedup_vs_sequential",
            "peak_memory_mb"]
@@ -169,7 +161,7 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(prog="python -m bench.perf", description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     parser.add_argument("--quick", action="store_true", help="tiny models and few repeats (for the tests)")
-    parser.add_argument("--models", nargs="+", help="subset of models (default: ntm dnc lstm)")
+    parser.add_argument("--models", nargs="+", help="subset of models (default: every registered model)")
     parser.add_argument("--out", default=str(REPO / "reports" / "perf"), help="folder for perf.csv")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own choice)")
     parser.add_argument("--no-compile", action="store_true", help="skip the compiled measurements")
@@ -210,13 +202,15 @@ def main(argv=None) -> int:
         print(f"error: --modes cudagraphs needs a CUDA device, not {device}", file=sys.stderr)
         return 2
     registry.load_all()
-    catalogue = QUICK_MODELS if args.quick else PAPER_MODELS
-    names = args.models or list(catalogue)
+    names = args.models or list(registry.MODELS)
+    # the paper config is every model's defaults; --quick takes each model's small sizes, all looked up before any
+    # measurement so that a model without them fails at once (a RegistryError saying what to add)
+    catalogue = {name: registry.small_model_params(name) if args.quick else {} for name in names}
     out = Path(args.out)
     rows = []
     for name in names:
         print(f"measuring {name} on {device} ...", file=sys.stderr, flush=True)
-        measured = measure_model(name, catalogue.get(name, {}), args, device)
+        measured = measure_model(name, catalogue[name], args, device)
         rows += measured
         atomic_write_csv(out / "perf.csv", _frame(rows, device))  # after every model: a timeout keeps the rest
         shown = _frame(measured, device)[["model", "mode", "population", "seq_per_s", "steps_per_s",

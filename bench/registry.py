@@ -1,18 +1,26 @@
-"""Registries of tasks and models: plain dicts filled by decorators, plus builders that check parameters.
+"""Registries of tasks and models: plain dicts, plus builders that check parameters.
 
-A new task or model is one file with ``@register_task("name")`` / ``@register_model("name")`` plus one import line in
-its package's ``__init__``. Outside packages register models through the entry-point group ``ntm_bench.models``
-(each entry point names a module to import), or with ``python -m bench run --plugin module.path``.
+Registration flows one way: the packages `tasks` and `models` import nothing from `bench`; each lists its built-ins in
+one dict (``tasks.TASKS``, ``models.MODELS``), which `load_all` merges into `TASKS` and `MODELS` here. Outside packages
+register with ``@register_task("name")`` / ``@register_model("name")``, through the entry-point group
+``ntm_bench.models`` (each entry point names a module to import) or ``python -m bench run --plugin module.path``.
+
+A class's parameters are the fields of its ``config_class`` dataclass where it has one (every built-in model), else
+the keyword parameters of its ``__init__``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import importlib
 import inspect
 from collections.abc import Callable
 from importlib.metadata import entry_points
 from typing import Any
+
+from models import MODELS as BUILTIN_MODELS
+from tasks import TASKS as BUILTIN_TASKS
 
 TASKS: dict[str, type] = {}
 MODELS: dict[str, type] = {}
@@ -46,13 +54,16 @@ def register_model(name: str) -> Callable[[type], type]:
 
 
 def load_all() -> None:
-    """Import the built-in tasks and models, and every module named by the ``ntm_bench.models`` entry points."""
+    """Merge the built-in tasks and models into the registries, then import every module named by the
+    ``ntm_bench.models`` entry points. A name a plugin already took raises a `RegistryError`."""
     global _loaded
     if _loaded:
         return
     _loaded = True
-    importlib.import_module("tasks")
-    importlib.import_module("models")
+    for name, cls in BUILTIN_TASKS.items():
+        register_task(name)(cls)
+    for name, cls in BUILTIN_MODELS.items():
+        register_model(name)(cls)
     for entry in entry_points(group=ENTRY_POINT_GROUP):
         entry.load()
 
@@ -71,9 +82,22 @@ def did_you_mean(name: str, known) -> str:
 
 
 def parameters_of(cls: type, skip: int = 0) -> dict[str, Any]:
-    """The keyword parameters of ``cls.__init__`` with their defaults, leaving out the first `skip` positional ones."""
+    """The parameters of `cls` with their defaults: the fields of its ``config_class`` dataclass if it has one, else
+    the keyword parameters of ``cls.__init__``, leaving out the first `skip` positional ones (the widths)."""
+    config = getattr(cls, "config_class", None)
+    if config is not None and dataclasses.is_dataclass(config):
+        return {field.name: _default(field) for field in dataclasses.fields(config)}
     params = list(inspect.signature(cls.__init__).parameters.values())[1 + skip :]
     return {p.name: p.default for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+
+
+def _default(field: dataclasses.Field) -> Any:
+    """A dataclass field's default; `inspect.Parameter.empty` (as for a signature) when it has none."""
+    if field.default is not dataclasses.MISSING:
+        return field.default
+    if field.default_factory is not dataclasses.MISSING:
+        return field.default_factory()
+    return inspect.Parameter.empty
 
 
 def _lookup(kind: str, registry: dict[str, type], name: str) -> type:
@@ -106,6 +130,18 @@ def task_parameters(name: str) -> dict[str, Any]:
 
 def model_parameters(name: str) -> dict[str, Any]:
     return parameters_of(model_class(name), skip=2)
+
+
+def small_model_params(name: str) -> dict[str, Any]:
+    """Small sizes of model `name` (its config's ``SMALL``) for the tests, the smoke suite and ``perf --quick``; a
+    model without them raises a `RegistryError` saying what to add."""
+    cls = model_class(name)
+    small = getattr(getattr(cls, "config_class", None), "SMALL", None)
+    if small is None:
+        raise RegistryError(f"model {name!r} has no small sizes for the tests and `perf --quick`: give "
+                            f"{cls.__module__}.{cls.__name__} a parameter dataclass (`config_class`, a "
+                            "models.base.ModelConfig) with SMALL = {parameter: value, ...}")
+    return dict(small)
 
 
 def build_task(name: str, **params):

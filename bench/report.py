@@ -17,9 +17,10 @@ import math
 import re
 import time
 import warnings
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,7 @@ import pandas as pd
 import scipy
 import seaborn as sns
 import yaml
+from markupsafe import Markup
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import PowerNorm
 from matplotlib.figure import Figure
@@ -39,6 +41,9 @@ from matplotlib.ticker import EngFormatter, FuncFormatter, LogFormatter, MaxNLoc
 
 from bench import stats
 from bench.results import atomic_write_bytes, atomic_write_csv, atomic_write_text, read_json
+from tasks import TASKS
+from tasks.base import RULE_SIGNS, WRONG_BITS, Measure, Rule
+from tasks.ngrams import GAP_TO_OPTIMUM
 
 DPI = 100
 FIG_WIDTH = 11.0            # inches: 1100 px at DPI 100, inside the page's 1200 px column
@@ -124,34 +129,44 @@ def _read_json_or_none(path: Path) -> Any:
 
 @dataclass
 class TaskInfo:
+    """What the report knows of one task, from suite.json's task facts (`Task.facts()`; older forms are mapped by
+    `legacy_task_info`)."""
+
     label: str
     type: str
     size_parts: list[str]
     train_sizes: dict[str, list[int]]
     test_sizes: list[list[int]]
-    rule: str | None            # the convergence rule in words; None: the task has no threshold
-    has_threshold: bool
-    gap_metric: bool            # N-Grams: plot the loss gap to the Bayes optimum instead of wrong bits
-    threshold_value: float | None = None    # the convergence threshold on the scale of `metric_label`
-    solved_at_most: float | None = None     # a test size is solved at most this many wrong bits/seq
+    error: Measure = WRONG_BITS             # the error the figures and tables show
+    convergence: Rule | None = None         # None: the task has no convergence threshold
+    solved: Rule | None = None              # when a test size counts as solved; None: the task has no such notion
     test_size_2x: list[int] | None = None   # the smallest test size at twice the training range
+    rule_text: str | None = None            # an older suite.json's words for the convergence rule, shown as recorded
+
+    @property
+    def has_threshold(self) -> bool:
+        return self.convergence is not None or self.rule_text is not None
+
+    @property
+    def rule(self) -> str | None:
+        """The convergence rule in words; None when the task has no threshold."""
+        if self.rule_text is not None:
+            return self.rule_text
+        return None if self.convergence is None else self.convergence.text()
 
     @property
     def metric_label(self) -> str:
-        return "loss − optimum (bits/seq)" if self.gap_metric else "wrong bits/seq"
+        return self.error.label
 
     def threshold(self) -> float | None:
-        """The number in the convergence rule, on the scale of `metric_label`, for a dashed line on the curves."""
-        if self.threshold_value is not None:
-            return self.threshold_value
-        if not self.rule:
-            return None
-        # a suite.json written before the threshold was recorded as a number: read it from the rule's words
-        match = re.search(r"within ([0-9.eE+-]+) bits" if self.gap_metric else r"<\s*([0-9.eE+-]+)", self.rule)
-        try:
-            return float(match.group(1)) if match else None
-        except ValueError:
-            return None
+        """The convergence threshold, when the rule bounds the error the curves plot (a dashed line on them)."""
+        rule = self.convergence
+        return rule.threshold if rule is not None and rule.bounds(self.error) else None
+
+    def solved_line(self) -> float | None:
+        """The solved rule's threshold, when it bounds the error the generalisation panel plots."""
+        rule = self.solved
+        return rule.threshold if rule is not None and rule.bounds(self.error) else None
 
     def in_training_range(self, size: Iterable[float]) -> bool:
         size = list(size)
@@ -159,6 +174,60 @@ class TaskInfo:
             return False
         return all(lo <= v <= hi for v, (lo, hi) in
                    zip(size, (self.train_sizes.get(p, [math.inf, -math.inf]) for p in self.size_parts)))
+
+
+def task_info(label: str, fact: dict[str, Any], has_optimum: bool = False) -> TaskInfo:
+    """A task's `TaskInfo` from its facts in suite.json. `has_optimum` (whether the curves carry a Bayes-optimal
+    loss for it) matters only to facts written before the rules were recorded as data."""
+    if "convergence" not in fact:
+        return legacy_task_info(label, fact, has_optimum)
+    rule = fact["convergence"]
+    solved = fact.get("solved")
+    return TaskInfo(label=label, type=str(fact.get("type", label)), **_sizes(fact),
+                    error=Measure.from_json(fact["error"]) if fact.get("error") else WRONG_BITS,
+                    convergence=None if rule is None else Rule.from_json(rule),
+                    solved=None if solved is None else Rule.from_json(solved),
+                    test_size_2x=fact.get("test_size_2x"))
+
+
+def _sizes(fact: dict[str, Any]) -> dict[str, Any]:
+    return {"size_parts": list(fact.get("size_parts", [])),
+            "train_sizes": {k: list(v) for k, v in (fact.get("train_sizes") or {}).items()},
+            "test_sizes": [list(s) for s in fact.get("test_sizes", [])]}
+
+
+def _first_number(words: str) -> float | None:
+    """The first word of `words` that reads as a number ("wrong bits/seq < 0.1" -> 0.1), or None."""
+    for word in words.split():
+        try:
+            return float(word)
+        except ValueError:
+            continue
+    return None
+
+
+def legacy_task_info(label: str, fact: dict[str, Any], has_optimum: bool) -> TaskInfo:
+    """A `TaskInfo` from task facts written by an earlier version.
+
+    Those facts gave the registry name (``type``) and the convergence rule as words (``convergence_rule``; None: no
+    threshold); later ones also its number (``convergence_threshold``) and the solved level (``solved_at_most``,
+    wrong bits/seq). The rule always bounded the task's error, strictly, so the error measure (the task class's
+    own, or the gap to the optimum when the curves carry one) gives its metric. Without the number, the first
+    number in the words is the threshold.
+    """
+    task_class = TASKS.get(str(fact.get("type", label)))
+    error = GAP_TO_OPTIMUM if has_optimum else getattr(task_class, "error", WRONG_BITS)
+    words = fact.get("convergence_rule")
+    threshold = fact.get("convergence_threshold")
+    if threshold is None and words is not None:
+        threshold = _first_number(words)
+    convergence = None if words is None or threshold is None else Rule(error.metric, threshold, "<",
+                                                                        error.reference)
+    solved_at_most = fact.get("solved_at_most")
+    return TaskInfo(label=label, type=str(fact.get("type", label)), **_sizes(fact), error=error,
+                    convergence=convergence,
+                    solved=None if solved_at_most is None else Rule("wrong_bits_per_seq", solved_at_most, "<="),
+                    test_size_2x=fact.get("test_size_2x"), rule_text=words)
 
 
 @dataclass
@@ -221,24 +290,14 @@ def load_suite_data(out_dir: Path) -> SuiteData:
     facts = manifest.get("tasks") or {}
     task_order = list(dict.fromkeys([*runs["task"].astype(str), *facts]))
     for label in task_order:
-        fact = facts.get(label)
         has_optimum = ("optimal_loss_bits_per_seq" in curves.columns
                        and curves.loc[curves["task"] == label, "optimal_loss_bits_per_seq"].notna().any())
-        if fact is None:  # an older suite.json: recover what the CSVs tell
+        fact = facts.get(label)
+        if fact is None:  # a suite.json older than task facts: what the CSVs tell; a rule existed but is unknown
             parts = sorted(c[len("size_"):] for c in gen.columns if c.startswith("size_")
                            and gen.loc[gen["task"] == label, c].notna().any())
-            fact = {"type": label, "size_parts": parts, "train_sizes": {}, "test_sizes": [],
-                    "convergence_rule": "(rule not recorded)"}
-        tasks[label] = TaskInfo(label=label, type=str(fact.get("type", label)),
-                                size_parts=list(fact.get("size_parts", [])),
-                                train_sizes={k: list(v) for k, v in (fact.get("train_sizes") or {}).items()},
-                                test_sizes=[list(s) for s in fact.get("test_sizes", [])],
-                                rule=fact.get("convergence_rule"),
-                                has_threshold=fact.get("convergence_rule") is not None,
-                                gap_metric=fact.get("type") == "ngrams" or bool(has_optimum),
-                                threshold_value=fact.get("convergence_threshold"),
-                                solved_at_most=fact.get("solved_at_most"),
-                                test_size_2x=fact.get("test_size_2x"))
+            fact = {"type": label, "size_parts": parts, "convergence_rule": "(rule not recorded)"}
+        tasks[label] = task_info(label, fact, bool(has_optimum))
     models = list(dict.fromkeys(runs["model"].astype(str)))
     return SuiteData(out_dir, manifest, runs, curves, gen, specs, tasks, models, model_palette(models), errors)
 
@@ -291,8 +350,11 @@ def _model_legend(fig: Figure, data: SuiteData, models: list[str], extra: list |
 
 
 def _curve_metric(frame: pd.DataFrame, task: TaskInfo) -> pd.Series:
-    if task.gap_metric and "optimal_loss_bits_per_seq" in frame.columns:
-        return frame["loss_bits_per_seq"] - frame["optimal_loss_bits_per_seq"]
+    """The task's error (`TaskInfo.error`) on each row of curves or generalisation results; wrong bits/seq when
+    the rows lack a column it needs."""
+    error = task.error
+    if all(c is None or c in frame.columns for c in (error.metric, error.reference)):
+        return frame[error.metric] if error.reference is None else frame[error.metric] - frame[error.reference]
     return frame["wrong_bits_per_seq"]
 
 
@@ -517,11 +579,12 @@ def figure_generalization(data: SuiteData, task: TaskInfo, sink: FigureSink) -> 
         ax.set_xlabel("test size (" + ", ".join(task.size_parts) + ")")
     extra = [Rectangle((0, 0), 1, 1, color="grey", alpha=0.25, label="training range"),
              Line2D([], [], color="grey", lw=0.8, alpha=0.6, marker=".", label="one seed")]
-    if task.gap_metric:
-        ax.axhline(0, color="black", lw=1, ls=":")
-    elif task.solved_at_most is not None:
-        ax.axhline(task.solved_at_most, color="black", lw=1, ls="--")
-        extra.append(Line2D([], [], color="black", lw=1, ls="--", label=f"solved (≤ {task.solved_at_most:g})"))
+    if task.error.reference is not None:
+        ax.axhline(0, color="black", lw=1, ls=":")  # the error is a gap to a reference: 0 is the reference
+    elif task.solved_line() is not None:
+        ax.axhline(task.solved_line(), color="black", lw=1, ls="--")
+        extra.append(Line2D([], [], color="black", lw=1, ls="--",
+                            label=f"solved ({RULE_SIGNS[task.solved.op]} {task.solved.threshold:g})"))
     ax.set_ylabel(f"{task.metric_label} (line: median; band: IQR)")
     ax.set_ylim(bottom=min(0, ax.get_ylim()[0]))
     _model_legend(fig, data, models, extra)
@@ -747,9 +810,70 @@ class Cell:
     href: str = ""
     badges: list[tuple[str, str]] = field(default_factory=list)
     swatch: str = ""            # a model's colour
-    sort: float | None = None   # for highlighting the best value of a column
+    sort: float | None = None   # the number compared when the column's best value is shaded
     value: Any = None           # the raw value behind `text`, for summary.csv
     extra: dict[str, Any] = field(default_factory=dict)  # further raw values for summary.csv (a CI's bounds, ...)
+
+
+def _plain(value: Any, source: Any) -> Cell:
+    return Cell(fmt(value), value=value)
+
+
+@dataclass(frozen=True)
+class Column:
+    """One column of a report table: its header, how a row gets its value and shows it, and which way is better.
+
+    `get(source)` gives the raw value for one row's source (for the summary table, a `ModelRuns`); `show(value,
+    source)` turns it into the `Cell` the page shows: its text and second line (the format), the number compared
+    for shading (`Cell.sort`) and the raw values summary.csv takes. `better` is "lower" or "higher" when the
+    column's best value is shaded, None when it is not. `header` and `sub` may hold ``{placeholders}`` that
+    `table` fills per task; `cls` is the header's class ("name": left-aligned text).
+    """
+
+    key: str
+    header: str
+    sub: str = ""
+    get: Callable[[Any], Any] = lambda source: source
+    show: Callable[[Any, Any], Cell] = _plain
+    better: str | None = None
+    cls: str = ""
+
+
+BETTER = {"lower": min, "higher": max}
+
+
+def table(columns: list[Column], sources: Iterable[tuple[str, Any]], **words: Any) -> dict[str, Any]:
+    """A table for the page: ``{"headers": [{"text", "sub", "cls"}], "rows": [{"key", "cells", "by_key"}]}``.
+
+    `sources` gives each row's key (a model's label, a run id, ...) and source; `words` fill the headers'
+    placeholders. The best value of each column with a `better` direction is shaded.
+    """
+    headers = [{"text": c.header.format(**words), "sub": c.sub.format(**words), "cls": c.cls} for c in columns]
+    rows = []
+    for key, source in sources:
+        by_key = {c.key: c.show(c.get(source), source) for c in columns}
+        rows.append({"key": key, "by_key": by_key, "cells": [by_key[c.key] for c in columns]})
+    shade_best(rows, columns)
+    return {"headers": headers, "rows": rows}
+
+
+def shade_best(rows: list[dict[str, Any]], columns: list[Column]) -> None:
+    """Mark the best value of each scored column (ties included), when models differ."""
+    if len(rows) < 2:
+        return
+    for column in columns:
+        if column.better is None:
+            continue
+        cells = [row["by_key"][column.key] for row in rows]
+        # compare what the table shows (3 significant digits), so two cells that read the same are both marked
+        values = [None if cell.sort is None else float(f"{cell.sort:.3g}") for cell in cells]
+        finite = [v for v in values if v is not None and math.isfinite(v)]
+        if len(finite) < 2 or len(set(finite)) < 2 and len(finite) == len(values):
+            continue
+        target = BETTER[column.better](finite)
+        for cell, value in zip(cells, values):
+            if value is not None and math.isclose(value, target, rel_tol=1e-9, abs_tol=1e-12):
+                cell.cls = (cell.cls + " best").strip()
 
 
 def _median_cell(summary: stats.CensoredMedian, scale: float, budget_text: str) -> Cell:
@@ -776,13 +900,17 @@ def _median_cell(summary: stats.CensoredMedian, scale: float, budget_text: str) 
 
 
 def _final_metric(data: SuiteData, task: TaskInfo, runs: pd.DataFrame) -> pd.Series:
-    """Each run's final error on the evaluation set: wrong bits/seq, or for N-Grams the loss gap to the optimum."""
-    if not task.gap_metric:
-        return runs["final_wrong_bits_per_seq"]
+    """Each run's final error (`TaskInfo.error`) on the evaluation set: from runs.csv's ``final_<metric>`` column,
+    or for a gap to a reference (N-Grams) from the run's last evaluation row; wrong bits/seq when neither is
+    there."""
+    error = task.error
+    if error.reference is None:
+        column = f"final_{error.metric}"
+        return runs[column if column in runs.columns else "final_wrong_bits_per_seq"]
     last = data.curves[data.curves["run_id"].isin(runs["run_id"])].sort_values("step").groupby("run_id").last()
-    if "optimal_loss_bits_per_seq" not in last.columns:
+    if error.metric not in last.columns or error.reference not in last.columns:
         return runs["final_wrong_bits_per_seq"]
-    gap = last["loss_bits_per_seq"] - last["optimal_loss_bits_per_seq"]
+    gap = last[error.metric] - last[error.reference]
     return runs["run_id"].map(gap)
 
 
@@ -793,140 +921,119 @@ def _generalization_medians(data: SuiteData, task: TaskInfo) -> tuple[list[tuple
     return _ordered_sizes(frame, task), frame.groupby(["model", "size"])["metric"].median()
 
 
-#: the summary table's columns: (key, header). The HTML page, summary.csv and summary.md are all built from these
-#: rows, so the three can never disagree.
-SUMMARY_COLUMNS = [
-    ("model", "model", ""),
-    ("converged", "seeds converged", ""),
-    ("median_steps", "median steps", "[{ci}% CI]"),
-    ("median_sequences", "median sequences", "[{ci}% CI]"),
-    ("final_error", "final {metric}", "median [min–max]"),
-    ("generalization", "generalisation {metric}", "median at the largest test size; other sizes below"),
-    ("solved_2x", "seeds solving 2× training size", "{solved}"),
-    ("solved_up_to", "longest size solved", "per seed, in seed order"),
-    ("nonfinite_steps", "non-finite steps", ""),
-    ("params", "params", ""),
-    ("wall_s", "run time", "median per seed"),
-    ("seq_per_s", "seq/s", "median"),
-]
+# ---- the summary table ----
+
+class ModelRuns:
+    """The source of one summary row: one model's runs on one task, and what several columns share."""
+
+    def __init__(self, data: SuiteData, task: TaskInfo, model: str, sizes: list[tuple[str, tuple]],
+                 gen_medians: pd.Series):
+        self.data, self.task, self.model = data, task, model
+        self.sizes, self.gen_medians = sizes, gen_medians
+        self.runs = data.runs_of(task.label, model)
+        self.usable = _usable(self.runs)
+
+    @cached_property
+    def budget_steps(self) -> int:
+        return max([self.data.budget(r)[0] for r in self.runs["run_id"]] or [0])
+
+    @cached_property
+    def batch(self) -> int:
+        return max([self.data.budget(r)[1] for r in self.runs["run_id"]] or [1])
+
+    @cached_property
+    def steps_to_converge(self) -> stats.CensoredMedian | None:
+        """The censored median of steps to converge; None when the task has no threshold."""
+        if not self.task.has_threshold:
+            return None
+        usable = self.usable
+        return stats.censored_median(
+            [s if c else None for s, c in zip(usable["converge_step"], usable["converged"])], self.budget_steps)
+
+    @property
+    def badges(self) -> list[tuple[str, str]]:
+        counts = self.runs["status"].value_counts()
+        return [(f"{counts[s]} {s}", "bad") for s in ("diverged", "failed") if counts.get(s)]
 
 
-def summary_headers(task: TaskInfo) -> list[tuple[str, str]]:
-    """(header, second line) of each summary column, for this task."""
-    solved = ("no solved rule" if task.solved_at_most is None
-              else f"≤ {task.solved_at_most:g} wrong bits/seq")
-    return [(head.format(metric=task.metric_label), sub.format(ci=int(stats.CONFIDENCE * 100), solved=solved))
-            for _, head, sub in SUMMARY_COLUMNS]
+def _converged_cell(n_converged: int | None, source: ModelRuns) -> Cell:
+    if n_converged is None:
+        return Cell("no threshold", cls="muted", badges=source.badges,
+                    title="this task has no convergence threshold, so no run is 'converged'")
+    n_runs = len(source.runs)
+    return Cell(f"{n_converged}/{n_runs}", badges=source.badges, sort=n_converged / max(1, n_runs),
+                title=f"seeds converged ({source.task.rule}) / seeds run", value=n_converged)
 
 
-#: which way is better, for the columns whose best value is shaded
-SUMMARY_BEST = {"converged": max, "median_steps": min, "median_sequences": min, "final_error": min,
-                "generalization": min, "solved_2x": max, "seq_per_s": max}
+def _steps_cell(summary: stats.CensoredMedian | None, source: ModelRuns) -> Cell:
+    if summary is None:
+        return Cell("no threshold", cls="muted")
+    return _median_cell(summary, 1.0, f"budget {fmt(source.budget_steps)} steps")
 
 
-def summary_rows(data: SuiteData, task: TaskInfo) -> list[dict[str, Any]]:
-    """One row per model of the task: ``{"model", "cells": [Cell per SUMMARY_COLUMNS], "by_key": {key: Cell}}``.
-
-    Each cell's `value` is the raw number (or text) behind what it shows and `extra` holds further raw columns (a CI's
-    bounds, the error at each test size) for summary.csv.
-    """
-    sizes, gen_medians = _generalization_medians(data, task)
-    rows = []
-    for model in data.models_of(task.label):
-        runs = data.runs_of(task.label, model)
-        usable = _usable(runs)
-        counts = runs["status"].value_counts()
-        badges = [(f"{counts[s]} {s}", "bad") for s in ("diverged", "failed") if counts.get(s)]
-        budget_steps = max([data.budget(r)[0] for r in runs["run_id"]] or [0])
-        batch = max([data.budget(r)[1] for r in runs["run_id"]] or [1])
-        if task.has_threshold:
-            n_conv = int(usable["converged"].sum())
-            converged = Cell(f"{n_conv}/{len(runs)}", badges=badges, sort=n_conv / max(1, len(runs)),
-                             title=f"seeds converged ({task.rule}) / seeds run", value=n_conv)
-            steps = stats.censored_median(
-                [s if c else None for s, c in zip(usable["converge_step"], usable["converged"])], budget_steps)
-            budget_text = f"budget {fmt(budget_steps)} steps"
-            steps_cell = _median_cell(steps, 1.0, budget_text)
-            seqs_cell = _median_cell(steps, float(batch), f"budget {fmt(budget_steps * batch)} seq")
-        else:
-            converged = Cell("no threshold", cls="muted", badges=badges,
-                             title="this task has no convergence threshold, so no run is 'converged'")
-            steps_cell = Cell("no threshold", cls="muted")
-            seqs_cell = Cell("no threshold", cls="muted")
-        final = _final_metric(data, task, usable).dropna()
-        final_cell = Cell(fmt(final.median()) if len(final) else "—",
-                          sub=f"[{fmt(final.min())}–{fmt(final.max())}]" if len(final) > 1 else "",
-                          title="median over seeds [min–max]", sort=float(final.median()) if len(final) else None,
-                          value=float(final.median()) if len(final) else None,
-                          extra={"min": float(final.min()) if len(final) else None,
-                                 "max": float(final.max()) if len(final) else None})
-        nonfinite = runs["nonfinite_steps"].fillna(0)
-        params = runs["params"].dropna()
-        seq_s = runs["seq_per_s"].dropna()
-        wall = runs["wall_s"].dropna()
-        cells = {
-            "model": Cell(model, swatch=data.palette[model], value=model),
-            "converged": converged, "median_steps": steps_cell, "median_sequences": seqs_cell,
-            "final_error": final_cell,
-            "generalization": _generalization_cell(task, model, sizes, gen_medians),
-            "solved_2x": _solved_2x_cell(task, usable, len(runs)),
-            "solved_up_to": _solved_up_to_cell(task, runs),
-            "nonfinite_steps": Cell(fmt(nonfinite.sum()), cls="bad" if nonfinite.sum() > 0 else "",
-                                    title="non-finite (skipped) updates, summed over seeds; max per seed "
-                                          f"{fmt(nonfinite.max())}", value=int(nonfinite.sum())),
-            "params": Cell(fmt(params.iloc[0]) if len(params) else "—",
-                           value=int(params.iloc[0]) if len(params) else None),
-            "wall_s": Cell(fmt_duration(float(wall.median())) if len(wall) else "—",
-                           title="median over seeds of a run's wall time (training, evaluation, generalisation)",
-                           value=round(float(wall.median()), 1) if len(wall) else None),
-            "seq_per_s": Cell(fmt(seq_s.median()) if len(seq_s) else "—",
-                              title="median over seeds of training throughput",
-                              sort=float(seq_s.median()) if len(seq_s) else None,
-                              value=float(seq_s.median()) if len(seq_s) else None),
-        }
-        rows.append({"model": model, "seeds": len(runs), "by_key": cells,
-                     "cells": [cells[key] for key, _, _ in SUMMARY_COLUMNS]})
-    keys = [key for key, _, _ in SUMMARY_COLUMNS]
-    _highlight(rows, {keys.index(key): pick for key, pick in SUMMARY_BEST.items()})
-    return rows
+def _sequences_cell(summary: stats.CensoredMedian | None, source: ModelRuns) -> Cell:
+    if summary is None:
+        return Cell("no threshold", cls="muted")
+    return _median_cell(summary, float(source.batch), f"budget {fmt(source.budget_steps * source.batch)} seq")
 
 
-def _solved_2x_cell(task: TaskInfo, usable: pd.DataFrame, n_runs: int) -> Cell:
+def _final_cell(final: pd.Series, source: ModelRuns) -> Cell:
+    return Cell(fmt(final.median()) if len(final) else "—",
+                sub=f"[{fmt(final.min())}–{fmt(final.max())}]" if len(final) > 1 else "",
+                title="median over seeds [min–max]", sort=float(final.median()) if len(final) else None,
+                value=float(final.median()) if len(final) else None,
+                extra={"min": float(final.min()) if len(final) else None,
+                       "max": float(final.max()) if len(final) else None})
+
+
+def _solved_2x_cell(solved: pd.Series | None, source: ModelRuns) -> Cell:
     """Seeds whose final model solves the smallest test size at twice the training range."""
+    task, n_runs = source.task, len(source.runs)
     where = "" if task.test_size_2x is None else ",".join(
         f"{p}={v}" for p, v in zip(task.size_parts, task.test_size_2x))
-    if task.solved_at_most is None:
+    if task.solved is None:
         return Cell("no rule", cls="muted", title="this task has no notion of a solved size")
-    if not where or "solved_2x" not in usable.columns:
+    if not where or solved is None:
         return Cell("—", cls="muted", title="no test size is at least twice the training range")
-    solved = usable["solved_2x"].map(_truthy)
     k = int(solved.sum())
     return Cell(f"{k}/{n_runs}", sub=f"at {where}", sort=k / max(1, n_runs), value=k,
                 extra={"size": where},
-                title=f"seeds whose final model makes at most {task.solved_at_most:g} wrong bits/seq at {where}")
+                title=f"seeds whose final model meets the solved rule ({task.solved.text()}) at {where}")
 
 
-def _solved_up_to_cell(task: TaskInfo, runs: pd.DataFrame) -> Cell:
+def _solved_up_to_cell(labels: list[str] | None, source: ModelRuns) -> Cell:
     """Each seed's longest test size solved contiguously from the shortest one (seed order; "none" when none)."""
-    if task.solved_at_most is None:
+    task = source.task
+    if task.solved is None:
         return Cell("no rule", cls="muted", title="this task has no notion of a solved size")
-    if "solved_up_to" not in runs.columns:
+    if labels is None:
         return Cell("—", cls="muted")
-    ordered = runs.sort_values("seed")
+    text = " · ".join(labels)
+    return Cell(text, value=text, title="per seed, in seed order: the longest test size reached from the shortest "
+                                        f"through sizes solved ({task.solved.text()})")
+
+
+def _solved_up_to(source: ModelRuns) -> list[str] | None:
+    if "solved_up_to" not in source.runs.columns:
+        return None
+    ordered = source.runs.sort_values("seed")
     labels = []
     for status, label in zip(ordered["status"], ordered["solved_up_to"]):
         if status != "done":
             labels.append(status)
         else:
             labels.append("none" if pd.isna(label) or str(label) == "" else str(label))
-    text = " · ".join(labels)
-    return Cell(text, value=text, title="per seed, in seed order: the longest test size reached from the shortest "
-                                        f"through sizes solved (≤ {task.solved_at_most:g} wrong bits/seq)")
+    return labels
 
 
-def _generalization_cell(task: TaskInfo, model: str, sizes, medians: pd.Series) -> Cell:
-    values = [(label, size, medians.get((model, label), math.nan)) for label, size in sizes]
-    values = [v for v in values if pd.notna(v[2])]
+def _generalization_values(source: ModelRuns) -> list[tuple[str, tuple, float]]:
+    """(size label, size, median over seeds) at each test size the model was scored on, shortest first."""
+    values = [(label, size, source.gen_medians.get((source.model, label), math.nan)) for label, size in source.sizes]
+    return [v for v in values if pd.notna(v[2])]
+
+
+def _generalization_cell(values: list[tuple[str, tuple, float]], source: ModelRuns) -> Cell:
+    task = source.task
     if not values:
         return Cell("—", href=f"#gen-{slug(task.label)}")
     every_size = {label: float(v) for label, _, v in values}  # summary.csv has them all, the cell the ends
@@ -945,26 +1052,123 @@ def _generalization_cell(task: TaskInfo, model: str, sizes, medians: pd.Series) 
                 value=float(largest[2]), extra=every_size)
 
 
-def _highlight(rows: list[dict[str, Any]], best: dict[int, Any]) -> None:
-    """Mark the best value of each scored column (ties included), when models differ."""
-    if len(rows) < 2:
-        return
-    for column, pick in best.items():
-        # compare what the table shows (3 significant digits), so two cells that read the same are both marked
-        values = [None if r["cells"][column].sort is None else float(f"{r['cells'][column].sort:.3g}") for r in rows]
-        finite = [v for v in values if v is not None and math.isfinite(v)]
-        if len(finite) < 2 or len(set(finite)) < 2 and len(finite) == len(values):
-            continue
-        target = pick(finite)
-        for row, value in zip(rows, values):
-            if value is not None and math.isclose(value, target, rel_tol=1e-9, abs_tol=1e-12):
-                row["cells"][column].cls = (row["cells"][column].cls + " best").strip()
+def _nonfinite_cell(nonfinite: pd.Series, source: ModelRuns) -> Cell:
+    return Cell(fmt(nonfinite.sum()), cls="bad" if nonfinite.sum() > 0 else "",
+                title=f"non-finite (skipped) updates, summed over seeds; max per seed {fmt(nonfinite.max())}",
+                value=int(nonfinite.sum()))
 
 
-def pairwise_rows(data: SuiteData, task: TaskInfo) -> list[list[Cell]]:
+def _params_cell(params: pd.Series, source: ModelRuns) -> Cell:
+    return Cell(fmt(params.iloc[0]) if len(params) else "—", value=int(params.iloc[0]) if len(params) else None)
+
+
+def _wall_cell(wall: pd.Series, source: ModelRuns) -> Cell:
+    return Cell(fmt_duration(float(wall.median())) if len(wall) else "—",
+                title="median over seeds of a run's wall time (training, evaluation, generalisation)",
+                value=round(float(wall.median()), 1) if len(wall) else None)
+
+
+def _throughput_cell(seq_s: pd.Series, source: ModelRuns) -> Cell:
+    return Cell(fmt(seq_s.median()) if len(seq_s) else "—", title="median over seeds of training throughput",
+                sort=float(seq_s.median()) if len(seq_s) else None,
+                value=float(seq_s.median()) if len(seq_s) else None)
+
+
+#: the summary table's columns. The HTML page, summary.csv and summary.md are all built from the same cells, so the
+#: three can never disagree. Header placeholders: {metric} (the task's error), {ci} (the CI level), {solved} (the
+#: task's solved rule).
+SUMMARY_COLUMNS = [
+    Column("model", "model", get=lambda s: s.model,
+           show=lambda model, s: Cell(model, swatch=s.data.palette[model], value=model)),
+    Column("converged", "seeds converged", better="higher", show=_converged_cell,
+           get=lambda s: int(s.usable["converged"].sum()) if s.task.has_threshold else None),
+    Column("median_steps", "median steps", "[{ci}% CI]", get=lambda s: s.steps_to_converge, show=_steps_cell,
+           better="lower"),
+    Column("median_sequences", "median sequences", "[{ci}% CI]", get=lambda s: s.steps_to_converge,
+           show=_sequences_cell, better="lower"),
+    Column("final_error", "final {metric}", "median [min–max]", show=_final_cell, better="lower",
+           get=lambda s: _final_metric(s.data, s.task, s.usable).dropna()),
+    Column("generalization", "generalisation {metric}", "median at the largest test size; other sizes below",
+           get=_generalization_values, show=_generalization_cell, better="lower"),
+    Column("solved_2x", "seeds solving 2× training size", "{solved}", show=_solved_2x_cell, better="higher",
+           get=lambda s: s.usable["solved_2x"].map(_truthy) if "solved_2x" in s.usable.columns else None),
+    Column("solved_up_to", "longest size solved", "per seed, in seed order", get=_solved_up_to,
+           show=_solved_up_to_cell),
+    Column("nonfinite_steps", "non-finite steps", get=lambda s: s.runs["nonfinite_steps"].fillna(0),
+           show=_nonfinite_cell),
+    Column("params", "params", get=lambda s: s.runs["params"].dropna(), show=_params_cell),
+    Column("wall_s", "run time", "median per seed", get=lambda s: s.runs["wall_s"].dropna(), show=_wall_cell),
+    Column("seq_per_s", "seq/s", "median", get=lambda s: s.runs["seq_per_s"].dropna(), show=_throughput_cell,
+           better="higher"),
+]
+
+
+def summary_table(data: SuiteData, task: TaskInfo) -> dict[str, Any]:
+    """The task's summary table (see `table`): one row per model, keyed by the model's label, one cell per
+    `SUMMARY_COLUMNS` entry. Each cell's `value` is the raw number (or text) behind what it shows and `extra` holds
+    further raw columns (a CI's bounds, the error at each test size) for summary.csv."""
+    sizes, gen_medians = _generalization_medians(data, task)
+    sources = [(model, ModelRuns(data, task, model, sizes, gen_medians)) for model in data.models_of(task.label)]
+    summary = table(SUMMARY_COLUMNS, sources, metric=task.metric_label, ci=int(stats.CONFIDENCE * 100),
+                    solved="no solved rule" if task.solved is None else task.solved.text())
+    for row, (_, source) in zip(summary["rows"], sources):
+        row["seeds"] = len(source.runs)
+    return summary
+
+
+# ---- the pairwise table ----
+
+@dataclass
+class Comparison:
+    """The source of one pairwise row: models `a` and `b` on one task, compared by `stats.compare`."""
+
+    a: str
+    b: str
+    result: stats.MedianRatio
+    palette: dict[str, str]
+
+
+def _model_cell(model: str, source: Comparison) -> Cell:
+    return Cell(model, swatch=source.palette.get(model, ""), cls="name")
+
+
+def _ratio_cell(result: stats.MedianRatio, source: Comparison) -> Cell:
+    if result.ratio is None:
+        return Cell("n/a", cls="muted", title=result.note)
+    sub = (f"[{fmt(result.ci[0])}, {fmt(result.ci[1])}]" if result.ci else
+           f"n/a (CI needs ≥ {stats.MIN_SEEDS_FOR_CI} seeds)")
+    return Cell(fmt(result.ratio), sub=sub)
+
+
+def _lower_median(source: Comparison) -> str:
+    ratio = source.result.ratio
+    if ratio is None or not math.isfinite(ratio) or ratio == 1:
+        return "—"
+    return source.a if ratio < 1 else source.b
+
+
+def _p_value_cell(p_value: float | None, source: Comparison) -> Cell:
+    """The Mann–Whitney p-value, shaded when below 0.05 (a test per row, not a best value of the column)."""
+    if p_value is None:
+        return Cell("n/a", cls="muted")
+    return Cell(fmt(p_value), cls="best" if p_value < 0.05 else "")
+
+
+PAIRWISE_COLUMNS = [
+    Column("a", "A", get=lambda c: c.a, show=_model_cell),
+    Column("b", "B", get=lambda c: c.b, show=_model_cell, cls="name"),
+    Column("ratio", Markup("ratio&nbsp;A&nbsp;/&nbsp;B"), "[{ci}% CI]", get=lambda c: c.result, show=_ratio_cell),
+    Column("lower", "lower median", get=_lower_median, show=_model_cell, cls="name"),
+    Column("p_value", Markup("Mann–Whitney&nbsp;p"), get=lambda c: c.result.p_value, show=_p_value_cell),
+    Column("notes", "notes", cls="name", get=lambda c: c.result,
+           show=lambda result, c: Cell(("paired by seed" if result.paired else "unpaired")
+                                       + (f"; {result.note}" if result.note else ""), cls="muted notes")),
+]
+
+
+def pairwise_table(data: SuiteData, task: TaskInfo) -> dict[str, Any]:
     """Each pair of the task's models: ratio of median steps to converge (or of final error) with CI and p."""
     models = data.models_of(task.label)
-    rows = []
     samples = {}
     for model in models:
         usable = _usable(data.runs_of(task.label, model)).sort_values("seed")
@@ -975,6 +1179,7 @@ def pairwise_rows(data: SuiteData, task: TaskInfo) -> list[list[Cell]]:
             values = list(_final_metric(data, task, usable).to_numpy(dtype=float))
             budget = math.inf
         samples[model] = (list(usable["seed"]), values, budget)
+    sources = []
     for i, a in enumerate(models):
         for b in models[i + 1:]:
             seeds_a, values_a, budget_a = samples[a]
@@ -983,55 +1188,43 @@ def pairwise_rows(data: SuiteData, task: TaskInfo) -> list[list[Cell]]:
                 values_a = [v for v in values_a if math.isfinite(v)]
                 values_b = [v for v in values_b if math.isfinite(v)]
             result = stats.compare(values_a, values_b, budget_a, budget_b, paired=seeds_a == seeds_b)
-            if result.ratio is None:
-                ratio = Cell("n/a", cls="muted", title=result.note)
-            else:
-                sub = (f"[{fmt(result.ci[0])}, {fmt(result.ci[1])}]" if result.ci else
-                       f"n/a (CI needs ≥ {stats.MIN_SEEDS_FOR_CI} seeds)")
-                ratio = Cell(fmt(result.ratio), sub=sub)
-            if result.ratio is None or not math.isfinite(result.ratio) or result.ratio == 1:
-                lower = "—"
-            else:
-                lower = a if result.ratio < 1 else b
-            significant = result.p_value is not None and result.p_value < 0.05
-            rows.append([
-                Cell(a, swatch=data.palette[a], cls="name"), Cell(b, swatch=data.palette[b], cls="name"), ratio,
-                Cell(lower, swatch=data.palette.get(lower, ""), cls="name"),
-                Cell(fmt(result.p_value) if result.p_value is not None else "n/a",
-                     cls="best" if significant else ("" if result.p_value is not None else "muted")),
-                Cell(("paired by seed" if result.paired else "unpaired")
-                     + (f"; {result.note}" if result.note else ""), cls="muted notes"),
-            ])
-    return rows
+            sources.append((f"{a} / {b}", Comparison(a, b, result, data.palette)))
+    return table(PAIRWISE_COLUMNS, sources, ci=int(stats.CONFIDENCE * 100))
+
+
+# ---- the generalisation table ----
+
+def _quartiles_cell(values: pd.Series, source: Any) -> Cell:
+    if not len(values):
+        return Cell("—")
+    q1, median, q3 = stats.quartiles(values)
+    return Cell(fmt(median), sub=f"IQR {fmt(q1)}–{fmt(q3)}" if len(values) > 1 else "",
+                title="seeds: " + ", ".join(fmt(v) for v in values), sort=median)
 
 
 def generalization_table(data: SuiteData, task: TaskInfo) -> dict[str, Any] | None:
+    """The task's error at each test size, one row per model: the median over seeds and its IQR; the lowest
+    median of each size is shaded."""
     frame = _generalization_frame(data, task)
     if frame.empty:
         return None
-    sizes = _ordered_sizes(frame, task)
-    headers = []
-    for label, size in sizes:
-        note = " (train)" if task.in_training_range(size) else ""
-        if task.gap_metric and "optimal_loss_bits_per_seq" in frame.columns:
-            optimum = frame.loc[frame["size"] == label, "optimal_loss_bits_per_seq"].median()
-            note += f" · optimum {fmt(optimum)}"
-        headers.append(label + note)
-    rows = []
-    for model in [m for m in data.models_of(task.label) if (frame["model"] == m).any()]:
-        part = frame[frame["model"] == model]
-        cells = [Cell(model, swatch=data.palette[model])]
-        for label, _ in sizes:
-            values = part.loc[part["size"] == label, "metric"].dropna()
-            if not len(values):
-                cells.append(Cell("—"))
-                continue
-            q1, median, q3 = stats.quartiles(values)
-            cells.append(Cell(fmt(median), sub=f"IQR {fmt(q1)}–{fmt(q3)}" if len(values) > 1 else "",
-                              title="seeds: " + ", ".join(fmt(v) for v in values), sort=median))
-        rows.append({"model": model, "cells": cells})
-    _highlight(rows, {c: min for c in range(1, len(sizes) + 1)})
-    return {"headers": headers, "rows": rows}
+    columns = [Column("model", "model", get=lambda source: source[0],
+                      show=lambda model, source: Cell(model, swatch=data.palette[model]))]
+    reference = task.error.reference
+    for label, size in _ordered_sizes(frame, task):
+        header = label + (" (train)" if task.in_training_range(size) else "")
+        if reference is not None and reference in frame.columns:
+            value = frame.loc[frame["size"] == label, reference].median()
+            header += f" · {task.error.reference_label or reference} {fmt(value)}"
+        columns.append(Column(label, header, show=_quartiles_cell, better="lower",
+                              get=lambda source, label=label: _at_size(source[1], label)))
+    models = [m for m in data.models_of(task.label) if (frame["model"] == m).any()]
+    return table(columns, [(model, (model, frame[frame["model"] == model])) for model in models])
+
+
+def _at_size(part: pd.DataFrame, label: str) -> pd.Series:
+    """One model's error at one test size, a value per seed."""
+    return part.loc[part["size"] == label, "metric"].dropna()
 
 
 # ---- header, appendix, page -------------------------------------------------------------------------------------
@@ -1091,20 +1284,36 @@ def problems(data: SuiteData, limit: int = 12) -> list[str]:
     return lines
 
 
-def runs_table(data: SuiteData) -> list[list[Cell]]:
-    rows = []
-    for _, run in data.runs.iterrows():
-        run_id = str(run["run_id"])
-        status = str(run["status"])
-        rows.append([
-            Cell(run_id, href=f"runs/{run_id}/"), Cell(str(run["task"])),
-            Cell(str(run["model"]), swatch=data.palette.get(str(run["model"]), "")), Cell(str(run["seed"])),
-            Cell(status, cls="bad" if status != "done" else ""),
-            Cell(fmt(run["converge_step"]) if bool(run["converged"]) else "—"),
-            Cell(fmt(run["final_wrong_bits_per_seq"])), Cell(fmt(run["steps"])), Cell(fmt(run["wall_s"])),
-            Cell(data.errors.get(run_id, ""), cls="bad"),
-        ])
-    return rows
+def _text(value: Any, source: Any) -> Cell:
+    return Cell(str(value))
+
+
+def _number(value: Any, source: Any) -> Cell:
+    return Cell(fmt(value))
+
+
+#: the appendix's table of runs; a row's source is (run_id, its runs.csv row, the suite's data)
+RUN_COLUMNS = [
+    Column("run", "run", get=lambda r: r[0], show=lambda run_id, r: Cell(run_id, href=f"runs/{run_id}/")),
+    Column("task", "task", get=lambda r: r[1]["task"], show=_text),
+    Column("model", "model", get=lambda r: str(r[1]["model"]),
+           show=lambda model, r: Cell(model, swatch=r[2].palette.get(model, ""))),
+    Column("seed", "seed", get=lambda r: r[1]["seed"], show=_text),
+    Column("status", "status", get=lambda r: str(r[1]["status"]),
+           show=lambda status, r: Cell(status, cls="bad" if status != "done" else "")),
+    Column("converge_step", "converged at", get=lambda r: r[1]["converge_step"] if bool(r[1]["converged"]) else None,
+           show=_number),
+    Column("final_wrong_bits_per_seq", "final wrong bits/seq", get=lambda r: r[1]["final_wrong_bits_per_seq"],
+           show=_number),
+    Column("steps", "steps", get=lambda r: r[1]["steps"], show=_number),
+    Column("wall_s", "wall s", get=lambda r: r[1]["wall_s"], show=_number),
+    Column("error", "error", get=lambda r: r[2].errors.get(r[0], ""), show=lambda error, r: Cell(error, cls="bad")),
+]
+
+
+def runs_table(data: SuiteData) -> dict[str, Any]:
+    sources = [(str(run["run_id"]), (str(run["run_id"]), run, data)) for _, run in data.runs.iterrows()]
+    return table(RUN_COLUMNS, sources)
 
 
 def build_context(data: SuiteData, sink: FigureSink) -> dict[str, Any]:
@@ -1115,9 +1324,8 @@ def build_context(data: SuiteData, sink: FigureSink) -> dict[str, Any]:
             sections.append({
                 "task": task,
                 "anchor": slug(task.label),
-                "summary": summary_rows(data, task),
-                "summary_headers": summary_headers(task),
-                "pairwise": pairwise_rows(data, task),
+                "summary": summary_table(data, task),
+                "pairwise": pairwise_table(data, task),
                 "curves": figure_curves(data, task, sink),
                 "generalization": figure_generalization(data, task, sink),
                 "generalization_table": generalization_table(data, task),
@@ -1160,12 +1368,12 @@ def summary_frame(sections: list[dict[str, Any]]) -> pd.DataFrame:
     """
     records = []
     for section in sections:
-        for row in section["summary"]:
-            record: dict[str, Any] = {"task": section["task"].label, "model": row["model"], "seeds": row["seeds"]}
-            for key, _, _ in SUMMARY_COLUMNS[1:]:
-                cell = row["by_key"][key]
-                record[key] = cell.value
-                record.update({f"{key}_{name}": value for name, value in cell.extra.items()})
+        for row in section["summary"]["rows"]:
+            record: dict[str, Any] = {"task": section["task"].label, "model": row["key"], "seeds": row["seeds"]}
+            for column in SUMMARY_COLUMNS[1:]:
+                cell = row["by_key"][column.key]
+                record[column.key] = cell.value
+                record.update({f"{column.key}_{name}": value for name, value in cell.extra.items()})
             records.append(record)
     return pd.DataFrame(records)
 
@@ -1187,10 +1395,10 @@ def summary_markdown(sections: list[dict[str, Any]], header: dict[str, Any]) -> 
         rule = f"converged when {task.rule}" if task.has_threshold else "no convergence threshold"
         train = f"; trained on {section['train_range']}" if section["train_range"] else ""
         lines += [f"## {task.label}", "", f"{rule}{train}.", ""]
-        heads = [head + (f" ({sub})" if sub else "") for head, sub in section["summary_headers"]]
+        heads = [h["text"] + (f" ({h['sub']})" if h["sub"] else "") for h in section["summary"]["headers"]]
         lines.append("| " + " | ".join(_md_escape(h) for h in heads) + " |")
         lines.append("|" + "|".join("---" for _ in heads) + "|")
-        for row in section["summary"]:
+        for row in section["summary"]["rows"]:
             texts = []
             for cell in row["cells"]:
                 text = cell.text + "".join(f" [{badge}]" for badge, _ in cell.badges)

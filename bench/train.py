@@ -217,10 +217,8 @@ class Member:
         self.device = device
         self.task = build_task(spec)
         self.model = build_model(spec, self.task, device)
-        #: torch.compile's options for this run's step (None: eager); a group compiles its vmapped step with them
+        #: torch.compile's options for this run's step (None: eager), applied by `make_forward`
         self.compile_options = compile_options(spec, self.model, device)
-        if self.compile_options is not None and population == 1:
-            self.model.compile_step(**self.compile_options)
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = make_optimizer(spec, self.params)
         self.data_generator = torch.Generator().manual_seed(spec.data_seed)
@@ -358,6 +356,31 @@ class _Method(torch.nn.Module):
         return getattr(self.module, self.method)(*args)
 
 
+class SingleForward:
+    """A run trained alone: inputs [1, B, T, in] -> logits [1, B, T, out] from its own model, whose step is compiled
+    (`compile_step`) when `compile_options` is not None."""
+
+    def __init__(self, model: torch.nn.Module, compile_options: dict[str, Any] | None = None):
+        if compile_options is not None:
+            model.compile_step(**compile_options)
+        self.model = model
+
+    def keep(self, models: list[torch.nn.Module]) -> None:
+        """Nothing to drop: a run alone leaves by ending the loop."""
+
+    def __call__(self, inputs: torch.Tensor) -> torch.Tensor:
+        return self.model(inputs[0]).unsqueeze(0)
+
+
+def make_forward(models: list[torch.nn.Module], population: int, compile_options: dict[str, Any] | None):
+    """The one decision on how the forward of a group of `population` runs (`models`: those still training) runs,
+    batched or not, compiled or not: a run alone calls its own model (`SingleForward`); a group of several goes
+    through `BatchedForward` to the end of training, even once only one of its runs is left."""
+    if population == 1:
+        return SingleForward(models[0], compile_options)
+    return BatchedForward(models, compile_options)
+
+
 class BatchedForward:
     """A forward over P runs of the same architecture at once: inputs [P, B, T, in] -> logits [P, B, T, out].
 
@@ -440,9 +463,7 @@ def train_population(specs: list[RunSpec], run_dirs: list[Path], threads: int | 
         if not member.state["curve"]:
             member.evaluate()
     active = [m for m in members if m.training()]
-    # a group trains through one batched forward to the end, even once only one of its runs is left
-    forward = BatchedForward([m.model for m in active], members[0].compile_options) if len(members) > 1 and active \
-        else None
+    forward = make_forward([m.model for m in active], len(members), members[0].compile_options) if active else None
     while active:
         step_started = time.perf_counter()
         begin_iteration(members[0].compile_options)
@@ -450,10 +471,7 @@ def train_population(specs: list[RunSpec], run_dirs: list[Path], threads: int | 
         steps = max(b.steps for b in batches)
         # Runs of one group may draw different lengths; padding at the end changes no scored output.
         batches = [b.pad_to(steps).to(device) for b in batches]
-        if forward is None:
-            logits = [active[0].model(batches[0].inputs)]
-        else:
-            logits = forward(torch.stack([b.inputs for b in batches])).unbind(0)
+        logits = forward(torch.stack([b.inputs for b in batches])).unbind(0)
         losses = [loss_nats_per_seq(lg, b.targets, b.mask) for lg, b in zip(logits, batches)]
         finite = [bool(torch.isfinite(loss)) for loss in losses]
         kept = [loss for loss, ok in zip(losses, finite) if ok]
@@ -475,7 +493,7 @@ def train_population(specs: list[RunSpec], run_dirs: list[Path], threads: int | 
                     on_finish(member.spec, results[member.spec.run_id])
         if len(still) != len(active):
             active = still
-            if forward is not None and active:
+            if active:
                 forward.keep([m.model for m in active])
     for member in members:
         if member.spec.run_id not in results:  # already past its budget when loaded from a checkpoint

@@ -1,4 +1,5 @@
-"""Memory addressing shared by the NTM and the DNC (SPEC sections 3.2-3.3).
+"""Memory addressing shared by the NTM and the DNC: the NTM's equations are in docs/MODELS.md#ntm-addressing, the
+DNC's in docs/MODELS.md#dnc-content-weighting to #dnc-read-modes.
 
 Shapes: memory ``[B, N, M]`` (N locations of width M), weightings ``[B, H, N]`` for H heads, per-head scalars
 ``[B, H]``. Every function is pure and differentiable with finite gradients at zero keys and zero memory rows.
@@ -8,7 +9,8 @@ from __future__ import annotations
 
 import torch
 
-#: sharpening works on log(max(w, SHARPEN_FLOOR)); w^gamma itself underflows float32 (SPEC 3.2, step 4)
+#: sharpening works on log(max(w, SHARPEN_FLOOR)); w^gamma itself underflows float32 (a flat weighting over 128 slots
+#: with gamma = 21 gives about 2^-147 per slot; docs/MODELS.md#ntm-addressing)
 SHARPEN_FLOOR = 1e-30
 #: the NTM's cosine denominator is |M_i| |k| + NTM_COSINE_EPS
 NTM_COSINE_EPS = 1e-8
@@ -78,7 +80,7 @@ def erase_and_add(memory: torch.Tensor, weights: torch.Tensor, erase: torch.Tens
     return memory * (1.0 - w * erase.unsqueeze(1)) + w * add.unsqueeze(1)
 
 
-# ---- DNC memory management (SPEC section 3.3; Graves et al. 2016, DeepMind's reference) ------------------------------
+# ---- DNC memory management (docs/MODELS.md#dnc-usage-and-allocation; Graves et al. 2016, DeepMind's reference) ----
 #
 # Shapes: usage and precedence [B, N]; read weights [B, R, N]; write weights [B, N] for the single write head the DNC
 # model uses, or [B, Wh, N] for Wh write heads; link matrices [B, N, N], or [B, Wh, N, N] with one graph per write head.

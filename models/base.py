@@ -4,9 +4,19 @@ A model maps ``inputs [B, T, input_size]`` to ``logits [B, T, output_size]`` and
 ``(input_size, output_size, **params)``. Memory models may also return a `Trace` with ``forward(inputs, trace=True)``:
 a dict of per-step tensors, each ``[B, T, ...]`` (e.g. ``read_weights [B, T, heads, N]``), for the report's heat maps.
 Models are causal: the output at step t depends on inputs 0..t only, so padding at the end never changes it.
+
+A model's parameters are one frozen dataclass, a subclass of `ModelConfig` named by the model's `config_class`; the
+registry reads the allowed parameter names and their defaults from its fields. Each field states its default and the
+rule its value must follow (`param(default, rule)`), and the dataclass checks every field when it is built. Its
+`SMALL` class attribute gives small sizes for the tests, the smoke suite and ``perf --quick``.
 """
 
 from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable
+from typing import Any, ClassVar, NamedTuple, TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -14,10 +24,114 @@ from torch import nn
 
 Trace = dict[str, torch.Tensor]
 
+#: truncated-normal initialisers cut at this many standard deviations (like TensorFlow's truncated_normal)
+TRUNCATION_STDS = 2.0
+
+
+# ---- parameters and their checks ------------------------------------------------------------------------------------
+class Rule(NamedTuple):
+    """What one parameter allows: `test(value)` is true for an allowed value, `allowed` says in words what is."""
+
+    test: Callable[[Any], bool]
+    allowed: str  # completes "NAME must be ..."
+
+
+def integer(minimum: int = 1) -> Rule:
+    """An int (not a bool) >= `minimum`."""
+    return Rule(lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= minimum,
+                f"an integer >= {minimum}")
+
+
+def positive_number() -> Rule:
+    """An int or float (not a bool) > 0."""
+    return Rule(lambda v: isinstance(v, int | float) and not isinstance(v, bool) and v > 0, "a number > 0")
+
+
+def number() -> Rule:
+    """Any int or float (not a bool)."""
+    return Rule(lambda v: isinstance(v, int | float) and not isinstance(v, bool), "a number")
+
+
+def one_of(*choices: Any) -> Rule:
+    """One of `choices`."""
+    return Rule(lambda v: v in choices, f"one of {list(choices)}")
+
+
+def boolean() -> Rule:
+    """True or False."""
+    return Rule(lambda v: isinstance(v, bool), "true or false")
+
+
+def check_value(model: str, name: str, value: Any, rule: Rule) -> None:
+    """Raise a ValueError naming `model`, the parameter `name` and what `rule` allows, unless `value` follows it."""
+    if not rule.test(value):
+        raise ValueError(f"{model}: {name} must be {rule.allowed}, got {value!r}")
+
+
+def check_widths(model: str, input_size: Any, output_size: Any) -> None:
+    """The input and output widths a task gives a model are integers >= 1."""
+    check_value(model, "input_size", input_size, integer(1))
+    check_value(model, "output_size", output_size, integer(1))
+
+
+def param(default: Any, rule: Rule | None = None) -> Any:
+    """A `ModelConfig` field: its default, and the rule `ModelConfig.__post_init__` checks it against."""
+    return dataclasses.field(default=default, metadata={"rule": rule})
+
+
+Config = TypeVar("Config", bound="ModelConfig")
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """Base of every model's parameter dataclass. A subclass sets `model` (the name that starts its error messages)
+    and `SMALL`, and declares its fields with `param`; one with rules between fields extends `__post_init__`."""
+
+    #: the model's name, which starts every error message
+    model: ClassVar[str] = "model"
+    #: small sizes for the tests, the smoke suite and ``perf --quick``: field name -> value
+    SMALL: ClassVar[dict[str, Any] | None] = None
+
+    def __post_init__(self) -> None:
+        """Check every field against its rule; a ValueError names the first field that breaks it."""
+        for field in dataclasses.fields(self):
+            rule = field.metadata.get("rule")
+            if rule is not None:
+                check_value(self.model, field.name, getattr(self, field.name), rule)
+
+    @classmethod
+    def of(cls: type[Config], config: Config | None = None, **params: Any) -> Config:
+        """`config` (default: every default) with the fields named in `params` replaced; a TypeError names an
+        unknown parameter and lists the allowed ones."""
+        allowed = [field.name for field in dataclasses.fields(cls)]
+        for key in params:
+            if key not in allowed:
+                raise TypeError(f"{cls.model}: unknown parameter {key!r}; allowed: {', '.join(allowed)}")
+        if config is None:
+            return cls(**params)
+        if not isinstance(config, cls):
+            raise TypeError(f"{cls.model}: config must be of type {cls.__name__}, got {config!r}")
+        return dataclasses.replace(config, **params) if params else config
+
+
+# ---- initialisers ---------------------------------------------------------------------------------------------------
+def truncated_normal_(tensor: torch.Tensor, std: float) -> torch.Tensor:
+    """In-place N(0, std^2) cut at +-2 std, like TensorFlow's truncated_normal (trunc_normal_ takes ABSOLUTE bounds)."""
+    return nn.init.trunc_normal_(tensor, mean=0.0, std=std, a=-TRUNCATION_STDS * std, b=TRUNCATION_STDS * std)
+
+
+def truncated_normal_linear_(layer: nn.Linear) -> None:
+    """Kernel ~ truncated normal, std 1/sqrt(fan_in), cut at +-2 std; bias zero."""
+    truncated_normal_(layer.weight, 1.0 / math.sqrt(layer.in_features))
+    nn.init.zeros_(layer.bias)
+
 
 class SequenceModel(nn.Module):
     """Base class: subclasses implement `forward(inputs, trace=False)`."""
 
+    #: the dataclass of this model's parameters (a `ModelConfig`); the registry reads the allowed parameters and their
+    #: defaults from its fields. A model without one (a plugin written as a plain class) is read from its signature.
+    config_class: ClassVar[type[ModelConfig] | None] = None
     #: whether `forward(..., trace=True)` returns memory weightings worth plotting
     has_memory: bool = False
 

@@ -1,4 +1,4 @@
-"""The Differentiable Neural Computer (Graves et al. 2016), following DeepMind's reference core (SPEC section 3.3).
+"""The Differentiable Neural Computer (Graves et al. 2016), following DeepMind's reference core (docs/MODELS.md#dnc).
 
 One step, in the reference's order (every step reads the state of step t-1 and returns the state of step t):
 
@@ -20,21 +20,22 @@ Parameters with the defaults on Copy (in 9, out 8): 62,256. Controller LSTM, inp
 8,888; output (100 + 20) -> 8: 968. DeepMind's reference controller (Sonnet's LSTM) keeps ONE bias vector, so the same
 network counts 400 fewer there (61,856); the two vectors only ever enter as their sum, so the function is the same.
 
-Deliberate choices, each stated where it is made: only one write head (the paper's and the seed's setting); the
-controller is initialised like Sonnet's LSTM (truncated-normal weights AND bias, std 1/sqrt(input + units), plus a
-forget-gate bias of 1, which Sonnet adds as a constant and we put on one of torch's two bias vectors).
+Deliberate choices, each stated where it is made: only one write head (the setting of the DNC paper and of Collier &
+Beel's comparison); the controller is initialised like Sonnet's LSTM (truncated-normal weights AND bias, std
+1/sqrt(input + units), plus a forget-gate bias of 1, which Sonnet adds as a constant and we put on one of torch's
+two bias vectors).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.registry import register_model
 from models.addressing import (
     allocation_weights,
     content_weighting,
@@ -44,14 +45,24 @@ from models.addressing import (
     update_precedence,
     update_usage,
 )
-from models.base import RecurrentModel, lstm_cell, stack_time
+from models.base import (
+    ModelConfig,
+    RecurrentModel,
+    check_widths,
+    integer,
+    lstm_cell,
+    one_of,
+    param,
+    positive_number,
+    stack_time,
+    truncated_normal_,
+    truncated_normal_linear_,
+)
 
 #: the reference's epsilon: inside each norm, sqrt(sum x^2 + eps), and added to the cosine denominator
 DNC_EPS = 1e-6
 #: Sonnet's LSTM adds this constant to the forget gate's pre-activation; we start one bias vector there instead
 FORGET_BIAS = 1.0
-#: truncated-normal initialisers cut at this many standard deviations (TensorFlow's truncated_normal)
-TRUNCATION_STDS = 2.0
 #: read modes per head with one write head: backward, forward, content (the reference's order)
 READ_MODES = 3
 STRENGTHS = ("softplus", "oneplus")
@@ -77,50 +88,60 @@ class DNCGates(NamedTuple):
     write_gate: torch.Tensor  # [B, 1]
 
 
-def truncated_normal_(tensor: torch.Tensor, std: float) -> torch.Tensor:
-    """In-place N(0, std^2) cut at +-2 std, like TensorFlow's truncated_normal (trunc_normal_ takes ABSOLUTE bounds)."""
-    return nn.init.trunc_normal_(tensor, mean=0.0, std=std, a=-TRUNCATION_STDS * std, b=TRUNCATION_STDS * std)
+@dataclasses.dataclass(frozen=True)
+class DNCConfig(ModelConfig):
+    """The DNC's parameters; the defaults are Collier & Beel's comparison settings (a 1 x 100 LSTM controller,
+    128 x 20 memory, one read head, clip 20)."""
+
+    model = "dnc"
+    SMALL = {"controller_units": 16, "memory_locations": 16, "memory_width": 5}
+
+    controller_units: int = param(100, integer(1))
+    controller_layers: int = param(1, integer(1))
+    memory_locations: int = param(128, integer(1))  # N
+    memory_width: int = param(20, integer(1))  # W
+    read_heads: int = param(1, integer(1))  # R
+    write_heads: int = param(1)  # checked in __post_init__: only 1
+    clip_value: float = param(20.0, positive_number())
+    #: how raw strengths become strengths: softplus (the reference's) or oneplus = 1 + softplus (the paper's)
+    strength: str = param("softplus", one_of(*STRENGTHS))
+
+    def __post_init__(self) -> None:
+        if self.write_heads != 1:
+            raise ValueError(f"dnc: only write_heads=1 is supported (the paper's setting), got {self.write_heads}")
+        super().__post_init__()
 
 
-@register_model("dnc")
 class DNC(RecurrentModel):
-    """DNC with an LSTM controller, R read heads and one write head; defaults are the seed's comparison settings."""
+    """DNC with an LSTM controller, R read heads and one write head, built from a `DNCConfig` (or its fields as
+    keywords, which replace those of `config`)."""
 
+    config_class = DNCConfig
     has_memory = True
     #: compiled one step at a time: unrolling 4 steps left training speed unchanged (152 vs 155 seq/s on a 2-core
     #: CPU; the link-matrix kernels dominate) and quadrupled the compile time
     compile_unroll = 1
 
-    def __init__(self, input_size: int, output_size: int, controller_units: int = 100, controller_layers: int = 1,
-                 memory_locations: int = 128, memory_width: int = 20, read_heads: int = 1, write_heads: int = 1,
-                 clip_value: float = 20.0, strength: str = "softplus"):
+    def __init__(self, input_size: int, output_size: int, config: DNCConfig | None = None, **params: Any):
         super().__init__()
-        if write_heads != 1:
-            raise ValueError(f"dnc: only write_heads=1 is supported (the paper's setting), got {write_heads}")
-        for name, value in (("controller_units", controller_units), ("controller_layers", controller_layers),
-                            ("memory_locations", memory_locations), ("memory_width", memory_width),
-                            ("read_heads", read_heads)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"dnc: {name} must be an integer >= 1, got {value!r}")
-        if isinstance(clip_value, bool) or not isinstance(clip_value, int | float) or not clip_value > 0:
-            raise ValueError(f"dnc: clip_value must be > 0, got {clip_value!r}")
-        if strength not in STRENGTHS:
-            raise ValueError(f"dnc: strength must be one of {list(STRENGTHS)}, got {strength!r}")
+        config = DNCConfig.of(config, **params)
+        check_widths("dnc", input_size, output_size)
+        self.config = config
         self.input_size = input_size
         self.output_size = output_size
-        self.units = controller_units
-        self.layers = controller_layers
-        self.locations = memory_locations  # N
-        self.width = memory_width  # W
-        self.read_heads = read_heads  # R
-        self.clip_value = float(clip_value)
-        self.strength = strength
+        self.units = config.controller_units
+        self.layers = config.controller_layers
+        self.locations = config.memory_locations  # N
+        self.width = config.memory_width  # W
+        self.read_heads = config.read_heads  # R
+        self.clip_value = float(config.clip_value)
+        self.strength = config.strength
 
         # controller input at step t: [x_t, read words of step t-1]
-        controller_input = input_size + read_heads * memory_width
+        controller_input = input_size + self.read_heads * self.width
         self.controller = nn.ModuleList(
-            nn.LSTMCell(controller_input if layer == 0 else controller_units, controller_units)
-            for layer in range(controller_layers)
+            nn.LSTMCell(controller_input if layer == 0 else self.units, self.units)
+            for layer in range(self.layers)
         )
 
         # The fused interface, grouped by activation so each group is one slice and one activation call:
@@ -128,10 +149,10 @@ class DNC(RecurrentModel):
         #   strength:      read strengths R, write strength 1
         #   sigmoid:       erase W, free gates R, allocation gate 1, write gate 1
         #   softmax:       read modes R*3
-        R, W = read_heads, memory_width
+        R, W = self.read_heads, self.width
         self.interface_sizes = (R * W + 2 * W, R + 1, W + R + 2, R * READ_MODES)
-        self.interface = nn.Linear(controller_units, sum(self.interface_sizes))
-        self.output = nn.Linear(controller_units + R * W, output_size)
+        self.interface = nn.Linear(self.units, sum(self.interface_sizes))
+        self.output = nn.Linear(self.units + R * W, output_size)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -148,8 +169,7 @@ class DNC(RecurrentModel):
                 units = cell.hidden_size
                 cell.bias_ih[units : 2 * units] += FORGET_BIAS
             for linear in (self.interface, self.output):
-                truncated_normal_(linear.weight, 1.0 / math.sqrt(linear.in_features))
-                linear.bias.zero_()
+                truncated_normal_linear_(linear)
 
     def initial_state(self, batch_size: int, device: torch.device | str | None = None,
                       dtype: torch.dtype = torch.float32) -> DNCState:

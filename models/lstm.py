@@ -1,32 +1,51 @@
-"""The LSTM baseline: a stacked ``torch.nn.LSTM`` (cuDNN on GPU) and a linear read-out (SPEC section 3.1)."""
+"""The LSTM baseline: a stacked ``torch.nn.LSTM`` (cuDNN on GPU) and a linear read-out (docs/MODELS.md#lstm)."""
 
 from __future__ import annotations
+
+import dataclasses
+from typing import Any
 
 import torch
 from torch import nn
 
-from bench.registry import register_model
-from models.base import SequenceModel, set_lstm_forget_bias
+from models.base import ModelConfig, SequenceModel, boolean, check_widths, integer, number, param, set_lstm_forget_bias
 
 
-@register_model("lstm")
+@dataclasses.dataclass(frozen=True)
+class LSTMConfig(ModelConfig):
+    """The LSTM's parameters; the default 3 x 256 is Graves 2014's."""
+
+    model = "lstm"
+    SMALL = {"layers": 1, "units": 16}
+
+    layers: int = param(3, integer(1))
+    units: int = param(256, integer(1))
+    #: learn the initial (h, c) of every layer (else zeros)
+    learned_init: bool = param(True, boolean())
+    #: the forget gate's starting bias
+    forget_bias: float = param(1.0, number())
+
+
 class LSTM(SequenceModel):
-    """Stacked LSTM, default 3 x 256 as in Graves 2014, forget-gate bias 1 and (optionally) learned initial states.
+    """Stacked LSTM, default 3 x 256 as in Graves 2014, forget-gate bias 1 and (optionally) learned initial states;
+    built from an `LSTMConfig` (or its fields as keywords, which replace those of `config`).
 
     Parameter count on Copy (in 9, out 8) without learned initial states: 1,328,136.
     """
 
-    def __init__(self, input_size: int, output_size: int, layers: int = 3, units: int = 256,
-                 learned_init: bool = True, forget_bias: float = 1.0):
+    config_class = LSTMConfig
+
+    def __init__(self, input_size: int, output_size: int, config: LSTMConfig | None = None, **params: Any):
         super().__init__()
-        if layers < 1 or units < 1:
-            raise ValueError(f"lstm: layers and units must be >= 1, got layers={layers}, units={units}")
-        self.layers = layers
-        self.units = units
+        config = LSTMConfig.of(config, **params)
+        check_widths("lstm", input_size, output_size)
+        self.config = config
+        self.layers = layers = config.layers
+        self.units = units = config.units
         self.rnn = nn.LSTM(input_size, units, num_layers=layers, batch_first=True)
-        set_lstm_forget_bias(self.rnn, forget_bias)
+        set_lstm_forget_bias(self.rnn, config.forget_bias)
         self.output = nn.Linear(units, output_size)
-        if learned_init:
+        if config.learned_init:
             self.h0 = nn.Parameter(torch.zeros(layers, 1, units))
             self.c0 = nn.Parameter(torch.zeros(layers, 1, units))
         else:

@@ -1,4 +1,4 @@
-"""The Neural Turing Machine as implemented by Collier & Beel 2018 (SPEC section 3.2).
+"""The Neural Turing Machine as implemented by Collier & Beel 2018 (docs/MODELS.md#ntm).
 
 `NTMCell` is one time step: ``logits_t, state = cell(x_t, state)``, starting from ``cell.initial_state(batch_size)``.
 The step is a pure function of tensors (the state is a `NTMState` of tensors), so it can be wrapped by
@@ -22,25 +22,68 @@ Usage of the cell on its own::
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.registry import register_model
 from models.addressing import circular_shift, content_weighting, erase_and_add, interpolate, read_memory, sharpen
-from models.base import RecurrentModel, lstm_cell, set_lstm_forget_bias, stack_time
+from models.base import (
+    ModelConfig,
+    RecurrentModel,
+    boolean,
+    check_widths,
+    integer,
+    lstm_cell,
+    one_of,
+    param,
+    positive_number,
+    set_lstm_forget_bias,
+    stack_time,
+    truncated_normal_linear_,
+)
 
 MEMORY_INITS = ("constant", "random", "learned")
 ADDRESSING_MODES = ("content_and_location", "content")
-#: every entry of M0 under `memory_init: constant` (the seed's recommended scheme)
+#: every entry of M0 under `memory_init: constant` (the scheme Collier & Beel recommend)
 CONSTANT_MEMORY_VALUE = 1e-6
 #: `memory_init: random` draws M0 = tanh(N(0, RANDOM_MEMORY_STD^2))
 RANDOM_MEMORY_STD = 0.5
-#: interface and output kernels are truncated normal, cut at this many standard deviations
-TRUNCATION_STDS = 2.0
+
+
+@dataclasses.dataclass(frozen=True)
+class NTMConfig(ModelConfig):
+    """The NTM's parameters; the defaults are Collier & Beel's: a 1 x 100 LSTM controller, 128 x 20 memory, one read
+    and one write head, shift radius 1, clip 20, a constant M0 that is not trained.
+
+    Adding an option is one field here (its default and rule), then its use in `NTMCell`.
+    """
+
+    model = "ntm"
+    SMALL = {"controller_units": 16, "memory_locations": 16, "memory_width": 5}
+
+    controller_layers: int = param(1, integer(1))
+    controller_units: int = param(100, integer(1))
+    memory_locations: int = param(128, integer(1))  # N
+    memory_width: int = param(20, integer(1))  # M
+    read_heads: int = param(1, integer(1))  # R
+    write_heads: int = param(1, integer(1))  # W
+    shift_radius: int = param(1, integer(0))  # S
+    clip_value: float = param(20.0, positive_number())
+    memory_init: str = param("constant", one_of(*MEMORY_INITS))
+    trainable_memory_init: bool = param(False, boolean())
+    #: "content" is the ablation without location addressing
+    addressing: str = param("content_and_location", one_of(*ADDRESSING_MODES))
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        shifts = 2 * self.shift_radius + 1
+        if self.memory_locations < shifts:
+            raise ValueError(f"ntm: memory_locations must be >= 2 * shift_radius + 1 = {shifts} "
+                             f"(the shift offsets -S..S must be distinct slots), got {self.memory_locations}")
 
 
 class NTMState(NamedTuple):
@@ -56,112 +99,79 @@ class NTMState(NamedTuple):
 def _xavier_vector_(tensor: torch.Tensor) -> torch.Tensor:
     """Xavier-uniform init of each vector along the last axis, as a [1, D] kernel: limit sqrt(6 / (1 + D)).
 
-    The seed learns each initial vector as the kernel of a bias-free dense layer applied to a constant 1.
+    Collier & Beel's reference code learns each initial vector as the kernel of a bias-free dense layer applied to a
+    constant 1.
     """
     limit = math.sqrt(6.0 / (1 + tensor.shape[-1]))
     with torch.no_grad():
         return tensor.uniform_(-limit, limit)
 
 
-def _truncated_normal_linear(layer: nn.Linear) -> None:
-    """Kernel ~ truncated normal, std 1/sqrt(fan_in), cut at +-2 std (absolute bounds); bias zero."""
-    std = 1.0 / math.sqrt(layer.in_features)
-    nn.init.trunc_normal_(layer.weight, mean=0.0, std=std, a=-TRUNCATION_STDS * std, b=TRUNCATION_STDS * std)
-    nn.init.zeros_(layer.bias)
-
-
-def _check_params(input_size, output_size, controller_layers, controller_units, memory_locations, memory_width,
-                  read_heads, write_heads, shift_radius, clip_value, memory_init, trainable_memory_init,
-                  addressing) -> None:
-    """Raise a ValueError naming the first invalid parameter and what is allowed."""
-    positive = {
-        "input_size": input_size, "output_size": output_size, "controller_layers": controller_layers,
-        "controller_units": controller_units, "memory_locations": memory_locations, "memory_width": memory_width,
-        "read_heads": read_heads, "write_heads": write_heads,
-    }
-    for name, value in positive.items():
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"ntm: {name} must be an integer >= 1, got {value!r}")
-    if isinstance(shift_radius, bool) or not isinstance(shift_radius, int) or shift_radius < 0:
-        raise ValueError(f"ntm: shift_radius must be an integer >= 0, got {shift_radius!r}")
-    if memory_locations < 2 * shift_radius + 1:
-        raise ValueError(f"ntm: memory_locations must be >= 2 * shift_radius + 1 = {2 * shift_radius + 1} "
-                         f"(the shift offsets -S..S must be distinct slots), got {memory_locations}")
-    if isinstance(clip_value, bool) or not isinstance(clip_value, int | float) or not clip_value > 0:
-        raise ValueError(f"ntm: clip_value must be a number > 0, got {clip_value!r}")
-    if memory_init not in MEMORY_INITS:
-        raise ValueError(f"ntm: memory_init must be one of {list(MEMORY_INITS)}, got {memory_init!r}")
-    if not isinstance(trainable_memory_init, bool):
-        raise ValueError(f"ntm: trainable_memory_init must be true or false, got {trainable_memory_init!r}")
-    if addressing not in ADDRESSING_MODES:
-        raise ValueError(f"ntm: addressing must be one of {list(ADDRESSING_MODES)}, got {addressing!r}")
-
-
 class NTMCell(nn.Module):
-    """One NTM step: ``cell(x_t [B, in], state) -> (logits_t [B, out], state)``. Defaults are SPEC 3.2's.
+    """One NTM step: ``cell(x_t [B, in], state) -> (logits_t [B, out], state)``, built from an `NTMConfig` (or its
+    fields as keywords, which replace those of `config`): ``NTMCell(9, 8, NTMConfig(memory_locations=64))`` or
+    ``NTMCell(9, 8, memory_locations=64)``.
 
     Under ``addressing="content"`` the interface keeps its full size (gate, shift and sharpening values are computed
     and ignored), so the ablation has the same parameter count; w0 then gets no gradient.
     """
 
-    def __init__(self, input_size: int, output_size: int, controller_layers: int = 1, controller_units: int = 100,
-                 memory_locations: int = 128, memory_width: int = 20, read_heads: int = 1, write_heads: int = 1,
-                 shift_radius: int = 1, clip_value: float = 20.0, memory_init: str = "constant",
-                 trainable_memory_init: bool = False, addressing: str = "content_and_location"):
+    def __init__(self, input_size: int, output_size: int, config: NTMConfig | None = None, **params: Any):
         super().__init__()
-        _check_params(input_size, output_size, controller_layers, controller_units, memory_locations, memory_width,
-                      read_heads, write_heads, shift_radius, clip_value, memory_init, trainable_memory_init,
-                      addressing)
+        config = NTMConfig.of(config, **params)
+        check_widths("ntm", input_size, output_size)
+        self.config = config
         self.input_size = input_size
         self.output_size = output_size
-        self.units = controller_units
-        self.locations = memory_locations  # N
-        self.width = memory_width  # M
-        self.read_heads = read_heads  # R
-        self.write_heads = write_heads  # W
-        self.shift_radius = shift_radius  # S
-        self.clip_value = float(clip_value)
-        self.memory_init = memory_init
-        self.location_addressing = addressing == "content_and_location"
+        self.units = config.controller_units
+        self.locations = config.memory_locations  # N
+        self.width = config.memory_width  # M
+        self.read_heads = config.read_heads  # R
+        self.write_heads = config.write_heads  # W
+        self.shift_radius = config.shift_radius  # S
+        self.clip_value = float(config.clip_value)
+        self.memory_init = config.memory_init
+        self.location_addressing = config.addressing == "content_and_location"
 
-        heads = read_heads + write_heads
-        shifts = 2 * shift_radius + 1
+        units, locations, width = self.units, self.locations, self.width
+        heads = self.read_heads + self.write_heads
+        shifts = 2 * self.shift_radius + 1
         # Per head: key M, strength 1, gate 1, shift weights 2S+1, sharpening 1. Slices into one head's block:
-        self.key_end = memory_width
-        self.strength_at = memory_width
-        self.gate_at = memory_width + 1
-        self.shift_end = memory_width + 2 + shifts
+        self.key_end = width
+        self.strength_at = width
+        self.gate_at = width + 1
+        self.shift_end = width + 2 + shifts
         self.gamma_at = self.shift_end
-        self.head_size = memory_width + 3 + shifts
+        self.head_size = width + 3 + shifts
         self.heads_size = heads * self.head_size
-        self.interface_size = self.heads_size + 2 * memory_width * write_heads  # P
+        self.interface_size = self.heads_size + 2 * width * self.write_heads  # P
 
-        read_width = read_heads * memory_width
+        read_width = self.read_heads * width
         self.controller = nn.ModuleList(
-            nn.LSTMCell(input_size + read_width if layer == 0 else controller_units, controller_units)
-            for layer in range(controller_layers)
+            nn.LSTMCell(input_size + read_width if layer == 0 else units, units)
+            for layer in range(config.controller_layers)
         )
         for lstm in self.controller:
             set_lstm_forget_bias(lstm, 1.0)
-        self.interface = nn.Linear(controller_units, self.interface_size)
-        self.output = nn.Linear(controller_units + read_width, output_size)
-        _truncated_normal_linear(self.interface)
-        _truncated_normal_linear(self.output)
+        self.interface = nn.Linear(units, self.interface_size)
+        self.output = nn.Linear(units + read_width, output_size)
+        truncated_normal_linear_(self.interface)
+        truncated_normal_linear_(self.output)
 
         # r0 = tanh(r0_raw) per read head, w0 = softmax(w0_raw) per head.
-        self.r0_raw = nn.Parameter(_xavier_vector_(torch.empty(read_heads, memory_width)))
-        self.w0_raw = nn.Parameter(_xavier_vector_(torch.empty(heads, memory_locations)))
+        self.r0_raw = nn.Parameter(_xavier_vector_(torch.empty(self.read_heads, width)))
+        self.w0_raw = nn.Parameter(_xavier_vector_(torch.empty(heads, locations)))
 
         # M0 [N, M]. `learned` stores the raw N*M vector (M0 = its tanh, always trained); the others store M0 itself,
         # as a Parameter when trainable_memory_init, else as a buffer.
-        if memory_init == "learned":
-            self.m0_raw = nn.Parameter(_xavier_vector_(torch.empty(1, memory_locations * memory_width)))
+        if self.memory_init == "learned":
+            self.m0_raw = nn.Parameter(_xavier_vector_(torch.empty(1, locations * width)))
         else:
-            if memory_init == "constant":
-                m0 = torch.full((memory_locations, memory_width), CONSTANT_MEMORY_VALUE)
+            if self.memory_init == "constant":
+                m0 = torch.full((locations, width), CONSTANT_MEMORY_VALUE)
             else:  # random: drawn once here from torch's global RNG, which the harness seeds with the init seed
-                m0 = torch.tanh(torch.randn(memory_locations, memory_width) * RANDOM_MEMORY_STD)
-            if trainable_memory_init:
+                m0 = torch.tanh(torch.randn(locations, width) * RANDOM_MEMORY_STD)
+            if config.trainable_memory_init:
                 self.m0 = nn.Parameter(m0)
             else:
                 self.register_buffer("m0", m0)
@@ -195,7 +205,8 @@ class NTMCell(nn.Module):
             layer_input = h
         controller_out = layer_input  # [B, units]
 
-        # 2. One fused interface layer; every raw value is clipped before its activation (the seed's stability fix).
+        # 2. One fused interface layer; every raw value is clipped before its activation (Collier & Beel's stability
+        #    fix).
         raw = self.interface(controller_out).clamp(-clip, clip)  # [B, P]
         head_raw = raw[:, : self.heads_size].unflatten(-1, (-1, self.head_size))  # [B, H, head_size]
         keys = torch.tanh(head_raw[..., : self.key_end])  # [B, H, M]
@@ -226,30 +237,24 @@ class NTMCell(nn.Module):
         return logits, NTMState(tuple(hs), tuple(cs), reads, weights, memory)
 
 
-@register_model("ntm")
 class NTM(RecurrentModel):
-    """The NTM sequence model: `NTMCell` looped over time. Defaults (SPEC 3.2): 1 x 100 LSTM, 128 x 20 memory,
-    1 read and 1 write head, shift radius 1, clip 20, constant M0 (fixed).
+    """The NTM sequence model: `NTMCell` looped over time, built like the cell from an `NTMConfig` (defaults:
+    Collier & Beel's) or its fields as keywords.
 
     Parameter count on Copy (in 9, out 8): 62,936 with a fixed M0, 65,496 with a learned one.
     The trace holds ``read_weights [B, T, R, N]`` and ``write_weights [B, T, W, N]``.
     """
 
+    config_class = NTMConfig
     has_memory = True
     #: compiled 4 steps at a time: 648 vs 528 seq/s training at the paper config on a 2-core CPU (compiling takes
     #: about 45 s instead of 15 s); see docs/PERFORMANCE.md
     compile_unroll = 4
 
-    def __init__(self, input_size: int, output_size: int, controller_layers: int = 1, controller_units: int = 100,
-                 memory_locations: int = 128, memory_width: int = 20, read_heads: int = 1, write_heads: int = 1,
-                 shift_radius: int = 1, clip_value: float = 20.0, memory_init: str = "constant",
-                 trainable_memory_init: bool = False, addressing: str = "content_and_location"):
+    def __init__(self, input_size: int, output_size: int, config: NTMConfig | None = None, **params: Any):
         super().__init__()
-        self.cell = NTMCell(input_size, output_size, controller_layers=controller_layers,
-                            controller_units=controller_units, memory_locations=memory_locations,
-                            memory_width=memory_width, read_heads=read_heads, write_heads=write_heads,
-                            shift_radius=shift_radius, clip_value=clip_value, memory_init=memory_init,
-                            trainable_memory_init=trainable_memory_init, addressing=addressing)
+        self.config = NTMConfig.of(config, **params)
+        self.cell = NTMCell(input_size, output_size, self.config)
 
     def initial_state(self, batch_size: int, device: torch.device | str | None = None,
                       dtype: torch.dtype = torch.float32) -> NTMState:

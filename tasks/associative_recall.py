@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import torch
 
-from bench.registry import register_task
 from tasks.base import Size, Task, parse_test_sizes, parse_train_sizes, random_bits, uniform_int
 
 ITEM_VECTORS = 3  # each item is 3 consecutive bit vectors, as in Graves 2014
 
 
-@register_task("associative_recall")
 class AssociativeRecall(Task):
     """Recall the item after a queried one. Input width bits+2, output width bits, T = 4k + 1 + 3 + 1 + 3.
 

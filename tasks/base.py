@@ -1,18 +1,118 @@
 """The task interface: a `Task` draws `Batch`es of one algorithmic problem from an explicit generator.
 
-A task knows its input/output widths, its training-size distribution, its generalisation sizes and its convergence
-rule. Sampling is pure: the same `torch.Generator` state always yields the same batch. Examples of different sizes
-share a batch by padding at the END with zero inputs, zero targets and mask 0 (SPEC section 1).
+A task knows its input/output widths, its training-size distribution, its generalisation sizes, the error the report
+shows for it (`Measure`) and its convergence and solved rules (`Rule`). Sampling is pure: the same `torch.Generator`
+state always yields the same batch. Examples of different sizes share a batch by padding at the END with zero inputs,
+zero targets and mask 0 (docs/TASKS.md, "Padding and masks").
+
+This package imports nothing from `bench`: the harness finds the tasks through `tasks.TASKS`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+import operator
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, fields
+from typing import Any
 
 import torch
 
 Size = tuple[int, ...]  # one example's size: (L,) for Copy, (L, n) for Repeat Copy, ...
+
+#: the comparisons a `Rule` may use, and how its text writes them
+RULE_OPS = {"<": operator.lt, "<=": operator.le}
+RULE_SIGNS = {"<": "<", "<=": "≤"}
+#: how a rule's text names a metric column (a column not listed here is named as it is)
+METRIC_WORDS = {"wrong_bits_per_seq": "wrong bits/seq", "loss_bits_per_seq": "loss",
+                "optimal_loss_bits_per_seq": "the Bayes optimum"}
+
+
+def _from_json(cls, data: Mapping[str, Any]):
+    """An instance of the dataclass `cls` from its `asdict` form; keys it does not know are ignored."""
+    names = {f.name for f in fields(cls)}
+    return cls(**{key: value for key, value in data.items() if key in names})
+
+
+@dataclass(frozen=True)
+class Measure:
+    """A task's error as the report plots and tabulates it: a per-sequence metric column, less a reference column
+    when one is named (N-Grams: the loss less the Bayes-optimal loss on the same sequences, so 0 is optimal).
+
+    The column names are those evaluation writes (curves.csv, generalization.csv).
+    """
+
+    metric: str = "wrong_bits_per_seq"
+    reference: str | None = None
+    label: str = "wrong bits/seq"   # the axis and column label
+    reference_label: str = ""       # how a table header names the reference's own value, e.g. "optimum"
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Measure:
+        return _from_json(cls, data)
+
+
+WRONG_BITS = Measure()
+
+
+@dataclass(frozen=True)
+class Rule:
+    """A threshold test on one row of evaluation metrics: ``metrics[metric] - metrics[reference] <op> threshold``,
+    without the subtraction when `reference` is None.
+
+    `op` is ``"<"`` or ``"<="``. A NaN value (a broken model) never passes. Convergence rules and solved rules are
+    both Rules (docs/TASKS.md, "Convergence and solved rules"); `to_json` / `from_json` carry one through
+    suite.json to the report.
+    """
+
+    metric: str
+    threshold: float
+    op: str = "<"
+    reference: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.op not in RULE_OPS:
+            raise ValueError(f"a rule's op must be one of {list(RULE_OPS)}, got {self.op!r}")
+
+    def value(self, metrics: Mapping[str, float]) -> float:
+        """The number the rule compares with its threshold."""
+        for column in (self.metric, self.reference):
+            if column is not None and column not in metrics:
+                raise KeyError(f"the rule '{self.text()}' needs {column!r} in the evaluation metrics")
+        value = metrics[self.metric]
+        return value if self.reference is None else value - metrics[self.reference]
+
+    def passes(self, value: float) -> bool:
+        """Whether `value` (already on the rule's scale) meets the threshold."""
+        return bool(RULE_OPS[self.op](value, self.threshold))
+
+    def holds(self, metrics: Mapping[str, float]) -> bool:
+        """Whether a row of evaluation metrics meets the rule."""
+        return self.passes(self.value(metrics))
+
+    def bounds(self, measure: Measure) -> bool:
+        """Whether the rule thresholds exactly `measure` (so its threshold can be drawn on that measure's axis)."""
+        return (self.metric, self.reference) == (measure.metric, measure.reference)
+
+    def text(self) -> str:
+        """The rule in words, e.g. ``wrong bits/seq < 0.1``."""
+        name = METRIC_WORDS.get(self.metric, self.metric)
+        if self.reference is None:
+            return f"{name} {RULE_SIGNS[self.op]} {self.threshold:g}"
+        reference = METRIC_WORDS.get(self.reference, self.reference)
+        unit = " bits/seq" if self.metric.endswith("bits_per_seq") else ""
+        if self.op == "<":
+            return f"{name} within {self.threshold:g}{unit} of {reference}"
+        return f"{name} at most {self.threshold:g}{unit} above {reference}"
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Rule:
+        return _from_json(cls, data)
 
 
 @dataclass(frozen=True)
@@ -67,6 +167,9 @@ class Task:
     Subclasses must set `name`, `input_size`, `output_size`, `size_parts` (the names of a size's parts, e.g.
     ``("L", "n")``), `train_sizes` (a readable description of the training range, for the report) and
     `test_sizes` (the generalisation sizes, each a tuple matching `size_parts`).
+
+    The rules are data: `convergence` and `solved_when` are `Rule`s (or None), built from `converge_below` and
+    `solved_at_most`; `error` is the `Measure` the report shows. `facts()` gives all of it as plain JSON data.
     """
 
     name: str = "task"
@@ -75,6 +178,9 @@ class Task:
     size_parts: tuple[str, ...] = ("L",)
     train_sizes: dict[str, tuple[int, int]]
     test_sizes: list[Size]
+    #: the error the report plots and tabulates for this task
+    error: Measure = WRONG_BITS
+    #: training has converged once the evaluation set's wrong bits per sequence is below this (None: no threshold)
     converge_below: float | None = 0.1
     #: a test size counts as SOLVED when the final model's wrong bits per sequence there is at most this (None: the
     #: task has no such notion, e.g. N-Grams, whose targets are random)
@@ -129,23 +235,33 @@ class Task:
         """Extra per-batch reference numbers (summed over the batch's examples), e.g. a Bayes-optimal loss."""
         return {}
 
-    def converged(self, metrics: dict[str, float]) -> bool:
+    @property
+    def convergence(self) -> Rule | None:
+        """The convergence rule on the evaluation metrics (None: the task has no threshold)."""
+        return None if self.converge_below is None else Rule("wrong_bits_per_seq", self.converge_below, "<")
+
+    @property
+    def solved_when(self) -> Rule | None:
+        """When a test size counts as solved by a final model (None: the task has no such notion)."""
+        return None if self.solved_at_most is None else Rule("wrong_bits_per_seq", self.solved_at_most, "<=")
+
+    def converged(self, metrics: Mapping[str, float]) -> bool:
         """Whether evaluation `metrics` (per-sequence means) meet this task's convergence rule."""
-        if self.converge_below is None:
-            return False
-        return metrics["wrong_bits_per_seq"] < self.converge_below
+        rule = self.convergence
+        return False if rule is None else rule.holds(metrics)
 
-    def convergence_rule(self) -> str | None:
-        """The convergence rule in words, for the report; None when the task has no threshold."""
-        return None if self.converge_below is None else f"wrong bits/seq < {self.converge_below:g}"
-
-    def convergence_threshold(self) -> float | None:
-        """The number in the convergence rule, on the scale the report plots (wrong bits/seq here)."""
-        return self.converge_below
-
-    def solved_rule(self) -> str | None:
-        """The solved rule in words, for the report; None when the task has none."""
-        return None if self.solved_at_most is None else f"wrong bits/seq ≤ {self.solved_at_most:g}"
+    def facts(self) -> dict[str, Any]:
+        """What a report needs to know of this task without building it, as plain JSON data: the sizes, the error
+        measure, the convergence and solved rules (`Rule.to_json`, or None) and the test size at twice the
+        training range."""
+        convergence, solved, double = self.convergence, self.solved_when, self.double_size()
+        return {"name": self.name, "size_parts": list(self.size_parts),
+                "train_sizes": {p: list(r) for p, r in self.train_sizes.items()},
+                "test_sizes": [list(s) for s in self.test_sizes],
+                "error": self.error.to_json(),
+                "convergence": None if convergence is None else convergence.to_json(),
+                "solved": None if solved is None else solved.to_json(),
+                "test_size_2x": None if double is None else list(double)}
 
     def ordered_test_sizes(self, sizes: Sequence[Size] | None = None) -> list[Size]:
         """Test sizes from the shortest sequence to the longest (ties by the size itself)."""
@@ -161,7 +277,8 @@ class Task:
         return None
 
     def solved_extent(self, errors: dict[Size, float]) -> dict[str, object]:
-        """How far a final model generalises, from its wrong bits/seq at each test size (`errors`).
+        """How far a final model generalises, from its value of the solved rule's metric (wrong bits/seq) at each
+        test size (`errors`).
 
         Returns ``solved_up_to``: the label of the longest test size reached from the shortest one through solved
         sizes only (None when the shortest is not solved); ``test_size_2x``: the label of `double_size()`; and
@@ -172,12 +289,13 @@ class Task:
         result: dict[str, object] = {"solved_up_to": None,
                                      "test_size_2x": None if double is None else self.size_label(double),
                                      "solved_2x": None}
-        if self.solved_at_most is None:
+        rule = self.solved_when
+        if rule is None:
             return result
         errors = {self.check_size(size): float(value) for size, value in errors.items()}
 
         def solved(size: Size) -> bool:
-            return errors[size] <= self.solved_at_most  # NaN (a broken model) is never solved
+            return rule.passes(errors[size])  # NaN (a broken model) is never solved
 
         for size in self.ordered_test_sizes(list(errors)):
             if not solved(size):

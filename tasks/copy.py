@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import torch
 
-from bench.registry import register_task
 from tasks.base import Size, Task, parse_test_sizes, parse_train_sizes, random_bits, uniform_int
 
 DELIMITERS = ("flag", "all_ones")
 
 
-@register_task("copy")
 class Copy(Task):
     """Copy a sequence of L random bit vectors. Input width bits+1, output width bits, T = 2L + 1.
 
@@ -26,7 +24,8 @@ class Copy(Task):
                b2 .  .  .  1  1
         mask      0  0  0  1  1
 
-    ``delimiter: all_ones`` sets every input channel at the delimiter step (an older layout of the seed's code).
+    ``delimiter: all_ones`` sets every input channel at the delimiter step (a layout Collier & Beel's reference code
+    uses).
     """
 
     size_parts = ("L",)

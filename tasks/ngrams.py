@@ -6,8 +6,11 @@ import math
 
 import torch
 
-from bench.registry import register_task
-from tasks.base import Batch, Size, Task, parse_test_sizes, parse_train_sizes, random_bits, uniform_int
+from tasks.base import Batch, Measure, Rule, Size, Task, parse_test_sizes, parse_train_sizes, random_bits, uniform_int
+
+#: N-Grams' error: the loss less the Bayes-optimal predictor's loss on the same sequences (0 is optimal)
+GAP_TO_OPTIMUM = Measure("loss_bits_per_seq", "optimal_loss_bits_per_seq", label="loss − optimum (bits/seq)",
+                         reference_label="optimum")
 
 
 def random_table(contexts: int, generator: torch.Generator) -> torch.Tensor:
@@ -83,7 +86,6 @@ def optimal_loss_bits(inputs: torch.Tensor, targets: torch.Tensor, mask: torch.T
     return total
 
 
-@register_task("ngrams")
 class NGrams(Task):
     """Predict the next bit of a sequence drawn from a fresh (c+1)-gram table. Widths 1 and 1, T = length - 1.
 
@@ -105,6 +107,7 @@ class NGrams(Task):
     """
 
     size_parts = ("length",)
+    error = GAP_TO_OPTIMUM
     converge_below = None  # this task's rule is `converge_within` of the optimum, not a wrong-bits threshold
     solved_at_most = None  # the targets are random bits: no size is ever "solved" in the wrong-bits sense
 
@@ -178,18 +181,10 @@ class NGrams(Task):
         loss = optimal_loss_bits(batch.inputs.cpu(), batch.targets.cpu(), batch.mask.cpu(), self.context_bits)
         return {"optimal_loss_bits_per_seq": float(loss.sum())}
 
-    def convergence_rule(self) -> str | None:
+    @property
+    def convergence(self) -> Rule | None:
+        """The loss gap to the Bayes optimum below `converge_within` (None: no threshold). It needs the
+        ``optimal_loss_bits_per_seq`` column that `reference_metrics` adds to the evaluation metrics."""
         if self.converge_within is None:
             return None
-        return f"loss within {self.converge_within:g} bits/seq of the Bayes optimum"
-
-    def convergence_threshold(self) -> float | None:
-        return self.converge_within  # on the report's scale for this task: the loss gap to the optimum
-
-    def converged(self, metrics: dict[str, float]) -> bool:
-        if self.converge_within is None:
-            return False
-        if "optimal_loss_bits_per_seq" not in metrics:
-            raise KeyError("ngrams: convergence needs 'optimal_loss_bits_per_seq' (from reference_metrics) "
-                           "in the evaluation metrics")
-        return metrics["loss_bits_per_seq"] - metrics["optimal_loss_bits_per_seq"] < self.converge_within
+        return Rule(self.error.metric, self.converge_within, "<", self.error.reference)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import torch
 
-from bench.registry import register_task
 from tasks.base import Size, Task, parse_test_sizes, parse_train_sizes, random_bits, uniform_int
 
 
@@ -17,7 +16,6 @@ def sort_by_priority(data: torch.Tensor, priorities: torch.Tensor, outputs: int)
     return data[order[:outputs]]  # [outputs, bits]
 
 
-@register_task("priority_sort")
 class PrioritySort(Task):
     """Sort vectors by priority. Input width bits+2, output width bits, T = n_in + 1 + n_out.
 

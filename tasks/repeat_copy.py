@@ -6,13 +6,11 @@ import math
 
 import torch
 
-from bench.registry import register_task
 from tasks.base import Size, Task, parse_test_sizes, parse_train_sizes, random_bits, uniform_int
 
 COUNT_ENCODINGS = ("zscore", "ratio")
 
 
-@register_task("repeat_copy")
 class RepeatCopy(Task):
     """Repeat a sequence of L bit vectors n times. Input width bits+2, output width bits+1, T = L + 1 + n*L + 1.
 
@@ -29,7 +27,8 @@ class RepeatCopy(Task):
         mask      0  0  0  1  1  1  1  1
 
     The count channel carries n encoded by `count_encoding`: ``zscore`` is Graves' (n - mean) / std under the training
-    distribution of n (uniform on its range); ``ratio`` is n / max_repeats, as the seed and DeepMind encode it.
+    distribution of n (uniform on its range); ``ratio`` is n / max_repeats, as Collier & Beel's reference code and
+    DeepMind's encode it.
     """
 
     size_parts = ("L", "n")

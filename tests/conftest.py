@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from bench.registry import load_all
+from bench import registry
+from bench.registry import load_all, small_model_params
 
 load_all()
 
@@ -23,14 +24,6 @@ def device() -> torch.device:
 @pytest.fixture
 def generator() -> torch.Generator:
     return torch.Generator().manual_seed(1234)
-
-
-# Small parameters per registered model so the registry-wide tests stay fast; a model without an entry uses defaults.
-SMALL_MODEL_PARAMS = {
-    "lstm": {"layers": 2, "units": 16},
-    "ntm": {"controller_units": 16, "memory_locations": 8, "memory_width": 5},
-    "dnc": {"controller_units": 16, "memory_locations": 8, "memory_width": 5},
-}
 
 
 # Small parameters per registered task for the registry-wide training test; a task without an entry uses defaults.
@@ -48,4 +41,16 @@ def small_task_params(task_name: str) -> dict:
 
 
 def small_params(model_name: str) -> dict:
-    return dict(SMALL_MODEL_PARAMS.get(model_name, {}))
+    """Small sizes of a registered model so the registry-wide tests stay fast: its config's SMALL, the same sizes as
+    the smoke suite and `perf --quick`. A model without them fails with a message saying what to add."""
+    return small_model_params(model_name)
+
+
+@pytest.fixture
+def builtin_models_only(monkeypatch):
+    """The model registry without the plugin models that other tests registered (tests/plugins), for the duration
+    of one test: `make perf` measures every registered model, and the plugins have no small sizes."""
+    registry.load_all()
+    for name in [n for n in registry.MODELS if n not in registry.BUILTIN_MODELS]:
+        monkeypatch.delitem(registry.MODELS, name)
+    return registry.MODELS

@@ -1,4 +1,5 @@
-"""The addressing math of models/addressing.py against values worked out by hand on a tiny memory (SPEC 3.2)."""
+"""The addressing math of models/addressing.py against values worked out by hand on a tiny memory
+(docs/MODELS.md#ntm-addressing)."""
 
 from __future__ import annotations
 

@@ -9,8 +9,8 @@ import textwrap
 import pytest
 
 from bench.cli import main
-from bench.config import ConfigError, load_suite, reference_rows
-from bench.grid import expand
+from bench.config import ConfigError, reference_rows
+from bench.grid import expand, load_suite
 from tests.conftest import REPO
 
 GOOD = """

@@ -18,7 +18,7 @@ from models.addressing import (
     update_precedence,
     update_usage,
 )
-from models.dnc import DNC, DNCState
+from models.dnc import DNC, DNCConfig, DNCState
 
 TOLERANCE = 1e-6
 
@@ -327,7 +327,7 @@ def test_parameter_count_with_defaults_on_copy():
     interface_values = R * W + R + W + 1 + W + W + R + 1 + 1 + 3 * R  # keys, strengths, erase, write, gates, modes
     interface = units * interface_values + interface_values
     output = (units + R * W) * outputs + outputs
-    assert controller + interface + output == 62_256  # SPEC 3.3
+    assert controller + interface + output == 62_256  # docs/MODELS.md#dnc-defaults-and-parameter-count
     model = build_model("dnc", inputs, outputs)
     assert model.parameter_count() == 62_256
     # DeepMind's reference (Sonnet's LSTM, one bias vector) counts one bias vector fewer for the same network
@@ -361,6 +361,29 @@ def test_oneplus_strength():
 def test_invalid_parameters(params, message):
     with pytest.raises(ValueError, match=message):
         build_model("dnc", 9, 8, **params)
+
+
+@pytest.mark.parametrize("params, message", [
+    ({"write_heads": 2}, "dnc: only write_heads=1 is supported (the paper's setting), got 2"),
+    ({"memory_width": 2.5}, "dnc: memory_width must be an integer >= 1, got 2.5"),
+    ({"clip_value": -1}, "dnc: clip_value must be a number > 0, got -1"),
+    ({"strength": "exp"}, "dnc: strength must be one of ['softplus', 'oneplus'], got 'exp'"),
+])
+def test_config_messages(params, message):
+    with pytest.raises(ValueError) as error:
+        DNCConfig(**params)
+    assert str(error.value) == message
+
+
+def test_the_config_is_passed_whole():
+    config = DNCConfig(controller_units=8, memory_locations=6, memory_width=3, read_heads=2)
+    torch.manual_seed(0)
+    whole = DNC(5, 4, config)
+    torch.manual_seed(0)
+    keywords = DNC(5, 4, controller_units=8, memory_locations=6, memory_width=3, read_heads=2)
+    assert whole.config is config and keywords.config == config
+    for (name, a), (name_b, b) in zip(whole.state_dict().items(), keywords.state_dict().items(), strict=True):
+        assert name == name_b and torch.equal(a, b), name
 
 
 def test_two_controller_layers():

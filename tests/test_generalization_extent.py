@@ -51,7 +51,7 @@ def test_two_part_sizes_order_by_sequence_length_and_2x_needs_every_part():
 
 def test_a_task_without_a_solved_rule():
     task = build_task("ngrams")
-    assert task.solved_rule() is None
+    assert task.solved_when is None
     assert task.solved_extent({(400,): 0.0}) == {"solved_up_to": None, "test_size_2x": "length=400",
                                                  "solved_2x": None}
 
@@ -82,8 +82,7 @@ def scripted_scores(monkeypatch):
 
 @pytest.mark.parametrize("patience, stops_at", [(1, 1), (3, 5)])
 def test_stop_patience(tmp_path, scripted_scores, patience, stops_at):
-    from bench.config import load_suite
-    from bench.grid import expand
+    from bench.grid import expand, load_suite
     from bench.train import task_key, train_run
 
     overrides = ["seeds=1", "train.steps=10", "train.eval_every=1", "train.eval_sequences=4",
@@ -99,8 +98,7 @@ def test_stop_patience(tmp_path, scripted_scores, patience, stops_at):
 
 def test_stop_patience_keeps_old_run_ids():
     """stop_patience enters the run_id only when set away from 1, so earlier suites find their finished runs."""
-    from bench.config import load_suite
-    from bench.grid import expand
+    from bench.grid import expand, load_suite
 
     plain = expand(load_suite("smoke", ["seeds=1"]))[0]
     same = expand(load_suite("smoke", ["seeds=1", "train.stop_patience=1"]))[0]

@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from bench.cli import main
+from tests.conftest import REPO
 from tests.test_end_to_end import TINY, assert_same_rows, frames
 
 NAN_SUITE = """
@@ -83,3 +84,44 @@ def test_spec_json_records_provenance(tmp_path):
 def test_bad_cli_numbers(tmp_path, capsys, bad):
     assert main(["run", "--suite", "smoke", "--out", str(tmp_path / "o"), *bad]) == 2
     assert not (tmp_path / "o").exists()
+
+
+def _compare_runs_module():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("compare_runs", REPO / "scripts" / "compare_runs.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_compare_runs_ignores_timing_and_finds_every_other_difference(tmp_path, capsys):
+    """scripts/compare_runs.py, the behaviour-preservation check: timing columns may differ, nothing else may."""
+    compare = _compare_runs_module()
+    frames = {
+        "runs.csv": pd.DataFrame({"run_id": ["a", "b"], "final_wrong_bits_per_seq": [0.5, float("nan")],
+                                  "wall_s": [1.0, 2.0], "seq_per_s": [10.0, 20.0]}),
+        "curves.csv": pd.DataFrame({"run_id": ["a", "a"], "step": [0, 100], "wrong_bits_per_seq": [4.0, 0.1],
+                                    "wall_s": [0.1, 0.2]}),
+        "generalization.csv": pd.DataFrame({"run_id": ["a"], "size": ["L=4"], "wrong_bits_per_seq": [0.0]}),
+    }
+    for folder, slower in (("left", 1.0), ("right", 3.0)):
+        (tmp_path / folder).mkdir()
+        for name, frame in frames.items():
+            frame = frame.copy()
+            for column in ("wall_s", "seq_per_s"):
+                if column in frame:
+                    frame[column] *= slower
+            frame.to_csv(tmp_path / folder / name, index=False)
+    assert compare.main([str(tmp_path / "left"), str(tmp_path / "right")]) == 0  # NaN equals NaN; timing ignored
+    assert "identical" in capsys.readouterr().out
+
+    changed = frames["curves.csv"].copy()
+    changed.loc[1, "wrong_bits_per_seq"] = 0.10000001
+    changed.to_csv(tmp_path / "right" / "curves.csv", index=False)
+    assert compare.main([str(tmp_path / "left"), str(tmp_path / "right")]) == 1
+    assert "curves.csv: row 1 (a), wrong_bits_per_seq: 0.1 vs 0.10000001" in capsys.readouterr().out
+
+    frames["runs.csv"].drop(columns="seq_per_s").assign(extra=1).to_csv(tmp_path / "right" / "runs.csv", index=False)
+    assert any("runs.csv: columns differ" in line for line in compare.differences(tmp_path / "left",
+                                                                                    tmp_path / "right"))

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from bench.registry import build_task
-from tasks.base import collate
+from tasks.base import Rule, collate
 from tasks.ngrams import generate_bits, layout, optimal_loss_bits, random_table
 
 
@@ -187,6 +187,15 @@ def test_convergence_is_a_gap_to_the_optimum():
         {"loss_bits_per_seq": 0.0, "optimal_loss_bits_per_seq": 130.0})
     with pytest.raises(KeyError, match="optimal_loss_bits_per_seq"):
         task.converged({"loss_bits_per_seq": 130.0})
+
+
+def test_the_convergence_rule_is_data():
+    task = build_task("ngrams", converge_within=0.5)
+    assert task.convergence == Rule("loss_bits_per_seq", 0.5, "<", reference="optimal_loss_bits_per_seq")
+    assert task.convergence.bounds(task.error) and task.error.reference_label == "optimum"
+    assert task.convergence.text() == "loss within 0.5 bits/seq of the Bayes optimum"
+    assert not task.converged({"loss_bits_per_seq": 130.5, "optimal_loss_bits_per_seq": 130.0})  # strict
+    assert build_task("ngrams", converge_within=None).convergence is None
 
 
 def test_sizes_too_short_for_a_context_are_rejected():

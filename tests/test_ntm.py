@@ -1,4 +1,5 @@
-"""The NTM (SPEC 3.2): gradients, numerical safety, parameter count, step order, memory init, ablation, training."""
+"""The NTM (docs/MODELS.md#ntm): gradients, numerical safety, parameter count, step order, memory init, ablation,
+training."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import torch
 from bench.metrics import loss_nats_per_seq, per_example
 from bench.registry import build_model, build_task
 from models.addressing import content_weighting, read_memory
-from models.ntm import NTM, NTMCell, NTMState
+from models.ntm import NTM, NTMCell, NTMConfig, NTMState
 
 COPY_IN, COPY_OUT = 9, 8  # Copy with 8 bits: 8 data bits + the delimiter flag in, 8 bits out
 
@@ -133,7 +134,7 @@ def test_interface_at_plus_minus_clip_is_finite(pattern, magnitude):
 # ---- parameter count -----------------------------------------------------------------------------------------------
 def expected_parameter_count(inputs, outputs, units=100, n=128, m=20, reads=1, writes=1, shift_radius=1,
                              learned_memory=False):
-    """SPEC 3.2's count, derived term by term."""
+    """The count of docs/MODELS.md#ntm-defaults-and-parameter-count, derived term by term."""
     controller_in = inputs + reads * m  # x_t and the previous reads
     lstm = 4 * units * (controller_in + units) + 2 * 4 * units  # two weight matrices, two bias vectors
     per_head = m + 1 + 1 + (2 * shift_radius + 1) + 1  # key, strength, gate, shifts, sharpening
@@ -146,7 +147,7 @@ def expected_parameter_count(inputs, outputs, units=100, n=128, m=20, reads=1, w
     return lstm + interface + output + initial_reads + initial_weights + memory
 
 
-def test_parameter_count_matches_spec():
+def test_parameter_count_matches_docs():
     fixed = build_model("ntm", COPY_IN, COPY_OUT)
     learned = build_model("ntm", COPY_IN, COPY_OUT, memory_init="learned")
     assert fixed.parameter_count() == expected_parameter_count(COPY_IN, COPY_OUT) == 62_936
@@ -338,6 +339,45 @@ def test_invalid_parameter_message_lists_allowed_values():
         NTMCell(9, 8, memory_init="zeros")
     with pytest.raises(ValueError, match=r"2 \* shift_radius \+ 1 = 5"):
         NTMCell(9, 8, memory_locations=4, shift_radius=2)
+
+
+@pytest.mark.parametrize("params, message", [
+    ({"controller_units": 0}, "ntm: controller_units must be an integer >= 1, got 0"),
+    ({"read_heads": True}, "ntm: read_heads must be an integer >= 1, got True"),
+    ({"shift_radius": -1}, "ntm: shift_radius must be an integer >= 0, got -1"),
+    ({"clip_value": float("nan")}, "ntm: clip_value must be a number > 0, got nan"),
+    ({"memory_init": "zeros"}, "ntm: memory_init must be one of ['constant', 'random', 'learned'], got 'zeros'"),
+    ({"trainable_memory_init": 1}, "ntm: trainable_memory_init must be true or false, got 1"),
+    ({"addressing": "location"},
+     "ntm: addressing must be one of ['content_and_location', 'content'], got 'location'"),
+])
+def test_config_messages_name_the_parameter_and_what_is_allowed(params, message):
+    with pytest.raises(ValueError) as error:
+        NTMConfig(**params)
+    assert str(error.value) == message
+
+
+def test_widths_are_checked():
+    with pytest.raises(ValueError, match="ntm: input_size must be an integer >= 1, got 0"):
+        NTMCell(0, 8)
+
+
+def test_the_config_is_passed_whole_and_keywords_replace_its_fields():
+    config = NTMConfig(memory_locations=16, memory_width=5, memory_init="random")
+    torch.manual_seed(0)
+    whole = NTM(COPY_IN, COPY_OUT, config)
+    torch.manual_seed(0)
+    keywords = NTM(COPY_IN, COPY_OUT, memory_locations=16, memory_width=5, memory_init="random")
+    assert whole.config == keywords.config == config
+    assert whole.cell.config is whole.config  # the cell gets the model's config itself
+    for (name, a), (name_b, b) in zip(whole.state_dict().items(), keywords.state_dict().items(), strict=True):
+        assert name == name_b and torch.equal(a, b), name
+    replaced = NTM(COPY_IN, COPY_OUT, config, memory_width=7)
+    assert replaced.cell.width == 7 and replaced.cell.locations == 16 and config.memory_width == 5
+    with pytest.raises(TypeError, match="unknown parameter 'no_such'.*allowed: controller_layers"):
+        NTMCell(COPY_IN, COPY_OUT, no_such=1)
+    with pytest.raises(TypeError, match="config must be of type NTMConfig"):
+        NTMCell(COPY_IN, COPY_OUT, 100)  # an old positional parameter is refused, not misread
 
 
 # ---- training ------------------------------------------------------------------------------------------------------

@@ -11,8 +11,7 @@ import pandas as pd
 import pytest
 import torch
 
-from bench.config import load_suite
-from bench.grid import expand
+from bench.grid import expand, load_suite
 from bench.train import Member, train_population, train_run
 from models.base import run_unrolled
 
@@ -211,7 +210,7 @@ def test_compiled_population_matches_eager(tmp_path, seed_diverges_at_12, monkey
                                       check_exact=False, rtol=1e-4, atol=1e-4)
 
 
-def test_perf_quick_writes_a_well_formed_csv(tmp_path):
+def test_perf_quick_writes_a_well_formed_csv(tmp_path, builtin_models_only):
     from bench import perf
 
     assert perf.main(["--quick", "--no-compile", "--out", str(tmp_path), "--threads", "1"]) == 0

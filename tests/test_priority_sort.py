@@ -19,7 +19,7 @@ def test_widths_steps_and_defaults():
     task = build_task("priority_sort")
     assert (task.input_size, task.output_size) == (10, 8)
     assert task.test_sizes == [(20, 16), (30, 24), (40, 32)]
-    assert task.converge_below is None
+    assert task.converge_below is None and task.convergence is None
     assert not task.converged({"wrong_bits_per_seq": 0.0})
     assert task.steps_for((20, 16)) == 37
     assert task.max_train_steps() == 37

@@ -27,15 +27,14 @@ LONG_MODEL = "ntm[memory_init=constant]"
 MODELS = {"lstm": "lstm", "ntm": "ntm", LONG_MODEL: "ntm", "dnc": "dnc"}
 TASKS = {
     "copy": {"type": "copy", "size_parts": ["L"], "train_sizes": {"L": [1, 4]}, "test_sizes": [[4], [8], [12]],
-             "convergence_rule": "wrong bits/seq < 0.1", "bits": 4},
+             "bits": 4},
     "repeat_copy": {"type": "repeat_copy", "size_parts": ["L", "n"], "train_sizes": {"L": [1, 3], "n": [1, 2]},
-                    "test_sizes": [[3, 2], [3, 4], [6, 2], [6, 4]], "convergence_rule": "wrong bits/seq < 0.1",
-                    "bits": 3},
+                    "test_sizes": [[3, 2], [3, 4], [6, 2], [6, 4]], "bits": 3},
     "priority_sort": {"type": "priority_sort", "size_parts": ["inputs", "outputs"],
                       "train_sizes": {"inputs": [6, 6], "outputs": [4, 4]}, "test_sizes": [[6, 4], [9, 6]],
-                      "convergence_rule": None, "bits": 3},
+                      "bits": 3},
     "ngrams": {"type": "ngrams", "size_parts": ["length"], "train_sizes": {"length": [20, 20]},
-               "test_sizes": [[40]], "convergence_rule": "loss within 1 bits/seq of the Bayes optimum", "bits": 1},
+               "test_sizes": [[40]], "bits": 1},
 }
 # converge steps per (task, model); None = never converges. dnc on copy seed 2 diverges; ntm on repeat_copy seed 3 fails
 CONVERGE = {
@@ -101,13 +100,13 @@ def _samples(task: dict, model_type: str, rng: np.random.Generator) -> bytes:
 
 
 def _task(task: dict):
-    """The registry's task with the fixture's sizes (for its solved rule and its 2x size)."""
-    if task["type"] == "ngrams":
-        return build_task("ngrams")
+    """The registry's task with the fixture's sizes (for its rules, its 2x size and the facts suite.json records)."""
     one_part = len(task["size_parts"]) == 1
-    return build_task(task["type"], bits=task["bits"],
-                      train_sizes=task["train_sizes"]["L"] if one_part else task["train_sizes"],
-                      test_sizes=[s[0] for s in task["test_sizes"]] if one_part else task["test_sizes"])
+    sizes = {"train_sizes": task["train_sizes"][task["size_parts"][0]] if one_part else task["train_sizes"],
+             "test_sizes": [s[0] for s in task["test_sizes"]] if one_part else task["test_sizes"]}
+    if task["type"] == "ngrams":
+        return build_task("ngrams", **sizes)
+    return build_task(task["type"], bits=task["bits"], **sizes)
 
 
 def make_suite(out_dir: Path) -> Path:
@@ -131,7 +130,7 @@ def make_suite(out_dir: Path) -> Path:
                 if (task_label, model, seed) == FAILED:
                     atomic_write_json(folder / "result.json", {"status": "failed", "error": FAILURE_MESSAGE})
                     continue
-                converge = None if task["convergence_rule"] is None else CONVERGE[(task_label, model)][i]
+                converge = None if _task(task).convergence is None else CONVERGE[(task_label, model)][i]
                 diverged = (task_label, model, seed) == DIVERGED
                 steps = eval_steps[eval_steps <= 150] if diverged else eval_steps
                 wrong = _error_curve(steps.astype(float), converge, rng)
@@ -179,9 +178,7 @@ def make_suite(out_dir: Path) -> Path:
                 "train": {"steps": STEPS, "batch_size": BATCH, "eval_every": EVAL_EVERY},
                 "tasks": {label: {"task": t["type"]} for label, t in TASKS.items()},
                 "models": {label: {"model": m} for label, m in MODELS.items()}}
-    facts = {label: {**{k: v for k, v in t.items() if k != "bits"}, "solved_at_most": _task(t).solved_at_most,
-                     "test_size_2x": None if _task(t).double_size() is None else list(_task(t).double_size())}
-             for label, t in TASKS.items()}
+    facts = {label: {"type": t["type"], **_task(t).facts()} for label, t in TASKS.items()}  # as the runner writes
     atomic_write_json(out_dir / "suite.json", {"name": "fixture", "description": resolved["description"],
                                                "path": "suites/fixture.yaml", "resolved": resolved,
                                                "run_ids": run_ids, "seeds": SEEDS, "steps": STEPS,
@@ -439,7 +436,7 @@ def test_summary_exports_match_the_html(report):
                                for key, cells in parser.rows.items()}
     csv = pd.read_csv(out_dir / "summary.csv")
     assert len(csv) == len(html) == len(TASKS) * len(MODELS)
-    keys = [key for key, _, _ in SUMMARY_COLUMNS]
+    keys = [column.key for column in SUMMARY_COLUMNS]
     for _, row in csv.iterrows():
         cells = dict(zip(keys, html[(row["task"], row["model"])]))
         assert cells["model"]["main"] == row["model"]
@@ -499,3 +496,134 @@ def test_generalisation_panel_draws_every_seed(report, monkeypatch):
     assert len(solid) == len(MODELS) * (1 + len(SEEDS)) - 1  # the diverged DNC seed has no generalisation rows
     dashed = [line for line in ax.get_lines() if line.get_linestyle() == "--"]
     assert [tuple(line.get_ydata()) for line in dashed] == [(1.0, 1.0)]
+
+
+# ---- task facts: the current form and the forms earlier versions wrote ------------------------------------------
+
+def _old_facts(fact: dict, with_numbers: bool) -> dict:
+    """`fact` (the current form) as an earlier suite.json gave it: the rules as words, and, from a later version
+    on (`with_numbers`), the threshold and the solved level as numbers."""
+    from tasks.base import Rule
+
+    rule = None if fact["convergence"] is None else Rule.from_json(fact["convergence"])
+    old = {"type": fact["type"], "size_parts": fact["size_parts"], "train_sizes": fact["train_sizes"],
+           "test_sizes": fact["test_sizes"], "convergence_rule": None if rule is None else rule.text()}
+    if with_numbers:
+        solved = None if fact["solved"] is None else Rule.from_json(fact["solved"])
+        old |= {"convergence_threshold": None if rule is None else rule.threshold,
+                "solved_at_most": None if solved is None else solved.threshold,
+                "solved_rule": None if solved is None else solved.text(), "test_size_2x": fact["test_size_2x"]}
+    return old
+
+
+def _summary_csv(out_dir: Path) -> pd.DataFrame:
+    """summary.csv's frame, without drawing a figure."""
+    from bench.report import load_suite_data, summary_frame, summary_table
+
+    data = load_suite_data(out_dir)
+    return summary_frame([{"task": task, "summary": summary_table(data, task)} for task in data.tasks.values()])
+
+
+def test_old_task_facts_read_as_the_new(report, tmp_path):
+    """A suite.json written before the rules were data gives the same tasks and the same summary."""
+    from bench.report import load_suite_data
+    from bench.results import read_json
+
+    new = load_suite_data(report.parent)
+    old_dir = tmp_path / "old"
+    shutil.copytree(report.parent, old_dir, ignore=shutil.ignore_patterns("figures", "*.html", "summary.*"))
+    manifest = read_json(old_dir / "suite.json")
+    manifest["tasks"] = {label: _old_facts(fact, True) for label, fact in manifest["tasks"].items()}
+    atomic_write_json(old_dir / "suite.json", manifest)
+    old = load_suite_data(old_dir)
+    for label, task in new.tasks.items():
+        was = old.tasks[label]
+        assert (was.error, was.convergence, was.solved, was.test_size_2x) == \
+            (task.error, task.convergence, task.solved, task.test_size_2x)
+        assert (was.has_threshold, was.rule, was.threshold(), was.metric_label) == \
+            (task.has_threshold, task.rule, task.threshold(), task.metric_label)
+    assert new.tasks["ngrams"].error.reference == "optimal_loss_bits_per_seq"   # the gap, from facts alone
+    assert new.tasks["ngrams"].threshold() == 1.0 and new.tasks["copy"].threshold() == 0.1
+    pd.testing.assert_frame_equal(_summary_csv(old_dir), _summary_csv(report.parent))
+
+    # older still: words only (no threshold, no solved level), then no task facts at all
+    manifest["tasks"] = {label: _old_facts(fact, False)
+                         for label, fact in read_json(report.parent / "suite.json")["tasks"].items()}
+    atomic_write_json(old_dir / "suite.json", manifest)
+    words_only = load_suite_data(old_dir).tasks
+    for label, task in new.tasks.items():
+        assert words_only[label].threshold() == task.threshold()  # read from the words
+        assert words_only[label].solved is None
+    del manifest["tasks"]
+    atomic_write_json(old_dir / "suite.json", manifest)
+    bare = load_suite_data(old_dir).tasks
+    assert bare["ngrams"].error == new.tasks["ngrams"].error
+    assert bare["repeat_copy"].size_parts == ["L", "n"]
+    assert bare["copy"].has_threshold and bare["copy"].rule == "(rule not recorded)" and bare["copy"].threshold() \
+        is None
+
+
+def test_legacy_facts_map_to_rules():
+    from bench.report import legacy_task_info, task_info
+    from tasks.base import WRONG_BITS, Rule
+    from tasks.ngrams import GAP_TO_OPTIMUM
+
+    ngrams = legacy_task_info("n", {"type": "ngrams", "convergence_rule": "loss within 2 bits/seq of the Bayes "
+                                                                          "optimum"}, has_optimum=False)
+    assert ngrams.error == GAP_TO_OPTIMUM
+    assert ngrams.convergence == Rule("loss_bits_per_seq", 2.0, "<", "optimal_loss_bits_per_seq")
+    assert ngrams.threshold() == 2.0 and ngrams.solved is None
+    copy = legacy_task_info("c", {"type": "copy", "convergence_rule": "wrong bits/seq < 0.1",
+                                  "convergence_threshold": 0.3, "solved_at_most": 2.0}, has_optimum=False)
+    assert copy.error == WRONG_BITS and copy.threshold() == 0.3  # the number wins over the words
+    assert copy.solved == Rule("wrong_bits_per_seq", 2.0, "<=")
+    assert copy.rule == "wrong bits/seq < 0.1"                   # shown as recorded
+    sort = legacy_task_info("p", {"type": "priority_sort", "convergence_rule": None}, has_optimum=False)
+    assert not sort.has_threshold and sort.rule is None and sort.threshold() is None
+    plugin = legacy_task_info("x", {"type": "a_plugin_task", "convergence_rule": "within 0.5 bits"}, True)
+    assert plugin.error == GAP_TO_OPTIMUM and plugin.threshold() == 0.5  # curves with an optimum: the gap
+    current = task_info("c", {"type": "copy", **build_task("copy", converge_below=None).facts()})
+    assert not current.has_threshold and current.solved == Rule("wrong_bits_per_seq", 1.0, "<=")
+
+
+# ---- best values, shaded by each column's direction -------------------------------------------------------------
+
+def test_best_value_is_shaded_by_direction():
+    from bench.report import Cell, Column, fmt, table
+
+    def number(value, source):
+        return Cell(fmt(value), sort=value)
+
+    columns = [Column("name", "{what}", get=lambda s: s[0], show=lambda v, s: Cell(v)),
+               Column("low", "low", get=lambda s: s[1], show=number, better="lower"),
+               Column("high", "high", get=lambda s: s[1], show=number, better="higher"),
+               Column("plain", "plain", get=lambda s: s[1], show=number)]
+
+    def shaded(sources):
+        t = table(columns, [(s[0], s) for s in sources], what="model")
+        assert t["headers"][0]["text"] == "model"
+        return {c.key: [row["key"] for row in t["rows"] if "best" in row["by_key"][c.key].cls] for c in columns}
+
+    # 1.0004 reads as 1 at three significant digits, so it ties with 1.0; a missing value is never best
+    assert shaded([("a", 1.0), ("b", 2.0), ("c", 1.0004), ("d", None)]) == \
+        {"name": [], "low": ["a", "c"], "high": ["b"], "plain": []}
+    assert shaded([("a", 1.0), ("b", 1.0)]) == {"name": [], "low": [], "high": [], "plain": []}  # all the same
+    assert shaded([("a", 1.0)]) == {"name": [], "low": [], "high": [], "plain": []}              # one model
+
+
+def test_summary_columns_shade_by_their_direction(report):
+    from bench.report import SUMMARY_COLUMNS, load_suite_data, summary_table
+
+    assert {c.key: c.better for c in SUMMARY_COLUMNS if c.better} == {
+        "converged": "higher", "median_steps": "lower", "median_sequences": "lower", "final_error": "lower",
+        "generalization": "lower", "solved_2x": "higher", "seq_per_s": "higher"}
+    data = load_suite_data(report.parent)
+    rows = summary_table(data, data.tasks["copy"])["rows"]
+
+    def best(key):
+        return sorted(row["key"] for row in rows if "best" in row["by_key"][key].cls)
+
+    assert best("seq_per_s") == ["lstm"]                  # the highest throughput
+    assert best("median_steps") == [LONG_MODEL]           # the fewest steps (75 against 150 and more)
+    assert best("converged") == sorted(["ntm", LONG_MODEL])   # 4/4 each
+    assert best("params") == []                           # not a scored column

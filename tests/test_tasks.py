@@ -1,11 +1,21 @@
-"""Registry-wide task tests: every registered task gets them the day it is registered."""
+"""Registry-wide task tests: every task in `tasks.TASKS` gets them the day it is added; and the convergence and
+solved rules as data (`tasks.base.Rule`), the facts a task records for the report, and the package's independence
+from `bench`."""
 
 from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
 
 import pytest
 import torch
 
-from bench.registry import TASKS, build_task
+from bench.registry import build_task
+from tasks import TASKS
+from tasks.base import WRONG_BITS, Measure, Rule
+from tests.conftest import REPO
 
 TASK_NAMES = sorted(TASKS)
 
@@ -134,3 +144,82 @@ def test_bad_task_parameters_are_rejected():
         build_task("copy", lenghts=[1, 2])
     with pytest.raises(ValueError, match="known tasks"):
         build_task("kopy")
+
+
+# ---- rules as data ----------------------------------------------------------------------------------------------
+
+def test_convergence_rule_boundary_is_strict():
+    task = build_task("copy")
+    assert task.convergence == Rule("wrong_bits_per_seq", 0.1, "<")
+    assert task.converged({"wrong_bits_per_seq": 0.0999999})
+    assert not task.converged({"wrong_bits_per_seq": 0.1})         # at the threshold is not below it
+    assert not task.converged({"wrong_bits_per_seq": math.nan})    # a broken model never converges
+    assert task.convergence.text() == "wrong bits/seq < 0.1"
+    assert build_task("copy", converge_below=0.5).convergence.threshold == 0.5
+    none = build_task("copy", converge_below=None)
+    assert none.convergence is None and not none.converged({"wrong_bits_per_seq": 0.0})
+
+
+def test_solved_rule_boundary_is_inclusive():
+    rule = build_task("copy").solved_when
+    assert rule == Rule("wrong_bits_per_seq", 1.0, "<=")
+    assert rule.passes(1.0) and not rule.passes(1.0000001) and not rule.passes(math.nan)
+    assert rule.text() == "wrong bits/seq ≤ 1"
+    assert build_task("ngrams").solved_when is None
+
+
+def test_a_rule_with_a_reference_bounds_the_gap():
+    rule = Rule("loss_bits_per_seq", 1.0, "<", reference="optimal_loss_bits_per_seq")
+    assert rule.value({"loss_bits_per_seq": 131.5, "optimal_loss_bits_per_seq": 130.0}) == 1.5
+    assert rule.holds({"loss_bits_per_seq": 130.9, "optimal_loss_bits_per_seq": 130.0})
+    assert not rule.holds({"loss_bits_per_seq": 131.0, "optimal_loss_bits_per_seq": 130.0})
+    assert rule.holds({"loss_bits_per_seq": 129.0, "optimal_loss_bits_per_seq": 130.0})  # one-sided: below is fine
+    assert rule.text() == "loss within 1 bits/seq of the Bayes optimum"
+    with pytest.raises(KeyError, match="optimal_loss_bits_per_seq"):
+        rule.holds({"loss_bits_per_seq": 130.0})
+    assert rule.bounds(Measure("loss_bits_per_seq", "optimal_loss_bits_per_seq")) and not rule.bounds(WRONG_BITS)
+
+
+def test_rules_and_measures_round_trip_through_json():
+    for rule in (Rule("wrong_bits_per_seq", 0.1), Rule("wrong_bits_per_seq", 2, "<="),
+                 Rule("loss_bits_per_seq", 0.25, "<", "optimal_loss_bits_per_seq")):
+        assert Rule.from_json(json.loads(json.dumps(rule.to_json()))) == rule
+    assert Measure.from_json(json.loads(json.dumps(WRONG_BITS.to_json()))) == WRONG_BITS
+    assert Rule.from_json({"metric": "wrong_bits_per_seq", "threshold": 0.1, "op": "<", "text": "ignored"}) == \
+        Rule("wrong_bits_per_seq", 0.1)
+    with pytest.raises(ValueError, match="op"):
+        Rule("wrong_bits_per_seq", 0.1, ">")
+
+
+@pytest.mark.parametrize("name", TASK_NAMES)
+def test_facts_are_plain_json_and_match_the_task(name):
+    task = build_task(name)
+    facts = task.facts()
+    assert json.loads(json.dumps(facts)) == facts
+    assert facts["size_parts"] == list(task.size_parts)
+    assert [tuple(s) for s in facts["test_sizes"]] == list(task.test_sizes)
+    assert Measure.from_json(facts["error"]) == task.error
+    convergence = None if facts["convergence"] is None else Rule.from_json(facts["convergence"])
+    solved = None if facts["solved"] is None else Rule.from_json(facts["solved"])
+    assert convergence == task.convergence and solved == task.solved_when
+    double = task.double_size()
+    assert facts["test_size_2x"] == (None if double is None else list(double))
+
+
+def test_the_facts_of_each_task_family():
+    facts = {name: build_task(name).facts() for name in TASK_NAMES}
+    for name in ("copy", "repeat_copy", "associative_recall"):
+        assert facts[name]["convergence"] == {"metric": "wrong_bits_per_seq", "threshold": 0.1, "op": "<",
+                                              "reference": None}
+        assert facts[name]["solved"] == {"metric": "wrong_bits_per_seq", "threshold": 1.0, "op": "<=",
+                                         "reference": None}
+    assert facts["priority_sort"]["convergence"] is None
+    assert facts["ngrams"]["convergence"] == {"metric": "loss_bits_per_seq", "threshold": 1.0, "op": "<",
+                                              "reference": "optimal_loss_bits_per_seq"}
+    assert facts["ngrams"]["error"]["reference"] == "optimal_loss_bits_per_seq" and facts["ngrams"]["solved"] is None
+
+
+def test_tasks_import_nothing_from_bench():
+    code = "import sys, tasks; print([m for m in sys.modules if m == 'bench' or m.startswith('bench.')])"
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

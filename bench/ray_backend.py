@@ -1,11 +1,12 @@
-"""Run a suite's runs as Ray tasks: on the cluster at RAY_ADDRESS, or on a local Ray instance (loopback only).
+"""The Ray backend: trains groups of runs as Ray tasks, on the cluster at RAY_ADDRESS or on a local Ray instance
+(loopback only).
 
-Pending runs are grouped exactly as the local executor groups them (`group_seeds`: runs that differ only in their
-seed, `train.parallel_seeds` per group; a group of one is a single run), and each group is one Ray task that reserves
-the suite's `resources` and trains its runs together (`execute_group`). No shared filesystem is assumed: a task
+The runner (bench.runner) groups pending runs as it does for every backend (runs that differ only in their seed,
+`train.parallel_seeds` per group; a group may be one run), and each group is one Ray task that reserves the suite's
+`resources` and trains its runs together (`bench.runner.train_group`). No shared filesystem is assumed: a task
 trains each run in its own folder under `checkpoint_dir` on whichever node runs it, and returns each finished run's
 result files; the driver writes them atomically under ``<out_dir>/runs/<run_id>/`` (result.json last), exactly where
-the local executor puts them, so finished runs are skipped the same way. A task whose worker dies is retried by Ray
+the local backend puts them, so finished runs are skipped the same way. A task whose worker dies is retried by Ray
 (`max_retries`): each run of its group resumes from its own last checkpoint in `checkpoint_dir` (which must be shared
 storage for a retry on another node to find it), and a run that an earlier attempt already finished is not retrained.
 """
@@ -17,8 +18,6 @@ import json
 import logging
 import os
 import shutil
-import time
-import traceback
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -26,20 +25,10 @@ from pathlib import Path
 from typing import Any
 
 from bench.config import ConfigError, Suite
-from bench.executors import (
-    DEFAULT_THREADS,
-    SuiteOutcome,
-    announce,
-    execute_group,
-    finish_run,
-    group_seeds,
-    log_summary,
-    open_suite_bar,
-    prepare,
-    resolve_parallel_seeds,
-)
 from bench.grid import RunSpec
-from bench.results import atomic_write_bytes, atomic_write_json, collect, read_json, run_is_finished
+from bench.results import atomic_write_bytes, atomic_write_json, read_json, run_is_finished
+from bench.runner import DEFAULT_THREADS, Group, Results, failed_result, load_plugins, train_group
+from bench.train import load_checkpoint
 
 log = logging.getLogger("bench")
 
@@ -135,16 +124,14 @@ def ray_session(num_cpus: int | None = None) -> Iterator[Any]:
 
 def train_group_on_worker(specs: list[RunSpec], work_root: str, threads: int, plugins: tuple[str, ...],
                           submission: str, fresh: bool) -> dict[str, dict[str, Any]]:
-    """Train a group of runs that differ only in their seed (`execute_group`), each in ``work_root/<run_id>`` and
+    """Train a group of runs that differ only in their seed (`train_group`), each in ``work_root/<run_id>`` and
     resuming from its own checkpoint, and return per run_id its result, its result files' bytes and its attempt.
 
     `submission` names the driver's invocation: a retry of this task within it is a later attempt at each run it
     trains, while a run that an earlier attempt finished is returned as it is, not retrained. With `fresh`, the first
     attempt of a new submission deletes what an earlier one left on this node.
     """
-    from bench import registry
-
-    registry.load_all()
+    load_plugins(plugins)
     root = Path(work_root)
     attempts = {spec.run_id: _count_attempt(root / spec.run_id, spec.run_id, submission, fresh) for spec in specs}
     # finished by an earlier attempt, or by an earlier submission whose driver stopped before writing it
@@ -154,7 +141,7 @@ def train_group_on_worker(specs: list[RunSpec], work_root: str, threads: int, pl
     if to_train:
         first_attempt = max(attempts[spec.run_id]["attempts"] for spec in to_train) == 1
         with _kill_hook(to_train[0], first_attempt):
-            results.update(execute_group(to_train, root, threads, plugins))
+            results.update(train_group(to_train, root, threads, plugins))
     return {spec.run_id: {"result": results[spec.run_id], "files": _result_files(root / spec.run_id),
                           "attempt": attempts[spec.run_id]["attempts"],
                           "resumed_from_step": attempts[spec.run_id].get("resumed_from_step")} for spec in specs}
@@ -209,13 +196,85 @@ def _read_attempts(marker: Path) -> dict[str, Any]:
 
 
 def _checkpoint_step(work_dir: Path, run_id: str) -> int | None:
-    from bench.train import load_checkpoint
-
     state = load_checkpoint(work_dir, run_id)
     return None if state is None else int(state["step"])
 
 
 # ---- the driver -------------------------------------------------------------------------------------------------
+
+class RayBackend:
+    """One Ray task per group, each reserving the suite's `resources`; `max_retries` (default: the suite's) is how
+    often Ray reruns a task whose worker died. Runs train under the suite's `checkpoint_dir` on the node that runs
+    them (default: the output folder's runs/), and the driver writes their result files into ``runs_dir``."""
+
+    def __init__(self, threads: int = DEFAULT_THREADS, plugins: tuple[str, ...] = (), fresh: bool = False,
+                 max_retries: int | None = None):
+        self.threads = threads
+        self.plugins = tuple(plugins)
+        self.fresh = fresh
+        self.max_retries = max_retries
+        self.suite: Suite | None = None
+        self.ray = None
+
+    def device_type(self, suite: Suite) -> str:
+        # Ray shows a task only the GPUs it reserved (see adapt)
+        return "cuda" if suite.resources.num_gpus > 0 and suite.device != "cpu" else "cpu"
+
+    def adapt(self, suite: Suite, spec: RunSpec) -> RunSpec:
+        """`device: auto` without reserved GPUs trains on the CPU; an explicit cuda device needs them."""
+        if suite.resources.num_gpus > 0:
+            return spec
+        if spec.device.startswith("cuda"):
+            raise ConfigError(f"{suite.path}: device: {spec.device} needs resources.num_gpus > 0 on the ray executor")
+        return dataclasses.replace(spec, device="cpu") if spec.device == "auto" else spec
+
+    @contextmanager
+    def session(self, suite: Suite, groups: list[Group]) -> Iterator[int]:
+        """Connect to Ray (only when there is something to train); yields how many groups the cluster runs at
+        once."""
+        self.suite = suite
+        if not groups:
+            yield 1
+            return
+        with ray_session() as ray:
+            self.ray = ray
+            try:
+                yield _tasks_at_once(ray, suite, len(groups))
+            finally:
+                self.ray = None
+
+    def train(self, groups: list[Group], runs_dir: Path) -> Iterator[tuple[Group, Results]]:
+        """Submit one task per group, then write and yield each group's runs as its task finishes."""
+        if not groups:
+            return
+        ray, suite = self.ray, self.suite
+        retries = suite.max_retries if self.max_retries is None else self.max_retries
+        work_root = (Path(suite.checkpoint_dir).expanduser().resolve() if suite.checkpoint_dir
+                     else Path(runs_dir).resolve())
+        hook = os.environ.get(KILL_FIRST_ATTEMPT)
+        task = ray.remote(train_group_on_worker).options(
+            num_cpus=suite.resources.num_cpus, num_gpus=suite.resources.num_gpus, max_retries=retries,
+            runtime_env={"env_vars": {KILL_FIRST_ATTEMPT: hook}} if hook else None)
+        submission = uuid.uuid4().hex
+        refs = {task.remote(group, str(work_root), self.threads, self.plugins, submission, self.fresh): group
+                for group in groups}
+        try:
+            remaining = list(refs)
+            while remaining:
+                done, remaining = ray.wait(remaining, num_returns=1)
+                for ref in done:
+                    group = refs.pop(ref)
+                    try:
+                        replies, lost = ray.get(ref), None
+                    except ray.exceptions.RayError as error:  # its worker died more often than max_retries allows
+                        replies, lost = {}, error
+                    yield group, {spec.run_id: _record_lost_run(spec, runs_dir / spec.run_id, lost) if lost
+                                  else _record_reply(spec, runs_dir / spec.run_id, replies[spec.run_id])
+                                  for spec in group}
+        finally:
+            for ref in refs:  # interrupted: stop what is still queued or training on the cluster
+                ray.cancel(ref, force=True)
+
 
 def _write_run(run_dir: Path, files: dict[str, bytes]) -> None:
     """Write a task's result files atomically, in RESULT_FILES order (result.json last)."""
@@ -226,8 +285,7 @@ def _write_run(run_dir: Path, files: dict[str, bytes]) -> None:
 
 def _record_lost_run(spec: RunSpec, run_dir: Path, error: BaseException) -> dict[str, Any]:
     """A run of a task Ray gave up on (its retries spent): a `failed` result.json, retried on the next invocation."""
-    result = {"status": "failed", "error": f"{type(error).__name__}: {error}".splitlines()[0],
-              "traceback": "".join(traceback.format_exception(error))}
+    result = failed_result(error)
     if not (run_dir / "spec.json").exists():  # collect() reads it for the run's labels
         atomic_write_json(run_dir / "spec.json", spec.to_json())
     atomic_write_json(run_dir / "result.json", result)
@@ -259,75 +317,3 @@ def _tasks_at_once(ray, suite: Suite, tasks: int) -> int:
                               "nodes")
         limits.append(int(have // wanted))
     return max(1, min([tasks, *limits]))
-
-
-def _for_the_cluster(spec: RunSpec, suite: Suite) -> RunSpec:
-    """Ray shows a task only the GPUs it reserved; `device: auto` without any reserved trains on the CPU."""
-    if suite.resources.num_gpus > 0:
-        return spec
-    if spec.device.startswith("cuda"):
-        raise ConfigError(f"{suite.path}: device: {spec.device} needs resources.num_gpus > 0 on the ray executor")
-    return dataclasses.replace(spec, device="cpu") if spec.device == "auto" else spec
-
-
-def run_ray(suite: Suite, out_dir: Path, fresh: bool = False, plugins: tuple[str, ...] = (),
-            threads: int = DEFAULT_THREADS, estimate: bool = True, max_retries: int | None = None) -> SuiteOutcome:
-    """Run every pending run of `suite` on Ray, one task per group of seeds, then rebuild the suite CSVs under
-    `out_dir`.
-
-    `max_retries` (default: the suite's) is how often Ray reruns a task whose worker died.
-    """
-    out_dir = Path(out_dir)
-    retries = suite.max_retries if max_retries is None else max_retries
-    work_root = Path(suite.checkpoint_dir).expanduser().resolve() if suite.checkpoint_dir else None
-    specs, pending = prepare(suite, out_dir, fresh)
-    pending = [_for_the_cluster(spec, suite) for spec in pending]
-    outcome = SuiteOutcome(out_dir, len(specs), len(specs) - len(pending))
-    suite_bar = open_suite_bar(suite, outcome)
-    started = time.perf_counter()
-    try:
-        if pending:
-            with ray_session() as ray:
-                _train_pending(ray, suite, pending, out_dir, work_root or out_dir.resolve() / "runs", outcome,
-                               suite_bar, fresh, plugins, threads, estimate, retries)
-        else:
-            announce(suite, pending, outcome, suite_bar, threads, 1, estimate)
-    finally:
-        suite_bar.close()
-        collect(out_dir, [s.run_id for s in specs])
-    log_summary(suite, outcome, started)
-    return outcome
-
-
-def _train_pending(ray, suite: Suite, pending: list[RunSpec], out_dir: Path, work_root: Path,
-                   outcome: SuiteOutcome, suite_bar, fresh: bool, plugins: tuple[str, ...], threads: int,
-                   estimate: bool, retries: int) -> None:
-    """Submit one task per group of pending runs that differ only in their seed, grouped as the local executor
-    groups them, then write and log each run of a group as the group's task finishes."""
-    # after _for_the_cluster a run trains on a GPU exactly when it keeps a device other than cpu (it reserved one)
-    jobs = group_seeds(pending, resolve_parallel_seeds(suite, "cpu" if pending[0].device == "cpu" else "cuda"))
-    announce(suite, pending, outcome, suite_bar, threads, _tasks_at_once(ray, suite, len(jobs)), estimate)
-    hook = os.environ.get(KILL_FIRST_ATTEMPT)
-    task = ray.remote(train_group_on_worker).options(
-        num_cpus=suite.resources.num_cpus, num_gpus=suite.resources.num_gpus, max_retries=retries,
-        runtime_env={"env_vars": {KILL_FIRST_ATTEMPT: hook}} if hook else None)
-    submission = uuid.uuid4().hex
-    refs = {task.remote(job, str(work_root), threads, tuple(plugins), submission, fresh): job for job in jobs}
-    try:
-        remaining = list(refs)
-        while remaining:
-            done, remaining = ray.wait(remaining, num_returns=1)
-            for ref in done:
-                job = refs.pop(ref)
-                try:
-                    replies, lost = ray.get(ref), None
-                except ray.exceptions.RayError as error:  # its worker died more often than max_retries allows
-                    replies, lost = {}, error
-                for spec in job:
-                    run_dir = out_dir / "runs" / spec.run_id
-                    result = (_record_lost_run(spec, run_dir, lost) if lost is not None
-                              else _record_reply(spec, run_dir, replies[spec.run_id]))
-                    finish_run(spec, result, outcome, suite_bar)
-    finally:
-        for ref in refs:  # interrupted: stop what is still queued or training on the cluster
-            ray.cancel(ref, force=True)

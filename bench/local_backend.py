@@ -1,0 +1,72 @@
+"""The local backend: trains groups of runs on this machine, in this process or in a pool of worker processes."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from contextlib import contextmanager
+from multiprocessing import get_context
+from pathlib import Path
+
+from tqdm import tqdm
+
+from bench.config import Suite
+from bench.grid import RunSpec
+from bench.runner import DEFAULT_THREADS, Group, Results, describe, load_plugins, show_bars, train_group
+from bench.train import resolve_device
+
+
+class LocalBackend:
+    """`workers` groups at a time: one in this process (with a per-run progress bar), or several in a pool of
+    spawned processes, each training one group at a time with `threads` torch threads."""
+
+    def __init__(self, workers: int = 1, threads: int = DEFAULT_THREADS, plugins: tuple[str, ...] = ()):
+        self.workers = workers
+        self.threads = threads
+        self.plugins = tuple(plugins)
+
+    def device_type(self, suite: Suite) -> str:
+        return resolve_device(suite.device).type
+
+    def adapt(self, suite: Suite, spec: RunSpec) -> RunSpec:
+        return spec
+
+    @contextmanager
+    def session(self, suite: Suite, groups: list[Group]) -> Iterator[int]:
+        yield self.workers
+
+    def train(self, groups: list[Group], runs_dir: Path) -> Iterator[tuple[Group, Results]]:
+        if self.workers <= 1:
+            yield from self._in_process(groups, runs_dir)
+        else:
+            yield from self._in_pool(groups, runs_dir)
+
+    def _in_process(self, groups: list[Group], runs_dir: Path) -> Iterator[tuple[Group, Results]]:
+        for group in groups:
+            run_bar = tqdm(total=group[0].train.steps, desc=describe(group), unit="step", leave=False,
+                           disable=not show_bars(), position=1, dynamic_ncols=True)
+
+            def progress(step: int, metrics, bar=run_bar) -> None:
+                bar.n = step
+                if metrics is not None:
+                    bar.set_postfix(wrong_bits=f"{metrics['wrong_bits_per_seq']:.3g}", refresh=False)
+                if step % 10 == 0 or metrics is not None:
+                    bar.refresh()
+
+            try:
+                results = train_group(group, runs_dir, self.threads, self.plugins, progress)
+            finally:
+                run_bar.close()
+            yield group, results
+
+    def _in_pool(self, groups: list[Group], runs_dir: Path) -> Iterator[tuple[Group, Results]]:
+        context = get_context("spawn")  # fork is unsafe with torch's thread pools
+        with ProcessPoolExecutor(self.workers, mp_context=context, initializer=load_plugins,
+                                 initargs=(self.plugins,)) as pool:
+            futures = {pool.submit(train_group, group, runs_dir, self.threads, self.plugins): group
+                       for group in groups}
+            remaining = set(futures)
+            while remaining:
+                done, remaining = wait(remaining, return_when=FIRST_COMPLETED)
+                for future in done:
+                    yield futures[future], future.result()

@@ -1,0 +1,274 @@
+"""The suite runner: the one sequence every backend shares.
+
+`run_suite(suite, out_dir, backend)` expands the suite, skips finished runs, groups the pending ones by seed, shows
+progress, hands the groups to a backend, records each run it reports back, and rebuilds the suite's CSVs. A backend
+only trains groups: `bench.local_backend.LocalBackend` (this machine, one process or a pool) and
+`bench.ray_backend.RayBackend` (Ray tasks) are peers behind the `Backend` interface below.
+
+Every run writes only inside its own folder, so backends never share a file; the suite-level CSVs are rebuilt from
+the folders afterwards (`bench.results.collect`), which makes a crash mid-suite harmless.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import sys
+import time
+import traceback
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+from tqdm import tqdm
+
+from bench import registry
+from bench.config import Suite
+from bench.grid import RunSpec, expand, memory_overflows
+from bench.metrics import loss_nats_per_seq
+from bench.results import atomic_write_json, collect, run_is_finished
+from bench.train import build_model, build_task, device_name, make_optimizer, resolve_device, train_population
+
+log = logging.getLogger("bench")
+
+#: torch threads per run unless --threads says otherwise. Fixed, not derived from --workers, because CPU results
+#: are bit-identical only at the same thread count (reductions split differently); 1 suits these small models.
+DEFAULT_THREADS = 1
+#: seeds trained together on a CPU under `parallel_seeds: auto`. On 2 CPU cores a 10-seed NTM group was only 1.4x
+#: faster per sequence than one run at 1 thread, and a group pads every seed's batch to the longest length drawn,
+#: which costs more than that under per-batch length sampling (docs/PERFORMANCE.md). So a CPU trains seeds alone.
+CPU_PARALLEL_SEEDS = 1
+
+Group = list[RunSpec]
+Results = dict[str, dict[str, Any]]
+Progress = Callable[[int, dict[str, float] | None], None]
+
+
+class Backend(Protocol):
+    """Where groups of runs train. The runner owns everything else (skipping, grouping, bars, logging, CSVs)."""
+
+    #: torch threads per run
+    threads: int
+
+    def device_type(self, suite: Suite) -> str:
+        """Where this backend's runs of `suite` train: "cpu" or "cuda" (decides `parallel_seeds: auto`)."""
+
+    def adapt(self, suite: Suite, spec: RunSpec) -> RunSpec:
+        """A pending run as this backend will train it (e.g. the device a Ray task can see)."""
+
+    def session(self, suite: Suite, groups: list[Group]) -> AbstractContextManager[int]:
+        """Open the backend for these groups; yields how many groups train at once (for the time estimate)."""
+
+    def train(self, groups: list[Group], runs_dir: Path) -> Iterator[tuple[Group, Results]]:
+        """Train every group, each run in ``runs_dir/<run_id>``; yield each group with its runs' results (by run_id)
+        as it finishes, in any order. A group that fails yields `failed_result`s; it never raises for one."""
+
+
+@dataclass
+class SuiteOutcome:
+    out_dir: Path
+    total: int
+    skipped: int
+    results: Results = field(default_factory=dict)
+
+    @property
+    def failed(self) -> list[str]:
+        return [rid for rid, r in self.results.items() if r.get("status") == "failed"]
+
+
+def run_suite(suite: Suite, out_dir: Path, backend: Backend, fresh: bool = False,
+              estimate: bool = True) -> SuiteOutcome:
+    """Train every pending run of `suite` under ``out_dir/runs`` on `backend`, then rebuild the suite CSVs.
+    `fresh` deletes this suite's run folders first; `estimate` logs a training-time estimate before starting."""
+    out_dir = Path(out_dir)
+    specs, pending = prepare(suite, out_dir, fresh)
+    pending = [backend.adapt(suite, spec) for spec in pending]
+    groups = group_seeds(pending, resolve_parallel_seeds(suite, backend.device_type(suite)))
+    outcome = SuiteOutcome(out_dir, len(specs), len(specs) - len(pending))
+    suite_bar = tqdm(total=outcome.total, initial=outcome.skipped, desc=f"suite {suite.name}", unit="run",
+                     disable=not show_bars(), position=0, dynamic_ncols=True)
+    started = time.perf_counter()
+    try:
+        with backend.session(suite, groups) as at_once:
+            announce(suite, pending, outcome, suite_bar, backend.threads, at_once, estimate)
+            for group, results in backend.train(groups, out_dir / "runs"):
+                for spec in group:
+                    outcome.results[spec.run_id] = results[spec.run_id]
+                    _log_result(spec, results[spec.run_id], None if suite_bar.disable else suite_bar)
+                    suite_bar.update(1)
+    finally:
+        suite_bar.close()
+        collect(out_dir, [s.run_id for s in specs])
+    log.info("suite %s: %d runs (%d skipped as finished) in %.0fs", suite.name, outcome.total, outcome.skipped,
+             time.perf_counter() - started)
+    return outcome
+
+
+# ---- before training ----------------------------------------------------------------------------------------------
+
+def prepare(suite: Suite, out_dir: Path, fresh: bool = False) -> tuple[list[RunSpec], list[RunSpec]]:
+    """Write the suite manifest; returns (all specs, the pending ones). `fresh` deletes this suite's run folders."""
+    specs = expand(suite)
+    for problem in memory_overflows(suite):
+        log.warning("%s", problem)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    run_ids = [s.run_id for s in specs]
+    if len(set(run_ids)) != len(run_ids):
+        raise ValueError(f"{suite.path}: two runs of this suite resolve to the same configuration; give each "
+                         "model and task a distinct configuration")
+    if fresh:
+        for rid in run_ids:
+            shutil.rmtree(out_dir / "runs" / rid, ignore_errors=True)
+    atomic_write_json(out_dir / "suite.json", {"name": suite.name, "description": suite.description,
+                                               "path": suite.path, "resolved": suite.resolved, "run_ids": run_ids,
+                                               "seeds": list(suite.seeds), "steps": suite.train.steps,
+                                               "batch_size": suite.train.batch_size, "tasks": task_facts(suite)})
+    pending = [s for s in specs if not run_is_finished(out_dir / "runs" / s.run_id)]
+    return specs, pending
+
+
+def task_facts(suite: Suite) -> dict[str, dict[str, Any]]:
+    """What the report needs to know of each task without building it: its registry name and `Task.facts()`."""
+    return {label: {"type": component.type, **registry.build_task(component.type, **component.params).facts()}
+            for label, component in suite.tasks.items()}
+
+
+def resolve_parallel_seeds(suite: Suite, device_type: str) -> int:
+    """How many seeds of one configuration train together, decided once, where the device is known: the suite's
+    `parallel_seeds`, or under `auto` every seed on a GPU and CPU_PARALLEL_SEEDS on a CPU."""
+    setting = suite.train.parallel_seeds
+    if setting != "auto":
+        return max(1, int(setting))
+    return len(suite.seeds) if device_type == "cuda" else CPU_PARALLEL_SEEDS
+
+
+def group_seeds(pending: list[RunSpec], size: int) -> list[Group]:
+    """Groups of pending runs that differ only in their seed, at most `size` per group."""
+    by_config: dict[str, Group] = {}
+    for spec in pending:
+        identity = spec.identity()
+        identity.pop("seed")
+        by_config.setdefault(json.dumps(identity, sort_keys=True, default=str), []).append(spec)
+    return [members[i : i + size] for members in by_config.values() for i in range(0, len(members), size)]
+
+
+def estimate_seconds(pending: list[RunSpec], threads: int, probe_steps: int = 2) -> float:
+    """Upper bound on the pending runs' training time: a short timing of each distinct configuration x steps."""
+    per_step: dict[str, float] = {}
+    total = 0.0
+    previous_threads = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        for spec in pending:
+            key = spec.task + "|" + spec.model
+            if key not in per_step:
+                device = resolve_device(spec.device)
+                task = build_task(spec)
+                model = build_model(spec, task, device)
+                optimizer = make_optimizer(spec, model.parameters())
+                generator = torch.Generator().manual_seed(0)
+                middle = tuple((lo + hi) // 2 for lo, hi in (task.train_sizes[p] for p in task.size_parts))
+                timings = []
+                for _ in range(probe_steps + 1):
+                    batch = task.sample(spec.train.batch_size, generator, size=middle).to(device)
+                    started = time.perf_counter()
+                    optimizer.zero_grad()
+                    loss_nats_per_seq(model(batch.inputs), batch.targets, batch.mask).backward()
+                    optimizer.step()
+                    if device.type == "cuda":
+                        torch.cuda.synchronize(device)
+                    timings.append(time.perf_counter() - started)
+                per_step[key] = min(timings[1:])  # the first step pays one-off costs
+            total += per_step[key] * spec.train.steps
+    finally:
+        torch.set_num_threads(previous_threads)
+    return total
+
+
+def format_duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def announce(suite: Suite, pending: list[RunSpec], outcome: SuiteOutcome, suite_bar: tqdm, threads: int,
+             at_once: int, estimate: bool) -> None:
+    """Log what is already finished and, unless `estimate` is off, the estimated training time at `at_once` runs
+    at a time."""
+    if outcome.skipped:
+        log.info("%d of %d runs already finished; %d to go", outcome.skipped, outcome.total, len(pending))
+    if not (estimate and pending):
+        return
+    seconds = estimate_seconds(pending, threads) / max(1, min(at_once, len(pending)))
+    stop = " (less where runs stop at convergence)" if suite.train.stop_at_convergence else ""
+    log.info("estimated training time for %d runs x %d steps on %s: %s%s", len(pending), suite.train.steps,
+             device_name(resolve_device(pending[0].device)), format_duration(seconds), stop)
+    if seconds > 3 * 3600 and not any(s.device.startswith("cuda") for s in pending) and not torch.cuda.is_available():
+        log.warning("this suite is sized for a GPU: on this CPU it would take about %s. Try a *_small suite, fewer "
+                    "seeds (--seeds 2) or --set train.steps=N.", format_duration(seconds))
+    suite_bar.set_postfix_str(f"est. {format_duration(seconds)} in all")
+
+
+# ---- training a group (what every backend calls) -----------------------------------------------------------------
+
+def show_bars() -> bool:
+    """Progress bars only on an interactive terminal and outside CI; otherwise one log line per finished run."""
+    return sys.stderr.isatty() and not os.environ.get("CI")
+
+
+def failed_result(error: BaseException) -> dict[str, Any]:
+    """The result.json of a run that raised: status failed, the error on one line, and the traceback."""
+    return {"status": "failed", "error": f"{type(error).__name__}: {error}".splitlines()[0],
+            "traceback": "".join(traceback.format_exception(error))}
+
+
+def load_plugins(plugins: tuple[str, ...]) -> None:
+    """Register the built-in tasks and models and import each plugin module (in a fresh worker process)."""
+    registry.load_all()
+    for plugin in plugins:
+        registry.load_plugin(plugin)
+
+
+def train_group(group: Group, runs_dir: Path, threads: int, plugins: tuple[str, ...] = (),
+                on_progress: Progress | None = None) -> Results:
+    """Train a group of runs that differ only in their seed (`bench.train.train_population`; a group may be one
+    run), each in ``runs_dir/<run_id>``. Returns each run's result by run_id. An exception fails every run of the
+    group that had not finished: each gets a `failed` result.json and is retried on the next invocation."""
+    load_plugins(plugins)
+    results: Results = {}
+    try:
+        train_population(group, [runs_dir / s.run_id for s in group], threads=threads, on_progress=on_progress,
+                         on_finish=lambda spec, result: results.__setitem__(spec.run_id, result))
+    except Exception as error:  # the suite carries on; the failure is recorded and shown
+        for spec in group:
+            if spec.run_id not in results:
+                results[spec.run_id] = failed_result(error)
+                (runs_dir / spec.run_id).mkdir(parents=True, exist_ok=True)
+                atomic_write_json(runs_dir / spec.run_id / "result.json", results[spec.run_id])
+    return results
+
+
+def describe(group: Group) -> str:
+    """task/model/seed of a run, or task/model/N seeds of a group."""
+    first = group[0]
+    return f"{first.task}/{first.model}/" + (f"seed {first.seed}" if len(group) == 1 else f"{len(group)} seeds")
+
+
+def _log_result(spec: RunSpec, result: dict[str, Any], bar: tqdm | None) -> None:
+    if result.get("status") == "failed":
+        message = f"FAILED {describe([spec])} ({spec.run_id}): {result.get('error')}"
+    else:
+        conv = f"converged at step {result['converge_step']}" if result.get("converged") else "not converged"
+        message = (f"{result['status']} {describe([spec])}: {conv}, final {result['final_wrong_bits_per_seq']:.3g} "
+                   f"wrong bits/seq, {result['seq_per_s']:.0f} seq/s, {result['wall_s']:.0f}s")
+    if bar is not None:
+        bar.write(message)
+    else:
+        log.info(message)
