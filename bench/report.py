@@ -302,9 +302,18 @@ def load_suite_data(out_dir: Path) -> SuiteData:
     return SuiteData(out_dir, manifest, runs, curves, gen, specs, tasks, models, model_palette(models), errors)
 
 
+#: seaborn's colorblind palette reordered so that the first models get the most distinct colours: its 2nd (orange)
+#: and 4th (vermillion) were hard to tell apart side by side, so vermillion moves behind pink, grey, brown and sky blue
+COLORBLIND_ORDER = (0, 1, 2, 4, 7, 5, 9, 3, 6, 8)
+
+
 def model_palette(models: list[str]) -> dict[str, str]:
     """One colour per model, the same in every figure and table swatch."""
-    colours = sns.color_palette("colorblind" if len(models) <= 10 else "husl", max(1, len(models)))
+    if len(models) <= len(COLORBLIND_ORDER):
+        base = sns.color_palette("colorblind", len(COLORBLIND_ORDER))
+        colours = [base[i] for i in COLORBLIND_ORDER]
+    else:
+        colours = sns.color_palette("husl", len(models))
     return {m: matplotlib.colors.to_hex(c) for m, c in zip(models, colours)}
 
 

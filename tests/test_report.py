@@ -627,3 +627,18 @@ def test_summary_columns_shade_by_their_direction(report):
     assert best("median_steps") == [LONG_MODEL]           # the fewest steps (75 against 150 and more)
     assert best("converged") == sorted(["ntm", LONG_MODEL])   # 4/4 each
     assert best("params") == []                           # not a scored column
+
+
+def test_model_colours_are_distinct():
+    """Every model gets its own colour; the first four are far apart (no two shades of orange side by side)."""
+    from matplotlib.colors import to_rgb
+
+    from bench.report import model_palette
+
+    for count in (1, 4, 10, 11):
+        palette = model_palette([f"m{i}" for i in range(count)])
+        assert len(set(palette.values())) == count
+    first = [to_rgb(c) for c in model_palette(["a", "b", "c", "d"]).values()]
+    closest = min(sum((x - y) ** 2 for x, y in zip(first[i], first[j])) ** 0.5
+                  for i in range(4) for j in range(i + 1, 4))
+    assert closest > 0.25  # orange and vermillion, which stood side by side before, are 0.20 apart
