@@ -1,14 +1,19 @@
 """Command line: ``python -m bench run | validate | report | list | keys``.
 
-Errors in what the user gave (a suite file, a name, an option) exit with status 2 and print one line to stderr,
-without a traceback; ``--debug`` shows it.
+Errors in what the user gave (a suite file, a name, an option, an output folder) and errors of the system (a full
+disk, a folder it cannot write) exit with status 2 and print one line to stderr, without a traceback; an unexpected
+error prints one line and exits with status 1; ``--debug`` shows the traceback. SIGINT, SIGTERM and SIGHUP stop the
+workers, keep finished runs, rebuild the suite's CSVs and exit with 128 + the signal number (130, 143, 129).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import os
 import re
+import signal
 import sys
 from pathlib import Path
 
@@ -18,10 +23,66 @@ from bench.registry import RegistryError
 REPO = Path(__file__).resolve().parents[1]
 REPORTS_DIR = REPO / "reports"
 EXIT_USAGE = 2
+#: the signals that stop a suite the way Ctrl-C does
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name))
 
 
 class CliError(Exception):
     """A user error: printed as one line, exit status 2."""
+
+
+class Stopped(KeyboardInterrupt):
+    """Raised in the main thread when SIGTERM or SIGHUP arrives, so that it unwinds exactly like Ctrl-C: every
+    backend stops its workers on the way out and the runner still rebuilds the CSVs. `signum` gives the exit
+    status (128 + signum)."""
+
+    def __init__(self, signum: int):
+        super().__init__(f"stopped by {signal.Signals(signum).name}")
+        self.signum = signum
+
+
+#: the last stop signal received in this process: some code between here and the signal (Ray's waits) catches the
+#: KeyboardInterrupt and raises a new plain one, losing `Stopped.signum`; the exit status is taken from here then
+_last_signal: int | None = None
+
+
+def _raise_stopped(signum, frame) -> None:
+    global _last_signal
+    _last_signal = signum
+    raise Stopped(signum)
+
+
+@contextlib.contextmanager
+def stop_signals_interrupt():
+    """While inside, SIGTERM and SIGHUP raise `Stopped` (as SIGINT raises KeyboardInterrupt); the previous handlers
+    come back afterwards. Only the main thread can set handlers; elsewhere (a test calling main from a thread) this
+    does nothing."""
+    global _last_signal
+    _last_signal = None
+    previous = {}
+    try:
+        for signum in STOP_SIGNALS:
+            previous[signum] = signal.signal(signum, _raise_stopped)
+    except ValueError:  # not the main thread
+        pass
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def one_line(text: str) -> str:
+    """A message on one line: its lines joined, so stderr gets exactly one line per error."""
+    return " ".join(part.strip() for part in str(text).splitlines() if part.strip())
+
+
+def os_error_message(error: OSError) -> str:
+    """``path: reason`` for an OSError, or the reason alone when it names no file."""
+    reason = error.strerror or str(error)
+    if error.filename is not None:
+        return f"{error.filename}: {reason}"
+    return reason
 
 
 def _suite_args(parser: argparse.ArgumentParser) -> None:
@@ -75,7 +136,43 @@ def _load(suite: str, overrides: list[str], plugins: list[str]):
     registry.load_all()
     for plugin in plugins:
         registry.load_plugin(plugin)
-    return load_suite(suite, overrides)
+    try:
+        return load_suite(suite, overrides)
+    except IsADirectoryError:
+        raise CliError(f"{suite}: is a folder, not a suite file") from None
+    except UnicodeDecodeError:
+        raise CliError(f"{suite}: not a text (UTF-8) suite file") from None
+
+
+def check_out_dir(out_dir: Path) -> None:
+    """Fail, before anything is written, when `out_dir` cannot be the output folder: it is a file, a part of its
+    path is a file, or the nearest existing folder on its path cannot be written."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise CliError(f"--out {out_dir}: exists and is not a folder")
+    existing = out_dir
+    while not existing.exists():
+        if existing.parent == existing:
+            break
+        existing = existing.parent
+    if existing.exists() and not existing.is_dir():
+        raise CliError(f"--out {out_dir}: {existing} is a file, not a folder")
+    if existing.is_dir() and not os.access(existing, os.W_OK | os.X_OK):
+        raise CliError(f"--out {out_dir}: cannot write in {existing}")
+
+
+def check_device(suite, executor: str) -> None:
+    """Fail, before anything is written, when the suite's device cannot be used here (cuda without CUDA, a name
+    torch does not know). The ray executor checks it against the suite's resources instead."""
+    if executor == "ray":
+        if suite.resources.num_gpus <= 0 and suite.device.startswith("cuda"):
+            raise CliError(f"device {suite.device!r} needs resources.num_gpus > 0 on the ray executor")
+        return
+    from bench.train import resolve_device
+
+    try:
+        resolve_device(suite.device)
+    except RuntimeError as error:
+        raise CliError(one_line(error)) from None
 
 
 def _out_dir(args, suite_name: str) -> Path:
@@ -104,6 +201,8 @@ def cmd_run(args) -> int:
         raise CliError(f"--threads: must be >= 1, got {args.threads}")
     suite = _load(args.suite, overrides, args.plugins)
     out_dir = _out_dir(args, suite.name)
+    check_out_dir(out_dir)
+    check_device(suite, args.executor)
     from bench.runner import run_suite
 
     if args.executor == "ray":
@@ -193,13 +292,25 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr, force=True)
     try:
-        return COMMANDS[args.command](args)
+        with stop_signals_interrupt():
+            return COMMANDS[args.command](args)
+    except KeyboardInterrupt as error:  # Ctrl-C, or SIGTERM/SIGHUP (Stopped): workers are stopped by now
+        print("interrupted; finished runs are kept, and a rerun resumes the rest from their checkpoints",
+              file=sys.stderr)
+        return 128 + (getattr(error, "signum", None) or _last_signal or signal.SIGINT)
     except (ConfigError, RegistryError, CliError) as error:
         if args.debug:
             raise
-        print(f"error: {error}", file=sys.stderr)
+        print(f"error: {one_line(error)}", file=sys.stderr)
         return EXIT_USAGE
-    except KeyboardInterrupt:
-        print("interrupted; finished runs are kept, and a rerun resumes the rest from their checkpoints",
-              file=sys.stderr)
-        return 130
+    except OSError as error:  # a full disk, a folder it cannot write, a file that vanished
+        if args.debug:
+            raise
+        print(f"error: {one_line(os_error_message(error))}", file=sys.stderr)
+        return EXIT_USAGE
+    except Exception as error:  # a bug: still one line, and how to see more
+        if args.debug:
+            raise
+        print(f"error: internal error: {type(error).__name__}: {one_line(error)} (rerun with --debug for the "
+              "traceback)", file=sys.stderr)
+        return EXIT_USAGE

@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import difflib
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +28,27 @@ OPTIMIZERS = ("adam", "rmsprop")
 CLIP_KINDS = ("norm", "value", "none")
 LENGTH_SAMPLING = ("per_batch", "per_example")
 COMPILE_MODES = ("auto", "on", "off", "cudagraphs")
+
+# Limits that a suite must stay within, checked before anything trains, so that a typo (a batch of 10^7, a
+# hundred million seeds) fails with one line instead of allocating memory for minutes. They are far above every
+# suite in suites/; the README's "Limits" paragraph lists them.
+SUITE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+MAX_SEEDS = 1000
+MAX_SEED_VALUE = 2**31 - 1
+#: upper bounds of training keys (the lower bound of each is 1, see _check_train)
+TRAIN_MAXIMA = {"batch_size": 65536, "steps": 10**8, "eval_sequences": 10**6, "generalization_sequences": 10**6,
+                "parallel_seeds": MAX_SEEDS}
+#: sequences x time steps of one batch (training, evaluation or a generalisation test size)
+MAX_BATCH_ELEMENTS = 10**8
+#: trainable parameters of one model
+MAX_MODEL_PARAMETERS = 10**9
+#: any integer model parameter (a width, a number of units or slots), and the task's input and output widths
+MAX_MODEL_INTEGER = 10**7
+#: a model's layer or head counts (parameters whose names end in `layers` or `heads`)
+MAX_MODEL_REPEATS = 1000
+#: memory_locations x memory_width of one memory model, per sequence, and times the batch size
+MAX_MEMORY_ELEMENTS = 10**8
+MAX_BATCH_MEMORY_ELEMENTS = 10**9
 
 
 class ConfigError(ValueError):
@@ -153,6 +175,41 @@ YAML_FIELDS = {"Suite": [f.name for f in dataclasses.fields(Suite) if f.metadata
 
 # ---- loading ----------------------------------------------------------------------------------------------------
 
+class DuplicateKeyError(yaml.YAMLError):
+    """A mapping that names the same key twice; `line` and `first` are 1-based line numbers."""
+
+    def __init__(self, key: Any, line: int, first: int):
+        super().__init__(f"line {line}: duplicate key {key!r} (first at line {first})")
+        self.key, self.line, self.first = key, line, first
+
+
+class StrictLoader(yaml.SafeLoader):
+    """PyYAML's SafeLoader, except that a mapping with the same key twice is an error (PyYAML keeps the last one,
+    so a second `train:` block would silently replace the first)."""
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            first_lines: dict[Any, int] = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue  # `<<:` merges another mapping; its keys may be replaced
+                key = self.construct_object(key_node, deep=deep)
+                try:
+                    hash(key)
+                except TypeError:
+                    continue  # the normal construction reports an unhashable key
+                line = key_node.start_mark.line + 1
+                if key in first_lines:
+                    raise DuplicateKeyError(key, line, first_lines[key])
+                first_lines[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
+def load_yaml(text: str) -> Any:
+    """`yaml.safe_load`, refusing duplicate keys (raises `DuplicateKeyError`)."""
+    return yaml.load(text, Loader=StrictLoader)  # safe: StrictLoader is a SafeLoader
+
+
 def resolve_suite_path(name_or_path: str) -> Path:
     """A suite name in suites/ (``quick``) or a path to any YAML file."""
     candidate = Path(name_or_path)
@@ -180,7 +237,9 @@ def _read_yaml(path: Path, included_from: Path | None = None) -> dict:
         where = f"{included_from}: include" if included_from else str(path)
         raise ConfigError(f"{where}: included file {path} does not exist") from None
     try:
-        data = yaml.safe_load(text)
+        data = load_yaml(text)
+    except DuplicateKeyError as error:
+        raise ConfigError(f"{path}: {error}") from None
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         line = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -229,7 +288,9 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if not keys:
         raise ConfigError(f"--set {text}: empty key")
     try:
-        parsed = yaml.safe_load(value) if value.strip() else ""
+        parsed = load_yaml(value) if value.strip() else ""
+    except DuplicateKeyError as error:
+        raise ConfigError(f"--set {text}: {str(error).split(': ', 1)[1]}") from None
     except yaml.YAMLError:
         parsed = value
     if isinstance(parsed, str) and re.fullmatch(r"[-+]?\d+(\.\d*)?[eE][-+]?\d+", parsed):
@@ -244,6 +305,8 @@ def read_suite(name_or_path: str, overrides: list[str] | tuple[str, ...] = ()) -
     data = _load_merged(path)
     for text in overrides:
         keys, value = parse_override(text)
+        if keys[0] == "include":  # the include is read before any --set applies, so it could not take effect
+            raise ConfigError(f"--set {text}: include: cannot be set with --set; edit the suite file")
         target = data
         for key in keys[:-1]:
             if not isinstance(target.get(key), dict):
@@ -259,7 +322,8 @@ def _unknown(where: str, key: str, known) -> ConfigError:
     known = list(known)
     close = difflib.get_close_matches(str(key), known, n=1)
     hint = f" (did you mean {close[0]!r}?)" if close else ""
-    return ConfigError(f"{where}.{key}: unknown key{hint}; known keys: {', '.join(known)}".replace(": .", ": "))
+    path = f"{where}.{key}" if where else str(key)
+    return ConfigError(f"{path}: unknown key{hint}; known keys: {', '.join(known)}")
 
 
 def _typed(where: str, value: Any, kind: type, choices: tuple | None = None) -> Any:
@@ -274,6 +338,12 @@ def _typed(where: str, value: Any, kind: type, choices: tuple | None = None) -> 
     if kind is float:
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ConfigError(f"{where}: must be a number, got {value!r}")
+        try:
+            finite = math.isfinite(value)
+        except OverflowError:  # an integer too large for a float
+            finite = False
+        if not finite:
+            raise ConfigError(f"{where}: must be a finite number, got {value!r}")
         return float(value)
     if kind is str:
         if not isinstance(value, str):
@@ -287,7 +357,8 @@ def _typed(where: str, value: Any, kind: type, choices: tuple | None = None) -> 
 _FIELD_TYPES = {"int": int, "float": float, "bool": bool, "str": str}
 
 
-def _build_dataclass(cls, data: Any, where: str, file: str):
+def _build_dataclass(cls, data: Any, where: str, file: str, only_given: bool = False):
+    """`cls` built from the mapping `data`, each value typed; with `only_given`, the typed values as a dict."""
     if not isinstance(data, dict):
         raise ConfigError(f"{file}: {where}: must be a mapping, got {data!r}")
     fields = {f.name: f for f in dataclasses.fields(cls)}
@@ -311,18 +382,40 @@ def _build_dataclass(cls, data: Any, where: str, file: str):
                 values[key] = _typed(f"{where}.{key}", value, _FIELD_TYPES[f.type], f.metadata.get("choices"))
             except ConfigError as error:
                 raise ConfigError(f"{file}: {error}") from None
-    return cls(**values)
+    return values if only_given else cls(**values)
 
 
-def _check_train(train: TrainConfig, file: str, where: str = "train") -> None:
+def _check_train(train: TrainConfig, file: str, where: str = "train", keys=None) -> None:
+    """The ranges of the training keys; `keys` limits the check to those keys (the others were checked already)."""
     positive = ("lr", "batch_size", "steps", "eval_every", "eval_sequences", "generalization_sequences",
                 "checkpoint_every", "max_nonfinite", "stop_patience")
     for key in positive:
+        if keys is not None and key not in keys:
+            continue
         value = getattr(train, key)
         if value <= 0:
             raise ConfigError(f"{file}: {where}.{key}: must be > 0, got {value}")
-    if train.clip.kind != "none" and train.clip.value <= 0:
+    for key, most in TRAIN_MAXIMA.items():
+        if keys is not None and key not in keys:
+            continue
+        value = getattr(train, key)
+        if isinstance(value, int) and value > most:
+            raise ConfigError(f"{file}: {where}.{key}: must be <= {most}, got {value}")
+    if (keys is None or "clip" in keys) and train.clip.kind != "none" and train.clip.value <= 0:
         raise ConfigError(f"{file}: {where}.clip.value: must be > 0, got {train.clip.value}")
+
+
+def train_with(base: TrainConfig, changes: dict[str, Any], where: str, file: str) -> TrainConfig:
+    """`base` with `changes` (raw YAML values) applied, each typed and range-checked exactly like a key of the
+    suite's `train:`. This is the one path every training value takes, wherever it comes from: the file, an
+    include, `--set`, a sweep (`where` = ``sweep.train``) or a task's `train:` (``tasks.LABEL.train``); errors name
+    `file` and ``where.KEY``."""
+    if not changes:
+        return base
+    typed = _build_dataclass(TrainConfig, changes, where, file, only_given=True)
+    train = dataclasses.replace(base, **typed)
+    _check_train(train, file, where, keys=set(typed))
+    return train
 
 
 def _check_resources(resources: ResourcesConfig, file: str) -> None:
@@ -340,12 +433,19 @@ def _parse_seeds(value: Any, file: str) -> tuple[int, ...]:
     if isinstance(value, int):
         if value < 1:
             raise ConfigError(f"{file}: seeds: a count must be >= 1, got {value}")
+        if value > MAX_SEEDS:
+            raise ConfigError(f"{file}: seeds: a count must be <= {MAX_SEEDS}, got {value}")
         return tuple(range(1, value + 1))
     if isinstance(value, list):
         if not value:
             raise ConfigError(f"{file}: seeds: the list is empty; give a count or at least one seed")
         if not all(isinstance(s, int) and not isinstance(s, bool) for s in value):
             raise ConfigError(f"{file}: seeds: every seed must be an integer, got {value!r}")
+        if len(value) > MAX_SEEDS:
+            raise ConfigError(f"{file}: seeds: at most {MAX_SEEDS} seeds, got {len(value)}")
+        outside = [s for s in value if not 0 <= s <= MAX_SEED_VALUE]
+        if outside:
+            raise ConfigError(f"{file}: seeds: every seed must be within 0..{MAX_SEED_VALUE}, got {outside[0]}")
         if len(set(value)) != len(value):
             raise ConfigError(f"{file}: seeds: seeds must be distinct, got {value!r}")
         return tuple(value)
@@ -391,9 +491,28 @@ def _task_train(value: Any, where: str, file: str) -> dict[str, Any]:
     """A task's `train:` overrides, checked and typed like the suite's `train:` (only the keys given)."""
     if value is None:
         return {}
-    built = _build_dataclass(TrainConfig, value, where, file)
-    _check_train(built, file, where)
-    return {key: getattr(built, key) for key in value}
+    if not isinstance(value, dict):
+        raise ConfigError(f"{file}: {where}: must be a mapping, got {value!r}")
+    train_with(TrainConfig(), value, where, file)  # checked here, and again on top of each run's training keys
+    return dict(value)
+
+
+def _check_finite(value: Any, where: str, file: str, seen: set[int] | None = None) -> None:
+    """Every number anywhere in the suite must be finite (YAML reads .nan and .inf as floats)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{file}: {where}: must be a finite number, got {value!r}")
+    if not isinstance(value, dict | list | tuple):
+        return
+    seen = set() if seen is None else seen
+    if id(value) in seen:  # YAML aliases share one object; visit it once, so nested aliases cannot explode
+        return
+    seen.add(id(value))
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _check_finite(item, f"{where}.{key}" if where else str(key), file, seen)
+    else:
+        for item in value:
+            _check_finite(item, where, file, seen)
 
 
 def build_suite(data: dict, path: Path) -> Suite:
@@ -403,17 +522,26 @@ def build_suite(data: dict, path: Path) -> Suite:
     for key in data:
         if key not in known:
             raise ConfigError(f"{file}: " + str(_unknown("", key, known)))
+    _check_finite(data, "", file)
     train = _build_dataclass(TrainConfig, data.get("train", {}) or {}, "train", file)
     _check_train(train, file)
     name = data.get("name", path.stem)
     for key in ("name", "description", "device"):
         if key in data and not isinstance(data[key], str):
             raise ConfigError(f"{file}: {key}: must be a string, got {data[key]!r}")
+    # the name becomes a folder (reports/NAME), so it must be a plain file name
+    if "name" in data and (not SUITE_NAME.fullmatch(name) or ".." in name):
+        raise ConfigError(f"{file}: name: must be 1 to 64 letters, digits, '_', '.' or '-', starting with a letter "
+                          f"or digit and without '..', got {name!r}")
+    if name.strip(".") == "":  # a file named `...yaml` has the stem '..'
+        raise ConfigError(f"{file}: name: the file's stem {name!r} cannot name the output folder; set name:")
     device = data.get("device", "auto")
     if not re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", device):
         raise ConfigError(f"{file}: device: {device!r} is not allowed; allowed: auto, cpu, cuda, cuda:N")
     eval_seed = data.get("eval_seed", Suite.eval_seed)
     _typed(f"{file}: eval_seed", eval_seed, int)
+    if not 0 <= eval_seed <= MAX_SEED_VALUE:
+        raise ConfigError(f"{file}: eval_seed: must be within 0..{MAX_SEED_VALUE}, got {eval_seed}")
     if "tasks" not in data:
         raise ConfigError(f"{file}: tasks: missing; a suite needs at least one task")
     if "models" not in data:

@@ -18,6 +18,12 @@ import torch
 
 from bench import registry
 from bench.config import (
+    MAX_BATCH_ELEMENTS,
+    MAX_BATCH_MEMORY_ELEMENTS,
+    MAX_MEMORY_ELEMENTS,
+    MAX_MODEL_INTEGER,
+    MAX_MODEL_PARAMETERS,
+    MAX_MODEL_REPEATS,
     TRAIN_KEYS_HASHED_UNLESS_DEFAULT,
     TRAIN_KEYS_NOT_IN_RUN_ID,
     Component,
@@ -25,6 +31,7 @@ from bench.config import (
     Suite,
     TrainConfig,
     read_suite,
+    train_with,
 )
 
 
@@ -96,6 +103,13 @@ def _value_label(value: Any) -> str:
 def model_variants(suite: Suite) -> list[tuple[Component, TrainConfig]]:
     """Each model label crossed with the sweep values that apply to it, named ``label[key=value,...]``."""
     variants = []
+    # every swept training value is typed and checked like a `train:` key, once, before any variant is built
+    for key, values in suite.sweep.items():
+        parts = key.split(".")
+        if parts[0] == "train" and len(parts) == 2 and parts[1] in {f.name for f in dataclasses.fields(TrainConfig)} \
+                and parts[1] != "clip":
+            for value in values:
+                train_with(suite.train, {parts[1]: value}, "sweep.train", suite.path)
     for label, model in suite.models.items():
         allowed = registry.model_parameters(model.type)
         axes = []  # (display key, kind, key, values)
@@ -138,7 +152,7 @@ def model_variants(suite: Suite) -> list[tuple[Component, TrainConfig]]:
                     train_changes[key] = value
                 else:
                     params[key] = value
-            train = dataclasses.replace(suite.train, **train_changes) if train_changes else suite.train
+            train = train_with(suite.train, train_changes, "sweep.train", suite.path)
             variant_label = f"{label}[{','.join(names)}]"
             variants.append((Component(variant_label, model.type, params, model.per_task), train))
     return variants
@@ -157,12 +171,10 @@ def expand(suite: Suite) -> list[RunSpec]:
         for variant, variant_train in variants:
             # the task's own training keys apply on top of the suite's; a swept key keeps the sweep's value
             overrides = {k: v for k, v in task.train.items() if k not in swept}
-            train = dataclasses.replace(variant_train, **overrides) if overrides else variant_train
+            train = train_with(variant_train, overrides, f"tasks.{task.label}.train", suite.path)
+            _check_sizes(suite, task.label, built_task, train)
             model = Component(variant.label, variant.type, variant.params_for(task.label))
-            _check_model(suite, model, built_task)
-            for key in ("lr", "batch_size", "steps", "eval_every"):
-                if getattr(train, key) <= 0:
-                    raise ConfigError(f"{suite.path}: sweep.train.{key}: values must be > 0")
+            _check_model(suite, model, built_task, train.batch_size)
             for seed in suite.seeds:
                 specs.append(RunSpec(suite.name, task.label, task.type, dict(task.params), model.label, model.type,
                                      dict(model.params), train, seed, suite.eval_seed, suite.device))
@@ -194,20 +206,72 @@ def memory_overflows(suite: Suite) -> list[str]:
     return problems
 
 
+def _check_sizes(suite: Suite, task_label: str, task, train: TrainConfig) -> None:
+    """Refuse a task whose longest batch (sequences x time steps) is beyond `MAX_BATCH_ELEMENTS`: the training
+    batch at the longest training size, the evaluation set, and each generalisation test size."""
+    try:
+        longest_train = task.max_train_steps()
+        longest_test = max((task.steps_for(size) for size in task.test_sizes), default=0)
+    except (ValueError, TypeError, NotImplementedError):
+        return  # the task's own checks report a bad size
+    batches = [("train.batch_size", train.batch_size, longest_train, "the longest training sequence"),
+               ("train.eval_sequences", train.eval_sequences, longest_train, "the longest training sequence"),
+               ("train.generalization_sequences", train.generalization_sequences, longest_test,
+                "the longest test sequence")]
+    for key, sequences, steps, what in batches:
+        if sequences * steps > MAX_BATCH_ELEMENTS:
+            raise ConfigError(f"{suite.path}: tasks.{task_label}: {key} {sequences} x {what} ({steps} steps) = "
+                              f"{sequences * steps} sequence steps, more than the limit {MAX_BATCH_ELEMENTS}")
+    for name in ("input_size", "output_size"):  # the widths of the model built for it
+        if getattr(task, name) > MAX_MODEL_INTEGER:
+            raise ConfigError(f"{suite.path}: tasks.{task_label}: its {name} {getattr(task, name)} is more than the "
+                              f"limit {MAX_MODEL_INTEGER}")
+    contexts = getattr(task, "contexts", None)  # N-Grams draws a table of this many probabilities per sequence
+    most = max(train.batch_size, train.eval_sequences, train.generalization_sequences)
+    if type(contexts) is int and contexts * most > MAX_BATCH_MEMORY_ELEMENTS:
+        raise ConfigError(f"{suite.path}: tasks.{task_label}: {contexts} contexts x {most} sequences = "
+                          f"{contexts * most} table entries, more than the limit {MAX_BATCH_MEMORY_ELEMENTS}")
+
+
 _checked: dict[str, None] = {}
 
 
-def _check_model(suite: Suite, model: Component, task) -> None:
+def _check_model(suite: Suite, model: Component, task, batch_size: int = 1) -> None:
+    label = model.label.split("[")[0]
+    # integer sizes beyond these would overflow even the meta device's size arithmetic, or take minutes to build
+    for name, value in model.params.items():
+        if type(value) is not int:
+            continue
+        most = MAX_MODEL_REPEATS if name.endswith(("layers", "heads")) else MAX_MODEL_INTEGER
+        if value > most:
+            raise ConfigError(f"{suite.path}: models.{label}: {name} must be <= {most}, got {value}")
+    locations, width = model.params.get("memory_locations"), model.params.get("memory_width")
+    if type(locations) is int and type(width) is int:  # the model's own checks report other types
+        if locations * width > MAX_MEMORY_ELEMENTS:
+            raise ConfigError(f"{suite.path}: models.{label}: memory_locations x memory_width = {locations * width}, "
+                              f"more than the limit {MAX_MEMORY_ELEMENTS}")
+        if batch_size * locations * width > MAX_BATCH_MEMORY_ELEMENTS:
+            raise ConfigError(f"{suite.path}: models.{label}: train.batch_size x memory_locations x memory_width = "
+                              f"{batch_size * locations * width}, more than the limit {MAX_BATCH_MEMORY_ELEMENTS}")
     key = json.dumps([model.type, model.params, task.input_size, task.output_size], sort_keys=True, default=str)
     if key in _checked:
         return
     try:
         try:
             with torch.device("meta"):  # cheap: checks the parameters without allocating weights
-                registry.build_model(model.type, task.input_size, task.output_size, **model.params)
+                built = registry.build_model(model.type, task.input_size, task.output_size, **model.params)
         except (NotImplementedError, RuntimeError):
-            registry.build_model(model.type, task.input_size, task.output_size, **model.params)
+            built = None  # the model cannot be built on the meta device; count its parameters from a real build
     except (ValueError, TypeError) as error:
-        label = model.label.split("[")[0]
         raise ConfigError(f"{suite.path}: models.{label}: {error}") from None
+    count = sum(p.numel() for p in built.parameters()) if built is not None else None
+    if count is not None and count > MAX_MODEL_PARAMETERS:
+        raise ConfigError(f"{suite.path}: models.{label}: {count} parameters, more than the limit "
+                          f"{MAX_MODEL_PARAMETERS}")
+    if built is None:
+        try:
+            real = registry.build_model(model.type, task.input_size, task.output_size, **model.params)
+        except (ValueError, TypeError) as error:
+            raise ConfigError(f"{suite.path}: models.{label}: {error}") from None
+        del real
     _checked[key] = None

@@ -61,8 +61,9 @@ class LocalBackend:
 
     def _in_pool(self, groups: list[Group], runs_dir: Path) -> Iterator[tuple[Group, Results]]:
         context = get_context("spawn")  # fork is unsafe with torch's thread pools
-        with ProcessPoolExecutor(self.workers, mp_context=context, initializer=load_plugins,
-                                 initargs=(self.plugins,)) as pool:
+        pool = ProcessPoolExecutor(self.workers, mp_context=context, initializer=load_plugins,
+                                   initargs=(self.plugins,))
+        try:
             futures = {pool.submit(train_group, group, runs_dir, self.threads, self.plugins): group
                        for group in groups}
             remaining = set(futures)
@@ -70,3 +71,24 @@ class LocalBackend:
                 done, remaining = wait(remaining, return_when=FIRST_COMPLETED)
                 for future in done:
                     yield futures[future], future.result()
+        except BaseException:
+            # interrupted (Ctrl-C, SIGTERM, SIGHUP), or the caller stopped early: waiting for the pool would let
+            # its workers train on after the driver is gone, so end them now; their runs resume from checkpoints
+            stop_pool(pool)
+            raise
+        pool.shutdown(wait=True)
+
+
+def stop_pool(pool: ProcessPoolExecutor, grace_s: float = 10.0) -> None:
+    """Cancel what is queued and end the pool's worker processes: terminate, then kill any still alive after
+    `grace_s` seconds. Returns once they have all exited."""
+    processes = list((getattr(pool, "_processes", None) or {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    for process in processes:
+        if process.is_alive():
+            process.terminate()
+    for process in processes:
+        process.join(grace_s)
+        if process.is_alive():
+            process.kill()
+            process.join(grace_s)

@@ -13,11 +13,14 @@ storage for a retry on another node to find it), and a run that an earlier attem
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
 import os
 import shutil
+import signal
+import threading
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -87,6 +90,30 @@ def _loopback_only() -> Iterator[None]:
             constants.ENABLE_RAY_CLUSTER = previous_flag
 
 
+def _init_keeping_sigterm(ray, **kwargs) -> None:
+    """`ray.init`, keeping this process's SIGTERM handler: Ray replaces it with one that exits with status 15 at
+    once, which would skip cancelling the tasks and rebuilding the CSVs that SIGTERM does (bench.cli)."""
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.getsignal(signal.SIGTERM) if main_thread else None
+    try:
+        try:
+            ray.init(**kwargs)
+        except BaseException:
+            # interrupted or failed half-way: stop whatever Ray had already started (its local processes)
+            with contextlib.suppress(Exception):
+                ray.shutdown()
+            raise
+    except SystemExit as error:
+        # a SIGTERM during ray.init reached Ray's handler (sys.exit(15)): hand it to ours instead, which stops the
+        # suite the usual way
+        if callable(previous) and error.code == signal.SIGTERM:
+            previous(signal.SIGTERM, None)
+        raise
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
 @contextmanager
 def ray_session(num_cpus: int | None = None) -> Iterator[Any]:
     """Yield the `ray` module, connected: to an instance already initialised in this process, else to RAY_ADDRESS,
@@ -99,7 +126,7 @@ def ray_session(num_cpus: int | None = None) -> Iterator[Any]:
         if ray.is_initialized():
             yield ray
             return
-        ray.init(address=address, log_to_driver=False)
+        _init_keeping_sigterm(ray, address=address, log_to_driver=False)
         try:
             yield ray
         finally:
@@ -110,7 +137,8 @@ def ray_session(num_cpus: int | None = None) -> Iterator[Any]:
         if ray.is_initialized():
             yield ray
             return
-        ray.init(num_cpus=num_cpus, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False)
+        _init_keeping_sigterm(ray, num_cpus=num_cpus, include_dashboard=False, _node_ip_address="127.0.0.1",
+                              log_to_driver=False)
         try:
             host = ray.get_runtime_context().gcs_address.rsplit(":", 1)[0]
             if host not in ("127.0.0.1", "localhost", "::1", "[::1]"):
@@ -272,7 +300,9 @@ class RayBackend:
                                   else _record_reply(spec, runs_dir / spec.run_id, replies[spec.run_id])
                                   for spec in group}
         finally:
-            for ref in refs:  # interrupted: stop what is still queued or training on the cluster
+            # interrupted (Ctrl-C, or SIGTERM/SIGHUP, which bench.cli turns into a KeyboardInterrupt), or closed
+            # early by the runner: stop what is still queued or training on the cluster
+            for ref in refs:
                 ray.cancel(ref, force=True)
 
 

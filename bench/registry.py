@@ -74,6 +74,9 @@ def load_plugin(module: str) -> None:
         importlib.import_module(module)
     except ImportError as error:
         raise RegistryError(f"plugin {module!r} could not be imported: {error}") from error
+    except Exception as error:  # the module itself raised while loading: one line, the traceback under --debug
+        message = " ".join(str(error).split())
+        raise RegistryError(f"plugin {module!r} raised while loading: {type(error).__name__}: {message}") from error
 
 
 def did_you_mean(name: str, known) -> str:

@@ -12,6 +12,7 @@ report leaves no global figure state behind (and does not switch the backend of,
 from __future__ import annotations
 
 import base64
+import hashlib
 import io
 import math
 import re
@@ -40,7 +41,15 @@ from matplotlib.patches import Rectangle
 from matplotlib.ticker import EngFormatter, FuncFormatter, LogFormatter, MaxNLocator
 
 from bench import stats
-from bench.results import atomic_write_bytes, atomic_write_csv, atomic_write_text, read_json
+from bench.results import (
+    atomic_write_bytes,
+    atomic_write_csv,
+    atomic_write_text,
+    claim_output_folder,
+    read_figure_manifest,
+    read_json,
+    write_figure_manifest,
+)
 from tasks import TASKS
 from tasks.base import RULE_SIGNS, WRONG_BITS, Measure, Rule
 from tasks.ngrams import GAP_TO_OPTIMUM
@@ -67,8 +76,13 @@ MEMORY_TRACES = {"read_weights": "read", "write_weights": "write", "usage": "usa
 # ---- small helpers ----------------------------------------------------------------------------------------------
 
 def slug(text: str) -> str:
-    """A file- and anchor-safe form of a label."""
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", str(text)).strip("_") or "x"
+    """A file- and anchor-safe form of a label. Labels that need changing get a short hash of the exact label
+    appended, so two labels such as ``copy/a`` and ``copy a`` never share a figure file or an anchor."""
+    text = str(text)
+    safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_") or "x"
+    if safe == text:
+        return safe
+    return f"{safe}-{hashlib.sha1(text.encode()).hexdigest()[:6]}"
 
 
 def wrap_label(label: str, width: int = LABEL_WIDTH) -> str:
@@ -119,10 +133,12 @@ def _read_csv(path: Path) -> pd.DataFrame:
 
 
 def _read_json_or_none(path: Path) -> Any:
+    """A run's JSON object, or None when it is missing, damaged or not an object."""
     try:
-        return read_json(path)
+        data = read_json(path)
     except (OSError, ValueError):
         return None
+    return data if isinstance(data, dict) else None
 
 
 # ---- the suite's data -------------------------------------------------------------------------------------------
@@ -325,6 +341,8 @@ class FigureSink:
     def __init__(self, out_dir: Path):
         self.dir = out_dir / "figures"
         self.written: dict[str, str] = {}   # file name -> data URI
+        #: every figure file the harness has written here and not yet deleted (figures/.written)
+        self.owned: set[str] = set(read_figure_manifest(self.dir))
 
     def save(self, fig: Figure, name: str) -> dict[str, str]:
         FigureCanvasAgg(fig)
@@ -333,17 +351,25 @@ class FigureSink:
         fig.clear()  # the figure is done with; no pyplot registry holds it, so this frees it
         data = buffer.getvalue()
         file_name = f"{name}.png"
+        if file_name not in self.owned:  # listed before it is written: a render killed now leaves nothing unlisted
+            self.owned.add(file_name)
+            write_figure_manifest(self.dir, sorted(self.owned))
         atomic_write_bytes(self.dir / file_name, data)
         uri = "data:image/png;base64," + base64.b64encode(data).decode("ascii")
         self.written[file_name] = uri
         return {"src": uri, "file": f"figures/{file_name}"}
 
     def remove_stale(self) -> None:
-        """Delete PNGs of an earlier render that this one did not write (a task or model that is gone)."""
-        if self.dir.exists():
-            for path in self.dir.glob("*.png"):
-                if path.name not in self.written:
-                    path.unlink()
+        """Delete the figures an earlier render wrote that this one did not (a task or model that is gone). Only
+        files named in figures/.written are deleted; any other file in figures/ is never touched."""
+        if not self.dir.exists():
+            return
+        for name in sorted(self.owned - set(self.written)):
+            path = self.dir / name
+            if path.is_file() or path.is_symlink():
+                path.unlink()
+        self.owned = set(self.written)
+        write_figure_manifest(self.dir, sorted(self.owned))
 
 
 def _new_figure(width: float, height: float) -> Figure:
@@ -647,7 +673,7 @@ def _sample_runs(data: SuiteData, task: TaskInfo) -> list[tuple[str, int, dict[s
                 try:
                     with np.load(path) as npz:
                         arrays = {key: npz[key] for key in npz.files}
-                except (OSError, ValueError):
+                except Exception:  # noqa: BLE001 - a damaged samples file only loses its panel
                     continue
                 chosen.append((model, int(run["seed"]), arrays))
                 break
@@ -1421,6 +1447,7 @@ def write_report(out_dir: Path) -> Path:
     """Render out_dir/index.html (self-contained) and out_dir/figures/*.png from the suite's files; returns the path."""
     started = time.perf_counter()
     out_dir = Path(out_dir)
+    claim_output_folder(out_dir)  # refuses a folder of the user's own files before anything is written
     data = load_suite_data(out_dir)
     sink = FigureSink(out_dir)
     context = build_context(data, sink)

@@ -3,14 +3,20 @@
 Each run writes only inside ``runs/<run_id>/``: spec.json, curve.csv, generalization.csv, result.json,
 checkpoint.pt and samples.npz. `collect` rebuilds the suite-level runs.csv, curves.csv and generalization.csv from
 those folders, keeping only the run_ids of the current suite (suite.json), so stale runs are never mixed in.
-Every write is atomic: a temp file in the same folder, then `os.replace`.
+Every write is atomic: a temp file in the same folder, then `os.replace`, and a written file gets the permissions the
+umask gives a new file (0644 under the usual umask 022).
+
+An output folder belongs to the harness: `claim_output_folder` marks a new or empty folder with a `.ntm-bench` file
+and refuses a non-empty folder that is not one of its own, so the harness never overwrites or deletes a user's files.
 """
 
 from __future__ import annotations
 
 import io
 import json
+import logging
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -28,6 +34,12 @@ GENERALIZATION_COLUMNS = ["suite", "task", "model", "seed", "run_id", "size", "l
 #: the only columns allowed to differ between two runs of the same suite
 TIMING_COLUMNS = ("wall_s", "seq_per_s")
 FINISHED = ("done", "diverged")
+#: the file that marks a folder as an ntm-bench output folder
+MARKER = ".ntm-bench"
+#: the figure files the report wrote into figures/, one name a line (only these are ever deleted as stale)
+FIGURES_MANIFEST = ".written"
+
+log = logging.getLogger(__name__)
 
 
 # ---- atomic writes ----------------------------------------------------------------------------------------------
@@ -40,12 +52,37 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
+            # mkstemp makes the file 0600 whatever the umask; give it the mode an ordinary new file would get
+            os.fchmod(handle.fileno(), 0o666 & ~current_umask())
             os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def _umask_at_import() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_IMPORT_UMASK = _umask_at_import()
+
+
+def current_umask() -> int:
+    """The process's umask now. Linux shows it in /proc/self/status, which reading changes nothing; setting and
+    restoring it with os.umask would, for a moment, let another thread create a file with no umask at all, so
+    elsewhere the value seen at import is used."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    return _IMPORT_UMASK
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -72,28 +109,181 @@ def read_json(path: Path) -> Any:
     return json.loads(Path(path).read_text())
 
 
+# ---- the output folder ------------------------------------------------------------------------------------------
+
+#: figure names the report writes (older versions kept no list of them; see `claim_output_folder`)
+_OUR_FIGURE = re.compile(r"(convergence|(curves|generalization|samples|memory)_.+)\.png")
+
+
+def claim_output_folder(out_dir: Path) -> None:
+    """Make sure `out_dir` is an ntm-bench output folder before anything is written into it.
+
+    A folder that does not exist yet, or is empty, is created and marked with a `.ntm-bench` file. A folder that
+    already has the mark is ours. A folder written by a version from before the mark (it has suite.json and runs/)
+    is marked now. Anything else, such as a folder of the user's own files or `--out .` in a project, is refused
+    with a one-line ConfigError, and nothing in it is touched.
+    """
+    from bench.config import ConfigError  # the error the command line prints as one line
+
+    out_dir = Path(out_dir)
+    marker = out_dir / MARKER
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ConfigError(f"{out_dir}: not a folder; choose an empty or new folder")
+    if marker.is_file():
+        return
+    entries = list(out_dir.iterdir()) if out_dir.exists() else []
+    older = (out_dir / "suite.json").is_file() and (out_dir / "runs").is_dir()
+    if entries and not older:
+        raise ConfigError(f"{out_dir}: not an ntm-bench output folder (it has files the harness did not write); "
+                          "choose an empty or new folder")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if older:
+        # an older version deleted every PNG in figures/ on each report; from now on only the figures with the
+        # report's own names count as written by the harness, so a user's other images there are never deleted
+        figures = out_dir / "figures"
+        manifest = figures / FIGURES_MANIFEST
+        if figures.is_dir() and not manifest.exists():
+            ours = sorted(p.name for p in figures.iterdir() if p.is_file() and _OUR_FIGURE.fullmatch(p.name))
+            atomic_write_text(manifest, "".join(f"{name}\n" for name in ours))
+    atomic_write_text(marker, "This folder is written by ntm-bench (python -m bench). The harness only overwrites "
+                              "or deletes files it wrote here.\n")
+
+
+def read_figure_manifest(figures_dir: Path) -> list[str]:
+    """The figure file names the report wrote into `figures_dir` (empty when it has no list)."""
+    try:
+        text = (Path(figures_dir) / FIGURES_MANIFEST).read_text()
+    except (OSError, UnicodeDecodeError):
+        return []
+    # only plain names: a hand-edited list can never point outside the figures folder
+    return [line for line in text.splitlines() if line and "/" not in line and "\\" not in line
+            and line not in (".", "..", FIGURES_MANIFEST)]
+
+
+def write_figure_manifest(figures_dir: Path, names: list[str]) -> None:
+    atomic_write_text(Path(figures_dir) / FIGURES_MANIFEST, "".join(f"{name}\n" for name in sorted(set(names))))
+
+
 # ---- run folders ------------------------------------------------------------------------------------------------
 
+#: what a finished run's files must hold; a run whose files do not is redone (`run_is_finished`)
+#: (only the keys every version wrote: a run from before a newer column was added is not redone for lacking it)
+RESULT_KEYS = ("status", "converged", "converge_step", "final_loss_bits_per_seq", "final_wrong_bits_per_seq",
+               "steps")
+SPEC_KEYS = ("run_id", "task", "task_type", "model", "model_type", "seed")
+CURVE_KEYS = ("step", "sequences_seen", "loss_bits_per_seq", "wrong_bits_per_seq", "seq_accuracy", "wall_s")
+GENERALIZATION_KEYS = ("size", "loss_bits_per_seq", "wrong_bits_per_seq", "seq_accuracy")
+
+
+class DamagedRun(Exception):
+    """A run folder whose files cannot be used: the message names the file and what is wrong with it."""
+
+
+def load_run(run_dir: Path) -> tuple[dict, dict, pd.DataFrame | None, pd.DataFrame | None]:
+    """(result, spec, curve, generalization) of a run that has a result.json, each checked; raises DamagedRun.
+
+    A finished run (done or diverged) must have all four files intact; a failed run needs only result.json and
+    spec.json, since it may have stopped before writing the rest. The CSVs are None when a failed or diverged run
+    has none (a diverged run has no generalisation rows).
+    """
+    run_dir = Path(run_dir)
+    result = _json_object(run_dir / "result.json")
+    status = result.get("status")
+    finished = status in FINISHED
+    if finished:
+        missing = [k for k in RESULT_KEYS if k not in result]
+        if missing:
+            raise DamagedRun(f"result.json: missing {', '.join(missing)}")
+    elif status != "failed":
+        raise DamagedRun(f"result.json: unknown status {status!r}")
+    spec = _json_object(run_dir / "spec.json")
+    missing = [k for k in SPEC_KEYS if k not in spec]
+    if missing:
+        raise DamagedRun(f"spec.json: missing {', '.join(missing)}")
+    if str(spec["run_id"]) != run_dir.name:
+        raise DamagedRun(f"spec.json: run_id {spec['run_id']!r} is not the folder's")
+    curve = _checked_csv(run_dir / "curve.csv", CURVE_KEYS, required=finished, numeric=CURVE_KEYS)
+    gen = _checked_csv(run_dir / "generalization.csv", GENERALIZATION_KEYS, required=status == "done",
+                       numeric=GENERALIZATION_KEYS[1:])
+    return result, spec, curve, gen
+
+
+def _json_object(path: Path) -> dict:
+    try:
+        data = read_json(path)
+    except FileNotFoundError:
+        raise DamagedRun(f"{path.name}: missing") from None
+    except (OSError, ValueError) as error:  # ValueError covers bad JSON and bytes that are not text
+        raise DamagedRun(f"{path.name}: unreadable ({str(error).splitlines()[0] if str(error) else error})") \
+            from None
+    if not isinstance(data, dict):
+        raise DamagedRun(f"{path.name}: not a JSON object")
+    return data
+
+
+def _checked_csv(path: Path, columns: tuple[str, ...], required: bool,
+                 numeric: tuple[str, ...]) -> pd.DataFrame | None:
+    """The CSV with its expected columns (numbers where numbers belong), None when missing or empty and allowed to
+    be; raises DamagedRun otherwise."""
+    if not path.exists():
+        if required:
+            raise DamagedRun(f"{path.name}: missing")
+        return None
+    try:
+        frame = pd.read_csv(path)
+    except pd.errors.EmptyDataError:
+        frame = None
+    except (OSError, ValueError, pd.errors.ParserError) as error:
+        raise DamagedRun(f"{path.name}: unreadable ({str(error).splitlines()[0] if str(error) else error})") \
+            from None
+    if frame is None or not len(frame):
+        if required:
+            raise DamagedRun(f"{path.name}: no rows")
+        return None
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise DamagedRun(f"{path.name}: missing column(s) {', '.join(missing)}")
+    wrong = [c for c in numeric if not pd.api.types.is_numeric_dtype(frame[c])]
+    if wrong:
+        raise DamagedRun(f"{path.name}: column(s) {', '.join(wrong)} hold values that are not numbers")
+    return frame
+
+
 def run_is_finished(run_dir: Path) -> bool:
-    """A run is finished when its result.json says done or diverged; failed runs are retried."""
-    result = Path(run_dir) / "result.json"
+    """A run is finished when its result.json says done or diverged and its files are intact; failed runs are
+    retried, and a finished run with a damaged file is redone (with a one-line warning naming the file)."""
+    run_dir = Path(run_dir)
+    result = run_dir / "result.json"
     if not result.exists():
         return False
     try:
-        return read_json(result).get("status") in FINISHED
-    except (json.JSONDecodeError, OSError):
+        status = read_json(result).get("status")
+    except (OSError, ValueError, AttributeError):
+        status = None
+    if status == "failed":
         return False
+    try:
+        load_run(run_dir)
+    except DamagedRun as problem:
+        log.warning("run %s: %s; the run is redone", run_dir.name, problem)
+        return False
+    return True
 
 
 def collect(suite_dir: Path, run_ids: list[str] | None = None) -> dict[str, pd.DataFrame]:
     """Rebuild and write runs.csv, curves.csv and generalization.csv under `suite_dir` from its run folders.
 
     `run_ids` defaults to those listed in suite_dir/suite.json (the current suite); folders of other ids are left out.
+    A run whose files are damaged (`load_run`) is left out with a one-line warning. The `suite` column is the name in
+    suite.json, and a failed run's traceback stays in its result.json, out of runs.csv.
     """
     suite_dir = Path(suite_dir)
+    manifest = suite_dir / "suite.json"
+    suite_json = read_json(manifest) if manifest.exists() else {}
     if run_ids is None:
-        manifest = suite_dir / "suite.json"
-        run_ids = read_json(manifest)["run_ids"] if manifest.exists() else None
+        run_ids = suite_json.get("run_ids")
+    # the suite's current name, so a renamed suite's rows follow the rename (a run's spec.json keeps the old one)
+    suite_name = suite_json.get("name")
     runs_dir = suite_dir / "runs"
     folders = sorted(p for p in runs_dir.glob("*") if p.is_dir()) if runs_dir.exists() else []
     if run_ids is not None:
@@ -103,15 +293,17 @@ def collect(suite_dir: Path, run_ids: list[str] | None = None) -> dict[str, pd.D
     for folder in folders:
         if not (folder / "result.json").exists():
             continue
-        result = read_json(folder / "result.json")
-        spec = read_json(folder / "spec.json")
-        keys = {"suite": spec["suite"], "task": spec["task"], "model": spec["model"], "seed": spec["seed"],
-                "run_id": spec["run_id"]}
+        try:
+            result, spec, curve, gen = load_run(folder)
+        except DamagedRun as problem:
+            log.warning("run %s: %s; left out of the suite's CSVs until it is rerun", folder.name, problem)
+            continue
+        result = {k: v for k, v in result.items() if k != "traceback"}  # a failed run's traceback stays in its json
+        keys = {"suite": suite_name if suite_name is not None else spec.get("suite"), "task": spec["task"],
+                "model": spec["model"], "seed": spec["seed"], "run_id": spec["run_id"]}
         runs.append({**keys, "task_type": spec["task_type"], "model_type": spec["model_type"], **result})
-        curve = _read_csv(folder / "curve.csv")
         if curve is not None:
             curves.append(curve.assign(**keys))
-        gen = _read_csv(folder / "generalization.csv")
         if gen is not None:
             generalization.append(gen.assign(**keys))
     frames = {
@@ -126,16 +318,6 @@ def collect(suite_dir: Path, run_ids: list[str] | None = None) -> dict[str, pd.D
     for name, frame in frames.items():
         atomic_write_csv(suite_dir / f"{name}.csv", frame)
     return frames
-
-
-def _read_csv(path: Path) -> pd.DataFrame | None:
-    """A run's CSV, or None when it is missing or empty (a diverged run has no generalisation rows)."""
-    if not path.exists():
-        return None
-    try:
-        return pd.read_csv(path)
-    except pd.errors.EmptyDataError:
-        return None
 
 
 def _ordered(frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:

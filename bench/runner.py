@@ -28,10 +28,10 @@ import torch
 from tqdm import tqdm
 
 from bench import registry
-from bench.config import Suite
+from bench.config import ConfigError, Suite
 from bench.grid import RunSpec, expand, memory_overflows
 from bench.metrics import loss_nats_per_seq
-from bench.results import atomic_write_json, collect, run_is_finished
+from bench.results import atomic_write_json, claim_output_folder, collect, run_is_finished
 from bench.train import build_model, build_task, device_name, make_optimizer, resolve_device, train_population
 
 log = logging.getLogger("bench")
@@ -86,6 +86,7 @@ def run_suite(suite: Suite, out_dir: Path, backend: Backend, fresh: bool = False
     """Train every pending run of `suite` under ``out_dir/runs`` on `backend`, then rebuild the suite CSVs.
     `fresh` deletes this suite's run folders first; `estimate` logs a training-time estimate before starting."""
     out_dir = Path(out_dir)
+    claim_output_folder(out_dir)  # refuses a folder of someone else's files before anything is written
     specs, pending = prepare(suite, out_dir, fresh)
     pending = [backend.adapt(suite, spec) for spec in pending]
     groups = group_seeds(pending, resolve_parallel_seeds(suite, backend.device_type(suite)))
@@ -96,11 +97,20 @@ def run_suite(suite: Suite, out_dir: Path, backend: Backend, fresh: bool = False
     try:
         with backend.session(suite, groups) as at_once:
             announce(suite, pending, outcome, suite_bar, backend.threads, at_once, estimate)
-            for group, results in backend.train(groups, out_dir / "runs"):
-                for spec in group:
-                    outcome.results[spec.run_id] = results[spec.run_id]
-                    _log_result(spec, results[spec.run_id], None if suite_bar.disable else suite_bar)
-                    suite_bar.update(1)
+            trained = backend.train(groups, out_dir / "runs")
+            try:
+                for group, results in trained:
+                    for spec in group:
+                        outcome.results[spec.run_id] = results[spec.run_id]
+                        _log_result(spec, results[spec.run_id], None if suite_bar.disable else suite_bar)
+                        suite_bar.update(1)
+            finally:
+                # an interruption while recording a result leaves the backend paused at its yield: close it now, so
+                # that it stops its workers (or cancels its tasks) before the CSVs are collected, not whenever the
+                # traceback is freed
+                close = getattr(trained, "close", None)
+                if close is not None:
+                    close()
     finally:
         suite_bar.close()
         collect(out_dir, [s.run_id for s in specs])
@@ -119,8 +129,8 @@ def prepare(suite: Suite, out_dir: Path, fresh: bool = False) -> tuple[list[RunS
     out_dir.mkdir(parents=True, exist_ok=True)
     run_ids = [s.run_id for s in specs]
     if len(set(run_ids)) != len(run_ids):
-        raise ValueError(f"{suite.path}: two runs of this suite resolve to the same configuration; give each "
-                         "model and task a distinct configuration")
+        raise ConfigError(f"{suite.path}: two runs of this suite resolve to the same configuration; give each "
+                          "model and task a distinct configuration")
     if fresh:
         for rid in run_ids:
             shutil.rmtree(out_dir / "runs" / rid, ignore_errors=True)

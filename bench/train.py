@@ -138,15 +138,32 @@ def save_checkpoint(run_dir: Path, state: dict[str, Any]) -> None:
 
 
 def load_checkpoint(run_dir: Path, run_id: str) -> dict[str, Any] | None:
+    """The checkpoint in `run_dir` if it is one of `run_id`'s, else None (the run then starts over).
+
+    It is loaded with weights_only=True: tensors, numbers, strings, None and dicts/lists/tuples of them load, and
+    anything else (a pickled object that would run code when loaded) is refused with a warning, never run.
+    """
     path = run_dir / CHECKPOINT
     if not path.exists():
         return None
     try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as error:  # a torn file cannot happen with atomic writes, but never crash on one
-        log.warning("ignoring unreadable checkpoint %s: %s", path, error)
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # a damaged or unsafe file: warn on one line and start the run over
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        log.warning("ignoring checkpoint %s (it cannot be loaded safely: %s); the run starts over", path, reason)
         return None
-    return state if state.get("run_id") == run_id else None
+    if not isinstance(state, dict) or state.get("run_id") != run_id:
+        return None
+    missing = [key for key in CHECKPOINT_KEYS if key not in state]
+    if missing:
+        log.warning("ignoring checkpoint %s (missing %s); the run starts over", path, ", ".join(missing))
+        return None
+    return state
+
+
+#: what a checkpoint holds (README, "What a run produces"): the run's bookkeeping, then the tensors to resume from
+CHECKPOINT_KEYS = ("run_id", "step", "curve", "converge_step", "nonfinite_steps", "consecutive_nonfinite",
+                   "converged_streak", "status", "train_s", "wall_s", "model", "optimizer", "data_generator")
 
 
 #: `compile: auto` compiles the step of runs with at least this many steps. Compiling costs 15-45 s on a 2-core CPU
@@ -498,6 +515,8 @@ def train_population(specs: list[RunSpec], run_dirs: list[Path], threads: int | 
     for member in members:
         if member.spec.run_id not in results:  # already past its budget when loaded from a checkpoint
             results[member.spec.run_id] = member.finish()
+            if on_finish:  # e.g. a finished run redone because one of its files was damaged
+                on_finish(member.spec, results[member.spec.run_id])
     torch._dynamo.reset()  # free this group's compiled graphs (and CUDA-graph memory pools) now
     return [results[spec.run_id] for spec in specs]
 

@@ -41,6 +41,12 @@ OVERRIDES = TINY[1::2]  # the --set values
 # `parallel_seeds: auto`; the reference does so explicitly, for an exact comparison.
 ONE_RUN_AT_A_TIME = (["train.parallel_seeds=1"]
                      if "parallel_seeds" in {f.name for f in dataclasses.fields(TrainConfig)} else [])
+#: Ray's own health checks and reconnection deadlines, made generous: on a loaded 2-core machine the defaults (a
+#: node missing 5 checks of 10 s, a driver not reaching its GCS for 60 s) can declare the local node dead, and the
+#: driver's core worker then aborts the whole pytest process (SIGABRT). Read by the processes `ray.init` starts.
+PATIENT_RAY = {"RAY_health_check_period_ms": "10000", "RAY_health_check_timeout_ms": "60000",
+               "RAY_health_check_failure_threshold": "30", "RAY_gcs_rpc_server_reconnect_timeout_s": "600",
+               "RAY_worker_register_timeout_seconds": "600"}
 SEED_PAIRS = ["train.parallel_seeds=2"]  # TINY's two seeds trained together: one group, one Ray task
 TOLERANCE = 1e-5  # for seed-parallel results, which a float tolerance compares (test_population)
 
@@ -56,6 +62,8 @@ def ray_instance():
     with pytest.MonkeyPatch.context() as patch:
         patch.delenv("RAY_ADDRESS", raising=False)  # never a real cluster from the tests
         patch.delenv(KILL_FIRST_ATTEMPT, raising=False)
+        for name, value in PATIENT_RAY.items():
+            patch.setenv(name, value)
         with ray_session(num_cpus=2) as ray:
             try:
                 yield ray

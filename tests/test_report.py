@@ -368,14 +368,15 @@ def test_report_in_a_real_browser(report):
         browser = playwright.chromium.launch(
             executable_path=chromium,
             args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                  "--disable-sync", "--no-first-run"])
+                  "--disable-sync", "--no-first-run"],
+            timeout=120_000)  # a loaded 2-core machine can take longer than the 30 s default to start Chromium
         try:
             page = browser.new_page(viewport={"width": 1200, "height": 900})
             page.on("request", lambda request: requests.append(request.url))
             page.on("console", lambda message: console_errors.append(message.text)
                     if message.type == "error" else None)
             page.on("pageerror", lambda error: page_errors.append(str(error)))
-            page.goto(url, wait_until="load")
+            page.goto(url, wait_until="load", timeout=120_000)
             images = page.eval_on_selector_all(
                 "img", "imgs => imgs.map(i => ({complete: i.complete, width: i.naturalWidth, alt: i.alt}))")
             page.screenshot(path=str(artifacts / "report.png"), full_page=True)
