@@ -2,18 +2,28 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from contextlib import contextmanager
 from multiprocessing import get_context
 from pathlib import Path
 
+import torch
 from tqdm import tqdm
 
 from bench.config import Suite
 from bench.grid import RunSpec
 from bench.runner import DEFAULT_THREADS, Group, Results, describe, load_plugins, show_bars, train_group
 from bench.train import resolve_device
+
+
+def machine_memory() -> int | None:
+    """This machine's physical memory in bytes, or None where the system does not say."""
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, OSError, ValueError):
+        return None
 
 
 class LocalBackend:
@@ -30,6 +40,14 @@ class LocalBackend:
 
     def adapt(self, suite: Suite, spec: RunSpec) -> RunSpec:
         return spec
+
+    def memory(self, suite: Suite) -> tuple[int, int] | None:
+        """This machine's memory (the GPU's, for a suite that trains on one) and `workers` groups at once."""
+        device = resolve_device(suite.device)
+        if device.type == "cuda":
+            return torch.cuda.get_device_properties(device).total_memory, self.workers
+        total = machine_memory()
+        return None if total is None else (total, self.workers)
 
     @contextmanager
     def session(self, suite: Suite, groups: list[Group]) -> Iterator[int]:

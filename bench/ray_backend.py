@@ -248,6 +248,9 @@ class RayBackend:
         # Ray shows a task only the GPUs it reserved (see adapt)
         return "cuda" if suite.resources.num_gpus > 0 and suite.device != "cpu" else "cpu"
 
+    def memory(self, suite: Suite) -> tuple[int, int] | None:
+        return None  # each task trains on a node of its own, whose memory the driver does not know
+
     def adapt(self, suite: Suite, spec: RunSpec) -> RunSpec:
         """`device: auto` without reserved GPUs trains on the CPU; an explicit cuda device needs them."""
         if suite.resources.num_gpus > 0:

@@ -61,6 +61,10 @@ class Backend(Protocol):
     def adapt(self, suite: Suite, spec: RunSpec) -> RunSpec:
         """A pending run as this backend will train it (e.g. the device a Ray task can see)."""
 
+    def memory(self, suite: Suite) -> tuple[int, int] | None:
+        """(bytes of memory that the runs training at once share, how many groups train at once), for the up-front
+        memory check; None where there is no one machine to check (Ray: each task on a node of its own)."""
+
     def session(self, suite: Suite, groups: list[Group]) -> AbstractContextManager[int]:
         """Open the backend for these groups; yields how many groups train at once (for the time estimate)."""
 
@@ -86,10 +90,12 @@ def run_suite(suite: Suite, out_dir: Path, backend: Backend, fresh: bool = False
     """Train every pending run of `suite` under ``out_dir/runs`` on `backend`, then rebuild the suite CSVs.
     `fresh` deletes this suite's run folders first; `estimate` logs a training-time estimate before starting."""
     out_dir = Path(out_dir)
+    group_size = resolve_parallel_seeds(suite, backend.device_type(suite))
+    check_memory(suite, backend.memory(suite), group_size)  # before anything is written
     claim_output_folder(out_dir)  # refuses a folder of someone else's files before anything is written
     specs, pending = prepare(suite, out_dir, fresh)
     pending = [backend.adapt(suite, spec) for spec in pending]
-    groups = group_seeds(pending, resolve_parallel_seeds(suite, backend.device_type(suite)))
+    groups = group_seeds(pending, group_size)
     outcome = SuiteOutcome(out_dir, len(specs), len(specs) - len(pending))
     suite_bar = tqdm(total=outcome.total, initial=outcome.skipped, desc=f"suite {suite.name}", unit="run",
                      disable=not show_bars(), position=0, dynamic_ncols=True)
@@ -146,6 +152,73 @@ def task_facts(suite: Suite) -> dict[str, dict[str, Any]]:
     """What the report needs to know of each task without building it: its registry name and `Task.facts()`."""
     return {label: {"type": component.type, **registry.build_task(component.type, **component.params).facts()}
             for label, component in suite.tasks.items()}
+
+
+#: the batch sizes at which `peak_bytes` measures
+MEASURE_BATCHES = (2, 4)
+
+
+def _saved_bytes(model: torch.nn.Module, task, batch_size: int, size: tuple[int, ...]) -> int:
+    """Bytes of the tensors autograd keeps for the backward pass of one forward at this batch size and size, counted
+    by a saved-tensors hook (each storage once; the parameters themselves are counted by the caller)."""
+    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    batch = task.sample(batch_size, torch.Generator().manual_seed(0), size=size)
+    saved: dict[int, int] = {}
+
+    def pack(tensor: torch.Tensor) -> torch.Tensor:
+        storage = tensor.untyped_storage()
+        if storage.data_ptr() not in params:
+            saved[storage.data_ptr()] = max(saved.get(storage.data_ptr(), 0), storage.nbytes())
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        logits = model(batch.inputs)
+    return sum(saved.values()) + 2 * logits.numel() * logits.element_size()
+
+
+def peak_bytes(spec: RunSpec) -> int:
+    """Memory one run's tensors need at their peak: its parameters four times over (weights, gradients and Adam's
+    two moments) plus what autograd keeps for the backward pass of one training batch at the longest training size.
+    The latter is measured on real forward passes at two small batch sizes on the CPU and extrapolated linearly to the
+    run's batch size, so that measuring never needs the memory it measures. It is exact for the NTM and the DNC; the
+    LSTM's fused kernel keeps workspaces that grow in steps, and the line through batch 2 and 4 overestimates them
+    (by 15 % at batch 8)."""
+    task = build_task(spec)
+    model = build_model(spec, task, torch.device("cpu"))
+    largest = tuple(high for _, high in (task.train_sizes[p] for p in task.size_parts))
+    small, large = (_saved_bytes(model, task, b, largest) for b in MEASURE_BATCHES)
+    per_sequence = (large - small) / (MEASURE_BATCHES[1] - MEASURE_BATCHES[0])
+    activations = large + per_sequence * (spec.train.batch_size - MEASURE_BATCHES[1])
+    params = sum(p.numel() * p.element_size() for p in model.parameters())
+    return int(4 * params + max(activations, small if spec.train.batch_size < MEASURE_BATCHES[1] else large))
+
+
+def check_memory(suite: Suite, memory: tuple[int, int] | None, group_size: int) -> None:
+    """Refuse, in one line, a suite whose largest run cannot fit in memory as many times as it trains at once
+    (`memory`: the bytes the runs share and how many groups train at once; None: not checked)."""
+    if memory is None:
+        return
+    available, at_once = memory
+    seen: dict[str, tuple[int, RunSpec]] = {}
+    for spec in expand(suite):
+        key = json.dumps([spec.task_type, spec.task_params, spec.model_type, spec.model_params,
+                          spec.train.batch_size], sort_keys=True, default=str)
+        if key not in seen:
+            try:
+                seen[key] = (peak_bytes(spec), spec)
+            except Exception as error:  # a model that cannot run fails as its own run, recorded, not here
+                log.debug("memory of %s/%s not measured: %s", spec.task, spec.model, error)
+    if not seen:
+        return
+    most, spec = max(seen.values(), key=lambda item: item[0])
+    together = group_size * at_once
+    if most * together > available:
+        gib = 2.0**30
+        raise ConfigError(
+            f"{suite.path}: the runs would need about {most * together / gib:.1f} GiB of memory at once "
+            f"({together} at a time x {most / gib:.2f} GiB for {spec.task}/{spec.model} at batch "
+            f"{spec.train.batch_size}), more than the {available / gib:.1f} GiB here; lower train.batch_size, the "
+            "sizes, --workers or train.parallel_seeds")
 
 
 def resolve_parallel_seeds(suite: Suite, device_type: str) -> int:

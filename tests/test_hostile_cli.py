@@ -331,3 +331,35 @@ def test_sigterm_stops_the_workers_and_a_rerun_resumes(tmp_path):
     resuming = [line for line in resumed.stderr.splitlines() if "resuming from step" in line]
     assert {line.split(":")[0] for line in resuming} == checkpointed, resumed.stderr
     assert len(list(out.glob("runs/*/result.json"))) == 2
+
+
+# ---- memory ---------------------------------------------------------------------------------------------------------
+
+def test_a_suite_that_cannot_fit_in_memory_is_refused_before_anything_is_written(capsys, tmp_path, monkeypatch):
+    monkeypatch.setattr("bench.local_backend.machine_memory", lambda: 2**10)  # a machine with 1 KiB
+    out = tmp_path / "out"
+    status, lines = run_main(capsys, "run", "--suite", "smoke", "--out", str(out), "--workers", "2", *QUICK)
+    assert_one_line(lines, status, 2, "GiB of memory at once", "2 at a time", "lower train.batch_size")
+    assert not out.exists()
+
+
+def test_the_memory_measure_extrapolates_to_what_a_full_batch_keeps():
+    """peak_bytes measures at two small batches and extrapolates; measured directly at the run's batch it agrees
+    (exactly for the NTM and DNC; the LSTM's fused kernel grows in steps, which the line overestimates)."""
+    import dataclasses
+
+    from bench.grid import expand, load_suite
+    from bench.runner import _saved_bytes, peak_bytes
+    from bench.train import build_model, build_task
+
+    for spec in expand(load_suite("smoke", ["seeds=1"])):
+        if spec.task != "copy":
+            continue
+        spec = dataclasses.replace(spec, train=dataclasses.replace(spec.train, batch_size=8))
+        task = build_task(spec)
+        model = build_model(spec, task, torch.device("cpu"))
+        largest = tuple(high for _, high in (task.train_sizes[p] for p in task.size_parts))
+        params = sum(p.numel() * p.element_size() for p in model.parameters())
+        direct = 4 * params + _saved_bytes(model, task, 8, largest)
+        estimate = peak_bytes(spec)
+        assert direct <= estimate <= 1.25 * direct, (spec.model, estimate, direct)
