@@ -1,8 +1,8 @@
 """Command line: ``python -m bench run | validate | report | list | keys``.
 
 Errors in what the user gave (a suite file, a name, an option, an output folder) and errors of the system (a full
-disk, a folder it cannot write) exit with status 2 and print one line to stderr, without a traceback; an unexpected
-error prints one line and exits with status 1; ``--debug`` shows the traceback. SIGINT, SIGTERM and SIGHUP stop the
+disk, a folder it cannot write) exit with status 2 and print one line to stderr, without a traceback; so does an
+unexpected error, as "internal error"; ``--debug`` shows the traceback. SIGINT, SIGTERM and SIGHUP stop the
 workers, keep finished runs, rebuild the suite's CSVs and exit with 128 + the signal number (130, 143, 129).
 """
 
@@ -164,8 +164,9 @@ def check_device(suite, executor: str) -> None:
     """Fail, before anything is written, when the suite's device cannot be used here (cuda without CUDA, a name
     torch does not know). The ray executor checks it against the suite's resources instead."""
     if executor == "ray":
-        if suite.resources.num_gpus <= 0 and suite.device.startswith("cuda"):
-            raise CliError(f"device {suite.device!r} needs resources.num_gpus > 0 on the ray executor")
+        from bench import ray_backend
+
+        ray_backend.check_device(suite)
         return
     from bench.train import resolve_device
 

@@ -230,6 +230,12 @@ def _checkpoint_step(work_dir: Path, run_id: str) -> int | None:
 
 # ---- the driver -------------------------------------------------------------------------------------------------
 
+def check_device(suite: Suite) -> None:
+    """An explicit cuda device needs GPUs reserved per task: Ray shows a task only the GPUs it reserved."""
+    if suite.resources.num_gpus <= 0 and suite.device.startswith("cuda"):
+        raise ConfigError(f"{suite.path}: device: {suite.device} needs resources.num_gpus > 0 on the ray executor")
+
+
 class RayBackend:
     """One Ray task per group, each reserving the suite's `resources`; `max_retries` (default: the suite's) is how
     often Ray reruns a task whose worker died. Runs train under the suite's `checkpoint_dir` on the node that runs
@@ -253,10 +259,9 @@ class RayBackend:
 
     def adapt(self, suite: Suite, spec: RunSpec) -> RunSpec:
         """`device: auto` without reserved GPUs trains on the CPU; an explicit cuda device needs them."""
+        check_device(suite)
         if suite.resources.num_gpus > 0:
             return spec
-        if spec.device.startswith("cuda"):
-            raise ConfigError(f"{suite.path}: device: {spec.device} needs resources.num_gpus > 0 on the ray executor")
         return dataclasses.replace(spec, device="cpu") if spec.device == "auto" else spec
 
     @contextmanager

@@ -90,10 +90,11 @@ def run_suite(suite: Suite, out_dir: Path, backend: Backend, fresh: bool = False
     """Train every pending run of `suite` under ``out_dir/runs`` on `backend`, then rebuild the suite CSVs.
     `fresh` deletes this suite's run folders first; `estimate` logs a training-time estimate before starting."""
     out_dir = Path(out_dir)
+    specs = expand(suite)
     group_size = resolve_parallel_seeds(suite, backend.device_type(suite))
-    check_memory(suite, backend.memory(suite), group_size)  # before anything is written
+    check_memory(suite, specs, backend.memory(suite), group_size)  # before anything is written
     claim_output_folder(out_dir)  # refuses a folder of someone else's files before anything is written
-    specs, pending = prepare(suite, out_dir, fresh)
+    pending = prepare(suite, specs, out_dir, fresh)
     pending = [backend.adapt(suite, spec) for spec in pending]
     groups = group_seeds(pending, group_size)
     outcome = SuiteOutcome(out_dir, len(specs), len(specs) - len(pending))
@@ -127,9 +128,9 @@ def run_suite(suite: Suite, out_dir: Path, backend: Backend, fresh: bool = False
 
 # ---- before training ----------------------------------------------------------------------------------------------
 
-def prepare(suite: Suite, out_dir: Path, fresh: bool = False) -> tuple[list[RunSpec], list[RunSpec]]:
-    """Write the suite manifest; returns (all specs, the pending ones). `fresh` deletes this suite's run folders."""
-    specs = expand(suite)
+def prepare(suite: Suite, specs: list[RunSpec], out_dir: Path, fresh: bool = False) -> list[RunSpec]:
+    """Write the manifest of `suite` (expanded to `specs`); returns the pending runs. `fresh` deletes this suite's
+    run folders first."""
     for problem in memory_overflows(suite):
         log.warning("%s", problem)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -144,8 +145,7 @@ def prepare(suite: Suite, out_dir: Path, fresh: bool = False) -> tuple[list[RunS
                                                "path": suite.path, "resolved": suite.resolved, "run_ids": run_ids,
                                                "seeds": list(suite.seeds), "steps": suite.train.steps,
                                                "batch_size": suite.train.batch_size, "tasks": task_facts(suite)})
-    pending = [s for s in specs if not run_is_finished(out_dir / "runs" / s.run_id)]
-    return specs, pending
+    return [s for s in specs if not run_is_finished(out_dir / "runs" / s.run_id)]
 
 
 def task_facts(suite: Suite) -> dict[str, dict[str, Any]]:
@@ -190,17 +190,17 @@ def peak_bytes(spec: RunSpec) -> int:
     per_sequence = (large - small) / (MEASURE_BATCHES[1] - MEASURE_BATCHES[0])
     activations = large + per_sequence * (spec.train.batch_size - MEASURE_BATCHES[1])
     params = sum(p.numel() * p.element_size() for p in model.parameters())
-    return int(4 * params + max(activations, small if spec.train.batch_size < MEASURE_BATCHES[1] else large))
+    return int(4 * params + max(activations, small))  # never below what the smaller batch measured
 
 
-def check_memory(suite: Suite, memory: tuple[int, int] | None, group_size: int) -> None:
-    """Refuse, in one line, a suite whose largest run cannot fit in memory as many times as it trains at once
-    (`memory`: the bytes the runs share and how many groups train at once; None: not checked)."""
+def check_memory(suite: Suite, specs: list[RunSpec], memory: tuple[int, int] | None, group_size: int) -> None:
+    """Refuse, in one line, a suite (expanded to `specs`) whose largest run cannot fit in memory as many times as it
+    trains at once (`memory`: the bytes the runs share and how many groups train at once; None: not checked)."""
     if memory is None:
         return
     available, at_once = memory
     seen: dict[str, tuple[int, RunSpec]] = {}
-    for spec in expand(suite):
+    for spec in specs:
         key = json.dumps([spec.task_type, spec.task_params, spec.model_type, spec.model_params,
                           spec.train.batch_size], sort_keys=True, default=str)
         if key not in seen:

@@ -488,7 +488,9 @@ def train_population(specs: list[RunSpec], run_dirs: list[Path], threads: int | 
         steps = max(b.steps for b in batches)
         # Runs of one group may draw different lengths; padding at the end changes no scored output.
         batches = [b.pad_to(steps).to(device) for b in batches]
-        logits = forward(torch.stack([b.inputs for b in batches])).unbind(0)
+        # [P, B, T, in]; a run alone gets a view, not a copy, on this per-step path
+        inputs = batches[0].inputs.unsqueeze(0) if len(batches) == 1 else torch.stack([b.inputs for b in batches])
+        logits = forward(inputs).unbind(0)
         losses = [loss_nats_per_seq(lg, b.targets, b.mask) for lg, b in zip(logits, batches)]
         finite = [bool(torch.isfinite(loss)) for loss in losses]
         kept = [loss for loss, ok in zip(losses, finite) if ok]
