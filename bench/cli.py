@@ -1,4 +1,4 @@
-"""Command line: ``python -m bench run | validate | report | list | keys``.
+"""Command line of ntm-bench (``ntm-bench`` or ``python -m bench``): run | validate | report | evaluate | list | keys.
 
 Errors in what the user gave (a suite file, a name, an option, an output folder) and errors of the system (a full
 disk, a folder it cannot write) exit with status 2 and print one line to stderr, without a traceback; so does an
@@ -11,23 +11,33 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
-import os
 import re
 import signal
 import sys
 from pathlib import Path
 
+from bench.api import (
+    REPORTS_DIR,
+    UsageError,
+    check_device,
+    check_options,
+    check_out_dir,
+    check_tensorboard,
+    load,
+    make_backend,
+)
 from bench.config import ConfigError
 from bench.registry import RegistryError
 
 REPO = Path(__file__).resolve().parents[1]
-REPORTS_DIR = REPO / "reports"
+DESCRIPTION = ("Train NTM, DNC, LSTM and other models on Graves' algorithmic tasks from a YAML suite, and report on "
+               "them. A suite is a name (see `list`) or a path to a YAML file.")
 EXIT_USAGE = 2
 #: the signals that stop a suite the way Ctrl-C does
 STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name))
 
 
-class CliError(Exception):
+class CliError(UsageError):
     """A user error: printed as one line, exit status 2."""
 
 
@@ -94,8 +104,28 @@ def _suite_args(parser: argparse.ArgumentParser) -> None:
                         help="import MODULE first, so its @register_model/@register_task run (repeatable)")
 
 
+def program_name() -> str:
+    """How the tool was called: ``ntm-bench`` for the console script, ``python -m bench`` for the module."""
+    called = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else ""
+    return "python -m bench" if called in ("", "__main__.py", "-c") else called
+
+
+def version() -> str:
+    """The installed distribution's version, or the source tree's when it is not installed."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as dist_version
+
+    import bench
+
+    try:
+        return dist_version("ntm-bench")
+    except PackageNotFoundError:
+        return bench.__version__
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog=program_name(), description=DESCRIPTION)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {version()}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -113,6 +143,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--no-estimate", action="store_true", help="skip the up-front cost estimate")
     run.add_argument("--fresh", action="store_true", help="delete this suite's run folders and start over")
     run.add_argument("--no-report", action="store_true", help="skip writing the HTML report")
+    run.add_argument("--tensorboard", metavar="DIR",
+                     help="also log each run's loss and error curves for TensorBoard, at every evaluation, under "
+                          "DIR/<suite>/<task>/<model>/seed<k> (needs the tensorboard package)")
 
     validate = sub.add_parser("validate", help="check a suite file without training")
     validate.add_argument("file", help="a suite name or YAML path")
@@ -123,6 +156,19 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--suite", default="quick")
     report.add_argument("--out", help="the suite's output folder (default: reports/<suite name>)")
 
+    evaluate = sub.add_parser("evaluate", help="score a finished run's model at any test sizes (and draw figures)")
+    evaluate.add_argument("run_folder", metavar="RUN_FOLDER", help="a finished run's folder, <out>/runs/<run_id>")
+    evaluate.add_argument("--sizes", help="test sizes: 30,40,60 for one-part sizes, 3x6,6x6 for two-part sizes "
+                                          "(default: the suite's test sizes)")
+    evaluate.add_argument("--sequences", type=int,
+                          help="sequences per size (default: the suite's generalization_sequences)")
+    evaluate.add_argument("--out", metavar="CSV", help="also write the table to this CSV file")
+    evaluate.add_argument("--figures", metavar="DIR",
+                          help="also draw the sample and memory figures at each size into this folder")
+    evaluate.add_argument("--device", default="cpu", help="cpu | auto | cuda | cuda:N (default cpu)")
+    evaluate.add_argument("--plugin", dest="plugins", action="append", default=[], metavar="MODULE",
+                          help="import MODULE first, for a run of a plugin's model or task (repeatable)")
+
     sub.add_parser("list", help="list registered tasks, models and suites")
     keys = sub.add_parser("keys", help="print the suite-file reference (markdown)")
     keys.add_argument("--write-readme", action="store_true", help="rewrite the table in README.md in place")
@@ -130,50 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _load(suite: str, overrides: list[str], plugins: list[str]):
-    from bench import registry
-    from bench.grid import load_suite
-
-    registry.load_all()
-    for plugin in plugins:
-        registry.load_plugin(plugin)
-    try:
-        return load_suite(suite, overrides)
-    except IsADirectoryError:
-        raise CliError(f"{suite}: is a folder, not a suite file") from None
-    except UnicodeDecodeError:
-        raise CliError(f"{suite}: not a text (UTF-8) suite file") from None
-
-
-def check_out_dir(out_dir: Path) -> None:
-    """Fail, before anything is written, when `out_dir` cannot be the output folder: it is a file, a part of its
-    path is a file, or the nearest existing folder on its path cannot be written."""
-    if out_dir.exists() and not out_dir.is_dir():
-        raise CliError(f"--out {out_dir}: exists and is not a folder")
-    existing = out_dir
-    while not existing.exists():
-        if existing.parent == existing:
-            break
-        existing = existing.parent
-    if existing.exists() and not existing.is_dir():
-        raise CliError(f"--out {out_dir}: {existing} is a file, not a folder")
-    if existing.is_dir() and not os.access(existing, os.W_OK | os.X_OK):
-        raise CliError(f"--out {out_dir}: cannot write in {existing}")
-
-
-def check_device(suite, executor: str) -> None:
-    """Fail, before anything is written, when the suite's device cannot be used here (cuda without CUDA, a name
-    torch does not know). The ray executor checks it against the suite's resources instead."""
-    if executor == "ray":
-        from bench import ray_backend
-
-        ray_backend.check_device(suite)
-        return
-    from bench.train import resolve_device
-
-    try:
-        resolve_device(suite.device)
-    except RuntimeError as error:
-        raise CliError(one_line(error)) from None
+    return load(suite, overrides, plugins)
 
 
 def _out_dir(args, suite_name: str) -> Path:
@@ -188,32 +191,15 @@ def cmd_run(args) -> int:
         overrides.append(f"seeds={args.seeds}")
     if args.device:
         overrides.append(f"device={args.device}")
-    if args.workers < 1:
-        raise CliError(f"--workers: must be >= 1, got {args.workers}")
-    if args.executor == "ray":
-        from bench.ray_backend import INSTALL_HINT, ray_available
-
-        if not ray_available():
-            raise CliError(INSTALL_HINT)
-        if args.workers > 1:
-            raise CliError("--workers: the ray executor runs as many runs at once as the cluster fits (the suite's "
-                           "resources); leave --workers out")
-    if args.threads < 1:
-        raise CliError(f"--threads: must be >= 1, got {args.threads}")
+    check_options(args.executor, args.workers, args.threads)
+    tensorboard = check_tensorboard(args.tensorboard)
     suite = _load(args.suite, overrides, args.plugins)
     out_dir = _out_dir(args, suite.name)
     check_out_dir(out_dir)
     check_device(suite, args.executor)
     from bench.runner import run_suite
 
-    if args.executor == "ray":
-        from bench.ray_backend import RayBackend
-
-        backend = RayBackend(threads=args.threads, plugins=tuple(args.plugins), fresh=args.fresh)
-    else:
-        from bench.local_backend import LocalBackend
-
-        backend = LocalBackend(workers=args.workers, threads=args.threads, plugins=tuple(args.plugins))
+    backend = make_backend(args.executor, args.workers, args.threads, tuple(args.plugins), args.fresh, tensorboard)
     outcome = run_suite(suite, out_dir, backend, fresh=args.fresh, estimate=not args.no_estimate)
     if outcome.failed:
         print(f"{len(outcome.failed)} run(s) failed; see their result.json; rerun to retry them", file=sys.stderr)
@@ -242,8 +228,46 @@ def cmd_report(args) -> int:
 
     out_dir = Path(args.out) if args.out else REPORTS_DIR / Path(args.suite).stem
     if not (out_dir / "suite.json").exists():
-        raise CliError(f"{out_dir}: no results to report (run `python -m bench run --suite {args.suite}` first)")
+        raise CliError(f"{out_dir}: no results to report (run `{program_name()} run --suite {args.suite}` first)")
     print(f"report: {write_report(out_dir)}")
+    return 0
+
+
+#: the columns `evaluate` prints, in order (a task's extra columns follow)
+EVALUATE_COLUMNS = ("size", "wrong_bits_per_seq", "loss_bits_per_seq", "seq_accuracy")
+
+
+def cmd_evaluate(args) -> int:
+    from bench import registry
+    from bench.results import atomic_write_csv
+    from bench.trained import TrainedRunError, evaluate_run, load_run, render_figures
+
+    registry.load_all()
+    for plugin in args.plugins:
+        registry.load_plugin(plugin)
+    if args.sequences is not None and args.sequences < 1:
+        raise CliError(f"--sequences: must be >= 1, got {args.sequences}")
+    if args.out and Path(args.out).is_dir():
+        raise CliError(f"--out {args.out}: is a folder; give a CSV file name")
+    if args.figures and Path(args.figures).exists() and not Path(args.figures).is_dir():
+        raise CliError(f"--figures {args.figures}: exists and is not a folder")
+    try:
+        run = load_run(args.run_folder, args.device)
+        frame = evaluate_run(run, args.sizes, args.sequences)
+        figures = []
+        if args.figures:
+            for size in zip(*(frame[f"size_{part}"] for part in run.task.size_parts)):
+                figures += render_figures(run, tuple(int(v) for v in size), args.figures, warn=False)
+    except TrainedRunError as error:
+        raise CliError(str(error)) from None
+    shown = [c for c in EVALUATE_COLUMNS if c in frame] + \
+        [c for c in frame.columns if c not in EVALUATE_COLUMNS and not c.startswith("size_")]
+    print(frame[shown].to_string(index=False, float_format=lambda x: f"{x:.4g}"))
+    if args.out:
+        atomic_write_csv(Path(args.out), frame)
+        print(f"table: {args.out}")
+    for path in figures:
+        print(f"figure: {path}")
     return 0
 
 
@@ -285,7 +309,8 @@ def reference_markdown(rows) -> str:
     return "\n".join(lines)
 
 
-COMMANDS = {"run": cmd_run, "validate": cmd_validate, "report": cmd_report, "list": cmd_list, "keys": cmd_keys}
+COMMANDS = {"run": cmd_run, "validate": cmd_validate, "report": cmd_report, "evaluate": cmd_evaluate,
+            "list": cmd_list, "keys": cmd_keys}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -299,7 +324,7 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted; finished runs are kept, and a rerun resumes the rest from their checkpoints",
               file=sys.stderr)
         return 128 + (getattr(error, "signum", None) or _last_signal or signal.SIGINT)
-    except (ConfigError, RegistryError, CliError) as error:
+    except (ConfigError, RegistryError, UsageError) as error:
         if args.debug:
             raise
         print(f"error: {one_line(error)}", file=sys.stderr)

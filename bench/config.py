@@ -21,7 +21,16 @@ import yaml
 
 from bench import registry
 
-SUITES_DIR = Path(__file__).resolve().parents[1] / "suites"
+
+def _suites_dir() -> Path:
+    """The suites that ship with ntm-bench: ``bench/suites`` in an installed wheel (package data), ``suites/`` next to
+    ``bench/`` in a checkout or an editable install."""
+    here = Path(__file__).resolve().parent
+    packaged = here / "suites"
+    return packaged if packaged.is_dir() else here.parent / "suites"
+
+
+SUITES_DIR = _suites_dir()
 DEFAULTS_FILE = "_defaults.yaml"
 
 OPTIMIZERS = ("adam", "rmsprop")
@@ -267,16 +276,33 @@ def _load_merged(path: Path, seen: tuple[Path, ...] = ()) -> dict:
     if path.resolve() in seen:
         raise ConfigError(f"{path}: include: circular include ({' -> '.join(str(p) for p in seen)})")
     data = _read_yaml(path, seen[-1] if seen else None)
+    return _with_include(data, path, seen)
+
+
+def _with_include(data: dict, path: Path, seen: tuple[Path, ...] = ()) -> dict:
+    """`data` (read from `path`) deep-merged over the file it includes, if any."""
     include = data.get("include")
     if include is None:
         return data
     if not isinstance(include, str):
         raise ConfigError(f"{path}: include: must be a file name (string), got {include!r}")
-    base_path = (path.parent / include) if not Path(include).is_absolute() else Path(include)
-    if not base_path.exists():
-        raise ConfigError(f"{path}: include: included file {base_path} does not exist")
-    base = _load_merged(base_path, (*seen, path.resolve()))
+    base = _load_merged(_include_path(path, include), (*seen, path.resolve()))
     return deep_merge(base, data)
+
+
+def _include_path(path: Path, include: str) -> Path:
+    """The file that `include` (in suite file `path`) names: a path relative to `path`'s folder, or, when no such
+    file exists, a packaged suite by file name or by suite name (``_defaults.yaml``, ``quick``), from any folder."""
+    named = Path(include)
+    local = named if named.is_absolute() else path.parent / named
+    if local.exists():
+        return local
+    if len(named.parts) == 1:
+        for packaged in (SUITES_DIR / include, SUITES_DIR / f"{include}.yaml"):
+            if packaged.is_file():
+                return packaged
+    raise ConfigError(f"{path}: include: included file {local} does not exist, and {include!r} is not a suite that "
+                      f"ships with ntm-bench ({', '.join(['_defaults.yaml', *available_suites()])})")
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -298,11 +324,23 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     return keys, parsed
 
 
-def read_suite(name_or_path: str, overrides: list[str] | tuple[str, ...] = ()) -> Suite:
+#: how a suite given as a Python dict is named in error messages; its `include:` is found from the current folder
+DICT_SOURCE = "<dict>"
+
+
+def read_suite(source: str | Path | dict, overrides: list[str] | tuple[str, ...] = ()) -> Suite:
     """Load, merge, override and validate a suite's keys and types. Raises `ConfigError` with a one-line message.
+    `source` is a suite name, a path to a YAML file, or a dict of the same keys (which must then have a `name`).
     `bench.grid.load_suite` does this and then expands the suite, so that a bad value fails before training."""
-    path = resolve_suite_path(name_or_path)
-    data = _load_merged(path)
+    if isinstance(source, dict):
+        path = Path(DICT_SOURCE)
+        if not isinstance(source.get("name"), str):
+            raise ConfigError(f"{DICT_SOURCE}: name: a suite given as a dict needs a name (it names the output "
+                              "folder), e.g. {'name': 'my_suite', ...}")
+        data = _with_include(copy.deepcopy(source), path)
+    else:
+        path = resolve_suite_path(str(source))
+        data = _load_merged(path)
     for text in overrides:
         keys, value = parse_override(text)
         if keys[0] == "include":  # the include is read before any --set applies, so it could not take effect

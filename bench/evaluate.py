@@ -8,14 +8,11 @@ padding. Generalisation sets hold `n` sequences at each of the task's test sizes
 from __future__ import annotations
 
 from collections import Counter
-from pathlib import Path
 
 import torch
 
-from bench import registry
 from bench.grid import derive_seed
 from bench.metrics import MetricTotals, wrong_bits_per_step
-from bench.results import read_json
 from tasks.base import Batch, Size, Task
 
 #: the most sequences scored in one forward pass (bounds evaluation memory)
@@ -36,9 +33,23 @@ def evaluation_set(task: Task, sequences: int, eval_seed: int, task_key: str) ->
     return _cached_set(task, sequences, eval_seed, task_key, "eval")
 
 
-def generalization_set(task: Task, sequences: int, eval_seed: int, task_key: str) -> dict[Size, list[Batch]]:
-    """`sequences` examples at each of the task's test sizes."""
-    return {size: _cached_set(task, sequences, eval_seed, task_key, "gen", size) for size in task.test_sizes}
+def generalization_set(task: Task, sequences: int, eval_seed: int, task_key: str,
+                       sizes: list[Size] | None = None) -> dict[Size, list[Batch]]:
+    """`sequences` examples at each of `sizes` (default: the task's test sizes).
+
+    A size's sequences depend only on the evaluation seed, the task and the size, so a size is scored on the very
+    same sequences whether the suite asks for it or a later `ntm-bench evaluate` does (bench/trained.py).
+    """
+    sizes = task.test_sizes if sizes is None else [task.check_size(size) for size in sizes]
+    return {size: _cached_set(task, sequences, eval_seed, task_key, "gen", size) for size in sizes}
+
+
+def generalization_rows(model: torch.nn.Module, task: Task, sets: dict[Size, list[Batch]],
+                        device: torch.device) -> list[dict[str, float | int | str]]:
+    """One row per size of `sets` (`generalization_set`), as in a run's generalization.csv: the size's label
+    (``size``) and parts (``size_L``, ...), then `score`'s metrics."""
+    return [{"size": task.size_label(size), **{f"size_{p}": v for p, v in zip(task.size_parts, size)},
+             **score(model, task, batches, device)} for size, batches in sets.items()]
 
 
 _CACHE: dict[tuple, list[Batch]] = {}
@@ -74,21 +85,6 @@ def score(model: torch.nn.Module, task: Task, batches: list[Batch], device: torc
         totals.add(logits, on_device.targets, on_device.mask, task.reference_metrics(batch))
     model.train(was_training)
     return totals.means()
-
-
-def load_model(run_dir, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, Task]:
-    """A finished (or checkpointed) run's model, in eval mode, and its task, rebuilt from the run folder.
-
-    Reads spec.json for the task and model and checkpoint.pt for the weights. The checkpoint is loaded with
-    ``weights_only=True``, so a planted pickle cannot run code.
-    """
-    run_dir = Path(run_dir)
-    spec = read_json(run_dir / "spec.json")
-    task = registry.build_task(spec["task_type"], **spec["task_params"])
-    model = registry.build_model(spec["model_type"], task.input_size, task.output_size, **spec["model_params"])
-    state = torch.load(run_dir / "checkpoint.pt", map_location=device, weights_only=True)
-    model.load_state_dict(state["model"])
-    return model.to(device).eval(), task
 
 
 @torch.no_grad()

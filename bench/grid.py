@@ -12,6 +12,7 @@ import hashlib
 import itertools
 import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -35,7 +36,7 @@ from bench.config import (
 )
 
 
-def load_suite(name_or_path: str, overrides: list[str] | tuple[str, ...] = ()) -> Suite:
+def load_suite(name_or_path: str | Path | dict, overrides: list[str] | tuple[str, ...] = ()) -> Suite:
     """Load, merge, override and validate a suite (`bench.config.read_suite`), then expand it once: that checks the
     sweeps and builds every task and model, so that a bad value fails here, with a one-line `ConfigError`, and not
     in the middle of training."""
@@ -175,6 +176,7 @@ def expand(suite: Suite) -> list[RunSpec]:
             _check_sizes(suite, task.label, built_task, train)
             model = Component(variant.label, variant.type, variant.params_for(task.label))
             _check_model(suite, model, built_task, train.batch_size)
+            _check_steps(suite, model, task.label, built_task)
             for seed in suite.seeds:
                 specs.append(RunSpec(suite.name, task.label, task.type, dict(task.params), model.label, model.type,
                                      dict(model.params), train, seed, suite.eval_seed, suite.device))
@@ -231,6 +233,27 @@ def _check_sizes(suite: Suite, task_label: str, task, train: TrainConfig) -> Non
     if type(contexts) is int and contexts * most > MAX_BATCH_MEMORY_ELEMENTS:
         raise ConfigError(f"{suite.path}: tasks.{task_label}: {contexts} contexts x {most} sequences = "
                           f"{contexts * most} table entries, more than the limit {MAX_BATCH_MEMORY_ELEMENTS}")
+
+
+def _check_steps(suite: Suite, model: Component, task_label: str, task) -> None:
+    """Refuse a model that accepts at most `max_steps(**params)` time steps (a class attribute; the transformer
+    with learned positions) when the task's longest training, test or 2x-sample sequence is longer: it would fail
+    only after training, when it is evaluated there."""
+    max_steps = getattr(registry.model_class(model.type), "max_steps", None)
+    limit = max_steps(**model.params) if callable(max_steps) else None
+    if limit is None:
+        return
+    sizes = [*task.test_sizes, tuple(2 * high for _, high in (task.train_sizes[p] for p in task.size_parts))]
+    longest = task.max_train_steps()
+    for size in sizes:
+        try:
+            longest = max(longest, task.steps_for(task.check_size(size)))
+        except ValueError:
+            continue  # a 2x size the task cannot draw is not sampled either
+    if longest > limit:
+        raise ConfigError(f"{suite.path}: models.{model.label.split('[')[0]}: accepts at most {limit} time steps "
+                          f"but tasks.{task_label} has sequences of {longest}; raise the limit (a transformer's "
+                          "max_positions)")
 
 
 _checked: dict[str, None] = {}

@@ -28,12 +28,15 @@ def machine_memory() -> int | None:
 
 class LocalBackend:
     """`workers` groups at a time: one in this process (with a per-run progress bar), or several in a pool of
-    spawned processes, each training one group at a time with `threads` torch threads."""
+    spawned processes, each training one group at a time with `threads` torch threads. `tensorboard`: a folder where
+    every run also logs its curves (``--tensorboard``), or None."""
 
-    def __init__(self, workers: int = 1, threads: int = DEFAULT_THREADS, plugins: tuple[str, ...] = ()):
+    def __init__(self, workers: int = 1, threads: int = DEFAULT_THREADS, plugins: tuple[str, ...] = (),
+                 tensorboard: str | None = None):
         self.workers = workers
         self.threads = threads
         self.plugins = tuple(plugins)
+        self.tensorboard = tensorboard
 
     def device_type(self, suite: Suite) -> str:
         return resolve_device(suite.device).type
@@ -72,7 +75,7 @@ class LocalBackend:
                     bar.refresh()
 
             try:
-                results = train_group(group, runs_dir, self.threads, self.plugins, progress)
+                results = train_group(group, runs_dir, self.threads, self.plugins, progress, self.tensorboard)
             finally:
                 run_bar.close()
             yield group, results
@@ -82,8 +85,8 @@ class LocalBackend:
         pool = ProcessPoolExecutor(self.workers, mp_context=context, initializer=load_plugins,
                                    initargs=(self.plugins,))
         try:
-            futures = {pool.submit(train_group, group, runs_dir, self.threads, self.plugins): group
-                       for group in groups}
+            futures = {pool.submit(train_group, group, runs_dir, self.threads, self.plugins, None, self.tensorboard):
+                       group for group in groups}
             remaining = set(futures)
             while remaining:
                 done, remaining = wait(remaining, return_when=FIRST_COMPLETED)

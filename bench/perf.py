@@ -32,7 +32,6 @@ from bench.results import atomic_write_csv
 from bench.train import CUDA_GRAPHS, BatchedForward, begin_iteration, device_name, resolve_device
 from models.base import RecurrentModel
 
-REPO = Path(__file__).resolve().parents[1]
 COLUMNS = ["model", "mode", "population", "batch_size", "seq_len", "device", "device_name", "torch", "python",
            "threads", "params", "steps_per_s", "seq_per_s", "aggregate_seq_per_s", "speedup_vs_sequential",
            "peak_memory_mb"]
@@ -162,7 +161,7 @@ def parse_args(argv=None):
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     parser.add_argument("--quick", action="store_true", help="tiny models and few repeats (for the tests)")
     parser.add_argument("--models", nargs="+", help="subset of models (default: every registered model)")
-    parser.add_argument("--out", default=str(REPO / "reports" / "perf"), help="folder for perf.csv")
+    parser.add_argument("--out", default=str(Path("reports") / "perf"), help="folder for perf.csv")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own choice)")
     parser.add_argument("--no-compile", action="store_true", help="skip the compiled measurements")
     parser.add_argument("--populations", type=int, nargs="+", help="population sizes P (default: 1 4 10)")

@@ -15,6 +15,8 @@ import dataclasses
 import difflib
 import importlib
 import inspect
+import os
+import sys
 from collections.abc import Callable
 from importlib.metadata import entry_points
 from typing import Any
@@ -69,7 +71,11 @@ def load_all() -> None:
 
 
 def load_plugin(module: str) -> None:
-    """Import `module` so that its ``@register_*`` decorators run."""
+    """Import `module` so that its ``@register_*`` decorators run. Modules in the current folder are found, as with
+    ``python -m bench``, also when the ``ntm-bench`` script (whose path does not hold it) is the caller."""
+    cwd = os.getcwd()
+    if "" not in sys.path and cwd not in sys.path:
+        sys.path.append(cwd)
     try:
         importlib.import_module(module)
     except ImportError as error:

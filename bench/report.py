@@ -2,8 +2,11 @@
 
 `write_report(out_dir)` reads only files: suite.json, the suite CSVs (runs.csv, curves.csv, generalization.csv) and,
 from each run folder, spec.json (provenance, budget), result.json (the error of a failed run) and samples.npz (sample
-outputs and memory traces). It never builds a model. The page is one self-contained file: every figure is embedded as a
-base64 PNG data URI, the CSS is inline, and there is no script, font or other request to the network.
+outputs and memory traces). It never builds a model. It first rebuilds the suite CSVs from the run folders
+(`bench.results.collect`), taking in the runs still training (status `running`, their curve.csv so far): a suite can be
+reported while it runs, its unfinished runs drawn in the learning curves and left out of every statistic. The page is
+one self-contained file: every figure is embedded as a base64 PNG data URI, the CSS is inline, and there is no script,
+font or other request to the network.
 
 Figures are drawn on `matplotlib.figure.Figure` objects with the Agg canvas, never through pyplot, so rendering a
 report leaves no global figure state behind (and does not switch the backend of, say, a notebook that calls it).
@@ -42,10 +45,12 @@ from matplotlib.ticker import EngFormatter, FuncFormatter, LogFormatter, MaxNLoc
 
 from bench import stats
 from bench.results import (
+    RUNNING,
     atomic_write_bytes,
     atomic_write_csv,
     atomic_write_text,
     claim_output_folder,
+    collect,
     read_figure_manifest,
     read_json,
     write_figure_manifest,
@@ -420,6 +425,7 @@ def figure_curves(data: SuiteData, task: TaskInfo, sink: FigureSink) -> dict[str
     fig = _new_figure(FIG_WIDTH, 4.0)
     ax_median, ax_seeds = fig.subplots(1, 2, sharey=True)
     threshold = task.threshold()
+    unfinished = False
     for model in models:
         matrix, statuses = _seed_matrix(data, task, model)
         colour = data.palette[model]
@@ -436,6 +442,10 @@ def figure_curves(data: SuiteData, task: TaskInfo, sink: FigureSink) -> dict[str
             if statuses.get(seed) == "diverged" and len(series):
                 ax_seeds.plot(series.index[-1], clip(series.iloc[-1]), marker="X", ms=9, color=colour,
                               markeredgecolor="black", ls="none")
+            if statuses.get(seed) == RUNNING and len(series):
+                unfinished = True
+                ax_seeds.plot(series.index[-1], clip(series.iloc[-1]), marker="o", ms=7, color="white",
+                              markeredgecolor=colour, markeredgewidth=1.8, ls="none")
     for ax in (ax_median, ax_seeds):
         ax.set_yscale("log")
         ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
@@ -446,10 +456,14 @@ def figure_curves(data: SuiteData, task: TaskInfo, sink: FigureSink) -> dict[str
             ax.axhline(max(threshold, LOG_FLOOR), color="black", ls="--", lw=1)
     ax_median.set_ylabel(f"{task.metric_label} (log)")
     ax_median.set_title("median across seeds, interquartile band")
-    ax_seeds.set_title("each seed (X: diverged run ends)")
+    ax_seeds.set_title("each seed (X: diverged run ends; o: unfinished run, so far)" if unfinished
+                       else "each seed (X: diverged run ends)")
     extra = []
     if threshold is not None:
         extra.append(matplotlib.lines.Line2D([], [], color="black", ls="--", lw=1, label="convergence threshold"))
+    if unfinished:
+        extra.append(matplotlib.lines.Line2D([], [], marker="o", ms=7, color="white", markeredgecolor="grey",
+                                             markeredgewidth=1.8, ls="none", label="unfinished run (last evaluation)"))
     _model_legend(fig, data, models, extra)
     return sink.save(fig, f"curves_{slug(task.label)}")
 
@@ -965,7 +979,10 @@ class ModelRuns:
                  gen_medians: pd.Series):
         self.data, self.task, self.model = data, task, model
         self.sizes, self.gen_medians = sizes, gen_medians
-        self.runs = data.runs_of(task.label, model)
+        every = data.runs_of(task.label, model)
+        #: the runs with a result (done, diverged, failed); runs still training count nowhere but in a badge
+        self.runs = every[every["status"] != RUNNING]
+        self.running = every[every["status"] == RUNNING]
         self.usable = _usable(self.runs)
 
     @cached_property
@@ -988,7 +1005,10 @@ class ModelRuns:
     @property
     def badges(self) -> list[tuple[str, str]]:
         counts = self.runs["status"].value_counts()
-        return [(f"{counts[s]} {s}", "bad") for s in ("diverged", "failed") if counts.get(s)]
+        badges = [(f"{counts[s]} {s}", "bad") for s in ("diverged", "failed") if counts.get(s)]
+        if len(self.running):
+            badges.append((f"{len(self.running)} unfinished", "running"))
+        return badges
 
 
 def _converged_cell(n_converged: int | None, source: ModelRuns) -> Cell:
@@ -1278,7 +1298,8 @@ def header_facts(data: SuiteData) -> dict[str, Any]:
     versions = {key: ", ".join(distinct(key)) for key in ("python", "torch", "numpy", "pandas") if distinct(key)}
     rendering = {"matplotlib": matplotlib.__version__, "seaborn": sns.__version__, "scipy": scipy.__version__,
                  "jinja2": jinja2.__version__}
-    counts = data.runs["status"].value_counts().to_dict()
+    finished = data.runs[data.runs["status"] != RUNNING]
+    counts = finished["status"].value_counts().to_dict()
     expected = len(data.manifest.get("run_ids", []))
     runs_csv = data.out_dir / "runs.csv"
     return {
@@ -1291,8 +1312,9 @@ def header_facts(data: SuiteData) -> dict[str, Any]:
         "devices": devices or ["unknown"],
         "versions": versions,
         "rendering": rendering,
-        "n_runs": len(data.runs),
+        "n_runs": len(finished),
         "expected": expected,
+        "unfinished": unfinished_runs(data),
         "status_counts": [(s, counts[s]) for s in ("done", "diverged", "failed") if counts.get(s)],
         "wall": fmt_duration(float(data.runs["wall_s"].sum())) if len(data.runs) else "—",
         "seeds": data.manifest.get("seeds", []),
@@ -1301,10 +1323,22 @@ def header_facts(data: SuiteData) -> dict[str, Any]:
     }
 
 
+def unfinished_runs(data: SuiteData) -> list[dict[str, Any]]:
+    """The runs still training (or interrupted), with the step of their last evaluation so far and their budget,
+    in suite order: the page's "unfinished" note."""
+    rows = []
+    for _, run in data.runs[data.runs["status"] == RUNNING].iterrows():
+        steps, _ = data.budget(str(run["run_id"]))
+        rows.append({"task": run["task"], "model": run["model"], "seed": run["seed"], "run_id": str(run["run_id"]),
+                     "step": None if pd.isna(run["steps"]) else int(run["steps"]), "budget": steps})
+    return rows
+
+
 def problems(data: SuiteData, limit: int = 12) -> list[str]:
-    """One line per run that diverged or failed, and a count of runs without a result, for the page's header."""
+    """One line per run that diverged or failed, and a count of runs without a result, for the page's header
+    (runs still training are not problems: the header's unfinished note lists them)."""
     lines = []
-    for _, run in data.runs[data.runs["status"] != "done"].iterrows():
+    for _, run in data.runs[~data.runs["status"].isin(["done", RUNNING])].iterrows():
         where = f"{run['task']} / {run['model']} / seed {run['seed']} (run {run['run_id']})"
         if run["status"] == "diverged":
             lines.append(f"{where} diverged at step {fmt(run['steps'])} after {fmt(run['nonfinite_steps'])} "
@@ -1314,7 +1348,7 @@ def problems(data: SuiteData, limit: int = 12) -> list[str]:
     if len(lines) > limit:
         lines = lines[:limit] + [f"… and {len(lines) - limit} more (see Runs in the appendix)"]
     missing = len(set(data.manifest.get("run_ids", [])) - set(data.runs["run_id"].astype(str)))
-    if missing:
+    if missing:  # neither a result nor an evaluation yet
         lines.append(f"{missing} run(s) of this suite have no result yet (not run, or interrupted)")
     return lines
 
@@ -1335,7 +1369,8 @@ RUN_COLUMNS = [
            show=lambda model, r: Cell(model, swatch=r[2].palette.get(model, ""))),
     Column("seed", "seed", get=lambda r: r[1]["seed"], show=_text),
     Column("status", "status", get=lambda r: str(r[1]["status"]),
-           show=lambda status, r: Cell(status, cls="bad" if status != "done" else "")),
+           show=lambda status, r: Cell(status, cls="" if status == "done" else "muted" if status == RUNNING
+                                       else "bad")),
     Column("converge_step", "converged at", get=lambda r: r[1]["converge_step"] if bool(r[1]["converged"]) else None,
            show=_number),
     Column("final_wrong_bits_per_seq", "final wrong bits/seq", get=lambda r: r[1]["final_wrong_bits_per_seq"],
@@ -1423,8 +1458,10 @@ def summary_markdown(sections: list[dict[str, Any]], header: dict[str, Any]) -> 
     lines = [f"# {header['name']}: summary", ""]
     if header.get("description"):
         lines += [header["description"], ""]
+    unfinished = (f"; {len(header['unfinished'])} unfinished (still running, not counted)"
+                  if header.get("unfinished") else "")
     lines += [f"Commit(s) {', '.join(header['commits'])}; device(s) {', '.join(header['devices'])}; "
-              f"{header['n_runs']} runs.", ""]
+              f"{header['n_runs']} runs{unfinished}.", ""]
     for section in sections:
         task = section["task"]
         rule = f"converged when {task.rule}" if task.has_threshold else "no convergence threshold"
@@ -1443,11 +1480,16 @@ def summary_markdown(sections: list[dict[str, Any]], header: dict[str, Any]) -> 
     return "\n".join(lines)
 
 
-def write_report(out_dir: Path) -> Path:
-    """Render out_dir/index.html (self-contained) and out_dir/figures/*.png from the suite's files; returns the path."""
+def write_report(out_dir: Path, collect_runs: bool = True) -> Path:
+    """Render out_dir/index.html (self-contained) and out_dir/figures/*.png from the suite's files; returns the path.
+
+    `collect_runs` first rebuilds the suite CSVs from its run folders, unfinished runs included (a suite that is still
+    running, or was interrupted); off, the CSVs are read as they are."""
     started = time.perf_counter()
     out_dir = Path(out_dir)
     claim_output_folder(out_dir)  # refuses a folder of the user's own files before anything is written
+    if collect_runs and (out_dir / "runs").is_dir() and (out_dir / "suite.json").is_file():
+        collect(out_dir, unfinished=True)
     data = load_suite_data(out_dir)
     sink = FigureSink(out_dir)
     context = build_context(data, sink)

@@ -34,6 +34,8 @@ GENERALIZATION_COLUMNS = ["suite", "task", "model", "seed", "run_id", "size", "l
 #: the only columns allowed to differ between two runs of the same suite
 TIMING_COLUMNS = ("wall_s", "seq_per_s")
 FINISHED = ("done", "diverged")
+#: the status `collect(..., unfinished=True)` gives a run that has evaluations (curve.csv) but no result yet
+RUNNING = "running"
 #: the file that marks a folder as an ntm-bench output folder
 MARKER = ".ntm-bench"
 #: the figure files the report wrote into figures/, one name a line (only these are ever deleted as stale)
@@ -196,16 +198,22 @@ def load_run(run_dir: Path) -> tuple[dict, dict, pd.DataFrame | None, pd.DataFra
             raise DamagedRun(f"result.json: missing {', '.join(missing)}")
     elif status != "failed":
         raise DamagedRun(f"result.json: unknown status {status!r}")
+    spec = _checked_spec(run_dir)
+    curve = _checked_csv(run_dir / "curve.csv", CURVE_KEYS, required=finished, numeric=CURVE_KEYS)
+    gen = _checked_csv(run_dir / "generalization.csv", GENERALIZATION_KEYS, required=status == "done",
+                       numeric=GENERALIZATION_KEYS[1:])
+    return result, spec, curve, gen
+
+
+def _checked_spec(run_dir: Path) -> dict:
+    """The run's spec.json, with every key the CSVs need and the folder's own run_id, else `DamagedRun`."""
     spec = _json_object(run_dir / "spec.json")
     missing = [k for k in SPEC_KEYS if k not in spec]
     if missing:
         raise DamagedRun(f"spec.json: missing {', '.join(missing)}")
     if str(spec["run_id"]) != run_dir.name:
         raise DamagedRun(f"spec.json: run_id {spec['run_id']!r} is not the folder's")
-    curve = _checked_csv(run_dir / "curve.csv", CURVE_KEYS, required=finished, numeric=CURVE_KEYS)
-    gen = _checked_csv(run_dir / "generalization.csv", GENERALIZATION_KEYS, required=status == "done",
-                       numeric=GENERALIZATION_KEYS[1:])
-    return result, spec, curve, gen
+    return spec
 
 
 def _json_object(path: Path) -> dict:
@@ -270,12 +278,44 @@ def run_is_finished(run_dir: Path) -> bool:
     return True
 
 
-def collect(suite_dir: Path, run_ids: list[str] | None = None) -> dict[str, pd.DataFrame]:
+def load_unfinished(run_dir: Path) -> tuple[dict, pd.DataFrame] | None:
+    """(spec, curve so far) of a run that is training (or was interrupted): it has a spec.json and a curve.csv with
+    rows but no result, or a `failed` result.json older than its curve.csv (a failed run being retried). None when
+    the folder is not such a run; raises DamagedRun when its files are unreadable."""
+    run_dir = Path(run_dir)
+    curve_path, result_path = run_dir / "curve.csv", run_dir / "result.json"
+    if not curve_path.exists():
+        return None
+    if result_path.exists():
+        try:
+            status = read_json(result_path).get("status")
+            retried = status == "failed" and curve_path.stat().st_mtime_ns > result_path.stat().st_mtime_ns
+        except (OSError, ValueError, AttributeError):
+            retried = False
+        if not retried:
+            return None
+    spec = _checked_spec(run_dir)
+    curve = _checked_csv(curve_path, CURVE_KEYS, required=False, numeric=CURVE_KEYS)
+    return None if curve is None else (spec, curve)
+
+
+def _unfinished_result(curve: pd.DataFrame) -> dict[str, Any]:
+    """runs.csv's row of an unfinished run: status `running`, the step and wall time of its last evaluation so far,
+    and no final values (it has none yet)."""
+    last = curve.sort_values("step").iloc[-1]
+    return {"status": RUNNING, "converged": False, "steps": int(last["step"]), "wall_s": float(last["wall_s"])}
+
+
+def collect(suite_dir: Path, run_ids: list[str] | None = None, unfinished: bool = False) -> dict[str, pd.DataFrame]:
     """Rebuild and write runs.csv, curves.csv and generalization.csv under `suite_dir` from its run folders.
 
     `run_ids` defaults to those listed in suite_dir/suite.json (the current suite); folders of other ids are left out.
     A run whose files are damaged (`load_run`) is left out with a one-line warning. The `suite` column is the name in
     suite.json, and a failed run's traceback stays in its result.json, out of runs.csv.
+
+    `unfinished` (the report of a suite that is still running) also takes in the runs that have evaluations but no
+    result yet (`load_unfinished`): status `running` in runs.csv, their curve so far in curves.csv. Without it (the
+    runner's own collect), only runs with a result.json are collected.
     """
     suite_dir = Path(suite_dir)
     manifest = suite_dir / "suite.json"
@@ -291,6 +331,20 @@ def collect(suite_dir: Path, run_ids: list[str] | None = None) -> dict[str, pd.D
         folders = sorted((p for p in folders if p.name in order), key=lambda p: order[p.name])
     runs, curves, generalization = [], [], []
     for folder in folders:
+        if unfinished:
+            try:
+                partial = load_unfinished(folder)
+            except DamagedRun as problem:
+                log.warning("run %s (unfinished): %s; left out of the suite's CSVs for now", folder.name, problem)
+                continue
+            if partial is not None:
+                spec, curve = partial
+                keys = {"suite": suite_name if suite_name is not None else spec.get("suite"), "task": spec["task"],
+                        "model": spec["model"], "seed": spec["seed"], "run_id": spec["run_id"]}
+                runs.append({**keys, "task_type": spec["task_type"], "model_type": spec["model_type"],
+                             **_unfinished_result(curve)})
+                curves.append(curve.assign(**keys))
+                continue
         if not (folder / "result.json").exists():
             continue
         try:

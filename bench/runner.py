@@ -320,15 +320,17 @@ def load_plugins(plugins: tuple[str, ...]) -> None:
 
 
 def train_group(group: Group, runs_dir: Path, threads: int, plugins: tuple[str, ...] = (),
-                on_progress: Progress | None = None) -> Results:
+                on_progress: Progress | None = None, tensorboard: str | None = None) -> Results:
     """Train a group of runs that differ only in their seed (`bench.train.train_population`; a group may be one
     run), each in ``runs_dir/<run_id>``. Returns each run's result by run_id. An exception fails every run of the
-    group that had not finished: each gets a `failed` result.json and is retried on the next invocation."""
+    group that had not finished: each gets a `failed` result.json and is retried on the next invocation.
+    `tensorboard`: a folder where each run also logs its curves (``--tensorboard``), or None."""
     load_plugins(plugins)
     results: Results = {}
     try:
         train_population(group, [runs_dir / s.run_id for s in group], threads=threads, on_progress=on_progress,
-                         on_finish=lambda spec, result: results.__setitem__(spec.run_id, result))
+                         on_finish=lambda spec, result: results.__setitem__(spec.run_id, result),
+                         tensorboard=tensorboard)
     except Exception as error:  # the suite carries on; the failure is recorded and shown
         for spec in group:
             if spec.run_id not in results:

@@ -3,7 +3,7 @@
 `train_run(spec, run_dir)` trains one (task, model, seed) run and writes its folder:
 
     spec.json            the resolved spec + provenance (git commit, versions, device, command line)
-    curve.csv            one row per evaluation on the fixed evaluation set
+    curve.csv            one row per evaluation on the fixed evaluation set (rewritten at each one: live progress)
     generalization.csv   one row per test size, scored on the final model
     samples.npz          one example at the largest training size and at 2x it: inputs, targets, outputs, traces
     checkpoint.pt        model, optimizer, step, data-generator state, curve and bookkeeping (for resume)
@@ -256,6 +256,13 @@ class Member:
                      "wall_s": 0.0}
         self.state = state
         self.started = time.perf_counter()
+        #: called after each evaluation with this member and its curve row (TensorBoard, tests); see train_population
+        self.on_eval: Callable[[Member, dict[str, Any]], None] | None = None
+        #: the last training batch's loss in nats/seq (a tensor, read only by `on_eval` hooks), None before a step
+        self.last_loss: torch.Tensor | None = None
+        if state["curve"]:
+            # a resumed run: curve.csv may hold evaluations made after this checkpoint; show the checkpoint's rows
+            self.write_curve()
 
     @property
     def step(self) -> int:
@@ -287,7 +294,14 @@ class Member:
         state["converged_streak"] = state.get("converged_streak", 0) + 1 if converged else 0
         if state["converge_step"] is None and converged:
             state["converge_step"] = state["step"]
+        self.write_curve()  # live progress: curve.csv holds every evaluation so far, not only a finished run's
+        if self.on_eval is not None:
+            self.on_eval(self, row)
         return metrics
+
+    def write_curve(self) -> None:
+        """(Re)write curve.csv atomically from the evaluations so far (a few hundred rows at most: cheap)."""
+        atomic_write_csv(self.run_dir / "curve.csv", pd.DataFrame(self.state["curve"]))
 
     def update(self, finite: bool) -> None:
         """After backward: clip and step, or skip a non-finite update (counted; too many in a row = diverged)."""
@@ -456,22 +470,48 @@ class BatchedForward:
 
 def train_population(specs: list[RunSpec], run_dirs: list[Path], threads: int | None = None,
                      on_progress: Callable[[int, dict[str, float] | None], None] | None = None,
-                     on_finish: Callable[[RunSpec, dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:
+                     on_finish: Callable[[RunSpec, dict[str, Any]], None] | None = None,
+                     on_eval: Callable[[Member, dict[str, Any]], None] | None = None,
+                     tensorboard: str | Path | None = None) -> list[dict[str, Any]]:
     """THE training loop: trains P >= 1 runs that differ only in their seed, step by step together.
 
     Each run keeps its own init, data stream, gradient clipping, optimizer state, non-finite handling, evaluations,
     checkpoints and run folder, exactly as if it ran alone; only the forward/backward pass is shared (one batched
     computation for models that support it). A run that finishes (budget, convergence, divergence) leaves the group
     and the others carry on. Returns each run's result.json contents, in the order of `specs`.
+
+    Every evaluation rewrites the run's curve.csv, then calls `on_eval(member, row)`; `tensorboard` (a folder) also
+    logs each run's curves there (`TensorBoardLog`). Neither changes what a run computes or its run_id.
     """
     if threads:
         torch.set_num_threads(threads)
+    hooks = [hook for hook in (on_eval, TensorBoardLog(tensorboard) if tensorboard else None) if hook is not None]
+    try:
+        return _train_population(specs, run_dirs, on_progress, on_finish, hooks)
+    finally:
+        for hook in hooks:
+            close = getattr(hook, "close", None)
+            if close is not None:
+                close()
+
+
+def _train_population(specs: list[RunSpec], run_dirs: list[Path],
+                      on_progress: Callable[[int, dict[str, float] | None], None] | None,
+                      on_finish: Callable[[RunSpec, dict[str, Any]], None] | None,
+                      hooks: list[Callable[[Member, dict[str, Any]], None]]) -> list[dict[str, Any]]:
     # A process trains many groups one after another (--workers reuses its processes): dynamo keys its caches on code
     # objects, so every new model would add entries until torch._dynamo's recompile limit silently turns compiling
     # off. Each group starts from an empty cache; inductor's on-disk cache keeps recompiling the same graphs cheap.
     torch._dynamo.reset()
     device = resolve_device(specs[0].device)
     members = [Member(spec, run_dir, device, len(specs)) for spec, run_dir in zip(specs, run_dirs)]
+    if hooks:
+        def on_eval(member: Member, row: dict[str, Any]) -> None:
+            for hook in hooks:
+                hook(member, row)
+
+        for member in members:
+            member.on_eval = on_eval
     if members[0].compile_options is not None:
         repair_compile_cache()
     results: dict[str, dict[str, Any]] = {}
@@ -496,7 +536,8 @@ def train_population(specs: list[RunSpec], run_dirs: list[Path], threads: int | 
         kept = [loss for loss, ok in zip(losses, finite) if ok]
         if kept:
             torch.stack(kept).sum().backward()  # runs share no parameters, so each gets only its own gradient
-        for member, ok in zip(active, finite):
+        for member, ok, loss in zip(active, finite, losses):
+            member.last_loss = loss.detach()
             member.update(ok)
         elapsed = time.perf_counter() - step_started
         for member in active:
@@ -524,9 +565,72 @@ def train_population(specs: list[RunSpec], run_dirs: list[Path], threads: int | 
 
 
 def train_run(spec: RunSpec, run_dir: Path, threads: int | None = None,
-              on_progress: Callable[[int, dict[str, float] | None], None] | None = None) -> dict[str, Any]:
+              on_progress: Callable[[int, dict[str, float] | None], None] | None = None,
+              on_eval: Callable[[Member, dict[str, Any]], None] | None = None,
+              tensorboard: str | Path | None = None) -> dict[str, Any]:
     """Train one run to its budget (or to convergence), writing its folder. Returns result.json's contents."""
-    return train_population([spec], [Path(run_dir)], threads=threads, on_progress=on_progress)[0]
+    return train_population([spec], [Path(run_dir)], threads=threads, on_progress=on_progress, on_eval=on_eval,
+                            tensorboard=tensorboard)[0]
+
+
+# ---- TensorBoard (optional: `ntm-bench run --tensorboard DIR`) -----------------------------------------------------
+
+TENSORBOARD_HINT = "--tensorboard needs the tensorboard package: pip install 'ntm-bench[tensorboard]'"
+
+
+def tensorboard_available() -> bool:
+    """Whether torch.utils.tensorboard can write here (it needs the `tensorboard` package)."""
+    import importlib.util
+
+    return importlib.util.find_spec("tensorboard") is not None
+
+
+def tensorboard_dir(root: str | Path, spec: RunSpec) -> Path:
+    """A run's TensorBoard folder: ``root/<suite>/<task>/<model>/seed<k>`` (a "/" in a label becomes "_")."""
+    parts = [str(part).replace("/", "_").replace("\\", "_") or "_" for part in (spec.suite, spec.task, spec.model)]
+    return Path(root).joinpath(*parts, f"seed{spec.seed}")
+
+
+class TensorBoardLog:
+    """An `on_eval` hook that writes each run's curves as TensorBoard scalars at every evaluation, x = step:
+    ``train/loss_bits_per_seq`` (the last training batch's loss) and ``eval/<metric>`` for each number of the
+    curve row (loss_bits_per_seq, wrong_bits_per_seq, seq_accuracy, ...), plus ``eval/sequences_seen``.
+
+    SummaryWriter is imported here, only when the option is used. A resumed run purges the events an earlier
+    attempt logged past its checkpoint, so its logged curves match curve.csv.
+    """
+
+    def __init__(self, root: str | Path):
+        from torch.utils.tensorboard import SummaryWriter  # needs the tensorboard package (TENSORBOARD_HINT)
+
+        self.root = Path(root)
+        self.writer_class = SummaryWriter
+        self.writers: dict[str, Any] = {}
+
+    def writer(self, member: Member, step: int):
+        """The run's writer, opened at its first evaluation here: events an earlier attempt logged at this step or
+        later (an interrupted run that resumes, a --fresh rerun) are purged, so each step is logged once."""
+        run_id = member.spec.run_id
+        if run_id not in self.writers:
+            self.writers[run_id] = self.writer_class(log_dir=str(tensorboard_dir(self.root, member.spec)),
+                                                     purge_step=step)
+        return self.writers[run_id]
+
+    def __call__(self, member: Member, row: dict[str, Any]) -> None:
+        step = int(row["step"])
+        writer = self.writer(member, step)
+        if member.last_loss is not None and step > 0:
+            writer.add_scalar("train/loss_bits_per_seq", float(member.last_loss) / math.log(2.0), step)
+        for key, value in row.items():
+            if key in ("step", "wall_s") or not isinstance(value, int | float) or isinstance(value, bool):
+                continue
+            writer.add_scalar(f"eval/{key}", float(value), step)
+        writer.flush()
+
+    def close(self) -> None:
+        for writer in self.writers.values():
+            writer.close()
+        self.writers.clear()
 
 
 @torch.no_grad()

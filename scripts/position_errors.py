@@ -21,8 +21,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.evaluate import load_model, wrong_bits_by_position  # noqa: E402
+from bench.evaluate import wrong_bits_by_position  # noqa: E402
 from bench.results import read_json  # noqa: E402
+from bench.trained import load_run  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -44,7 +45,8 @@ def main(argv: list[str] | None = None) -> int:
         spec = read_json(run_dir / "spec.json")
         if spec["task"] != args.task:
             continue
-        model, task = load_model(run_dir)
+        run = load_run(run_dir, require_finished=False)
+        model, task = run.model, run.task
         key = json.dumps([spec["task_type"], spec["task_params"]], sort_keys=True, default=str)
         errors = wrong_bits_by_position(model, task, size, args.sequences, spec["eval_seed"], key)
         over = [i + 1 for i, e in enumerate(errors.tolist()) if e > args.threshold]

@@ -52,10 +52,10 @@ def test_nonfinite_updates_are_skipped_counted_and_persistent_nan_diverges(tmp_p
 def test_plugin_model_runs_without_touching_the_harness(tmp_path):
     out = tmp_path / "out"
     args = ["run", "--suite", "smoke", "--out", str(out), "--no-report", "--plugin", "tests.plugins.gru",
-            *TINY, "--set", "models={gru: {units: 8}}", "--set", "seeds=1"]
+            *TINY, "--set", "models={mygru: {units: 8}}", "--set", "seeds=1"]
     assert main(args) == 0
     runs = pd.read_csv(out / "runs.csv")
-    assert list(runs["model_type"]) == ["gru"] and (runs["status"] == "done").all()
+    assert list(runs["model_type"]) == ["mygru"] and (runs["status"] == "done").all()
 
 
 def test_unknown_plugin_is_a_clear_error(tmp_path, capsys):
