@@ -36,8 +36,9 @@ from bench.train import load_checkpoint
 log = logging.getLogger("bench")
 
 INSTALL_HINT = "the ray executor needs Ray: pip install -e .[ray] (or make bench EXECUTOR=ray)"
-#: what a task sends back, in the order the driver writes them: result.json last, as its presence marks a finished run
-RESULT_FILES = ("spec.json", "curve.csv", "generalization.csv", "samples.npz", "result.json")
+#: what a task sends back, in the order the driver writes them: result.json last, as its presence marks a finished run;
+#: checkpoint.pt holds the final weights, so that `ntm-bench evaluate` and `bench.api.load_model` work on Ray runs too
+RESULT_FILES = ("spec.json", "curve.csv", "generalization.csv", "samples.npz", "checkpoint.pt", "result.json")
 #: the test hook: with this set to 1 in the driver's environment, each task SIGKILLs its worker once, on its first
 #: attempt, just after its runs' first checkpoint
 KILL_FIRST_ATTEMPT = "BENCH_RAY_KILL_FIRST_ATTEMPT"

@@ -18,6 +18,7 @@ import types
 
 import pytest
 
+from bench.api import load_model
 from bench.cli import main
 from bench.config import ConfigError, TrainConfig
 from bench.grid import expand, load_suite
@@ -136,10 +137,11 @@ def test_killed_worker_is_retried_and_resumes_without_lost_or_doubled_rows(ray_i
     for run_id in runs["run_id"]:
         assert json.loads((checkpoints / run_id / ATTEMPTS_FILE).read_text())["attempts"] == 2
         assert (checkpoints / run_id / "checkpoint.pt").exists()
-        # the driver's run folder got the result files from the task's return value, not from a shared folder
-        assert not (out / "runs" / run_id / "checkpoint.pt").exists()
-        returned = (out / "runs" / run_id / "result.json").read_bytes()
-        assert returned == (checkpoints / run_id / "result.json").read_bytes()
+        # the driver's run folder got the result files, the final weights included, from the task's return value
+        for name in ("result.json", "checkpoint.pt"):
+            assert (out / "runs" / run_id / name).read_bytes() == (checkpoints / run_id / name).read_bytes()
+        assert not (out / "runs" / run_id / ATTEMPTS_FILE).exists()  # not a shared folder: only what was returned
+        assert not load_model(out / "runs" / run_id).training  # so a Ray run's model loads like a local one's
 
 
 def test_seed_groups_on_ray_give_the_same_runs_as_on_the_local_executor(ray_instance, local_pairs_out, tmp_path):
