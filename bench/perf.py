@@ -19,8 +19,10 @@ import argparse
 import os
 import platform
 import resource
+import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
@@ -66,6 +68,48 @@ def _timed(fn, device: torch.device, warmup: int, repeats: int) -> float:
         times.append(time.perf_counter() - started)
     times.sort()
     return times[len(times) // 2]
+
+
+# ---- shared with scripts/compare_pytorch_*.py (our model against another implementation, in one process) ----------
+
+def adam_clip_step(model: torch.nn.Module, batch, lr: float = 1e-3, clip: float = 50.0) -> Callable[[], None]:
+    """One training step of a model (inputs [B, T, in] -> logits [B, T, out]) on `batch`, as this module times it:
+    zero_grad, forward, loss, backward, global-norm clip, Adam."""
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+
+    def step() -> None:
+        optimizer.zero_grad(set_to_none=True)
+        loss_nats_per_seq(model(batch.inputs), batch.targets, batch.mask).backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+        optimizer.step()
+
+    return step
+
+
+def interleaved_rates(train_steps: dict[str, Callable[[], None]], steps: int, repeats: int,
+                      warmups: dict[str, int], batch_size: int) -> dict[str, list[float]]:
+    """Sequences per second of each training step in each of `repeats` blocks of `steps` calls, after its warm-up.
+
+    The blocks are interleaved (one block of each step per repeat), so that a change in the machine's load between
+    blocks hits every implementation alike instead of skewing the ratio.
+    """
+    for name, train_step in train_steps.items():
+        for _ in range(warmups[name]):
+            train_step()
+    rates: dict[str, list[float]] = {name: [] for name in train_steps}
+    for _ in range(repeats):
+        for name, train_step in train_steps.items():
+            start = time.perf_counter()
+            for _ in range(steps):
+                train_step()
+            rates[name].append(steps * batch_size / (time.perf_counter() - start))
+    return rates
+
+
+def git_commit(folder: Path) -> str:
+    """The commit of the git work tree at `folder`, or 'unknown'."""
+    result = subprocess.run(["git", "-C", str(folder), "rev-parse", "HEAD"], capture_output=True, text=True)
+    return result.stdout.strip() if result.returncode == 0 else "unknown"
 
 
 def build(name: str, params: dict, task, device: torch.device, seed: int = 0) -> torch.nn.Module:

@@ -163,22 +163,24 @@ class _LinkUpdateAndRead(torch.autograd.Function):
 
     The link matrix is the only O(N^2) state of the DNC; composed from elementwise ops, autograd spends about ten
     passes over a [B, N, N] tensor per step on it, and stores extra [B, N, N] intermediates for every step. Here the
-    forward makes three passes and stores nothing beyond the inputs and the new links (which the next step holds
-    anyway); the backward recomputes the (1 - w_i - w_j) factor instead of storing it. Same values and gradients as
-    the composition (tests/test_dnc.py checks both, under vmap too, and gradcheck in float64).
+    forward makes two elementwise passes (a broadcast lerp, then one addcmul) plus the two reads, and stores nothing
+    beyond the inputs and the new links (which the next step holds anyway); the backward recomputes the
+    (1 - w_i - w_j) factor instead of storing it, and in eager allocates two fresh [B, N, N] tensors, not three. Same
+    values and gradients as the composition to float32 round-off (tests/test_dnc.py checks both, at N = 128 in
+    float32, under vmap, and with gradcheck in float64). docs/PERFORMANCE.md#the-dnc-against-pytorch-dnc measures it.
     """
 
     @staticmethod
     def forward(link, precedence, write_weights, read_weights):
         w_i = write_weights.unsqueeze(-1)  # [B, N, 1]
         w_j = write_weights.unsqueeze(-2)  # [B, 1, N]
-        # (1 - w_i - w_j) L + w_i p_j, in three passes over [B, N, N]
+        # (1 - w_i - w_j) L + w_i p_j = lerp(L, p_j, w_i) - w_j L: two passes over [B, N, N] (one broadcast lerp
+        # does (1 - w_i) L + w_i p_j), where three separate products and sums took four
+        new_link = torch.lerp(link, precedence.unsqueeze(-2), w_i)
         if torch.compiler.is_compiling():  # under compile (and vmap) out of place: in-place ops have no batching rule
-            new_link = torch.addcmul(torch.addcmul(link * (1.0 - w_i), link, w_j, value=-1.0), w_i,
-                                     precedence.unsqueeze(-2))
-        else:  # eager, in place: ~15 % faster on a CPU
-            new_link = link * (1.0 - w_i)
-            new_link.addcmul_(link, w_j, value=-1.0).addcmul_(w_i, precedence.unsqueeze(-2))
+            new_link = torch.addcmul(new_link, link, w_j, value=-1.0)
+        else:  # eager, in place
+            new_link.addcmul_(link, w_j, value=-1.0)
         new_link.diagonal(dim1=-2, dim2=-1).zero_()
         forward = torch.matmul(read_weights, new_link.transpose(-1, -2))  # [B, R, N]: L w_r
         backward = torch.matmul(read_weights, new_link)  # [B, R, N]: L^T w_r
@@ -207,22 +209,25 @@ class _LinkUpdateAndRead(torch.autograd.Function):
         link, precedence, write_weights, read_weights, new_link = ctx.saved_tensors
         # the gradient reaching the new links: from later steps, and from this step's two reads
         compiling = torch.compiler.is_compiling()  # out of place when compiling, as in forward
-        grad = torch.baddbmm(grad_link, grad_forward.transpose(-1, -2), read_weights)
-        if compiling:
-            grad = torch.baddbmm(grad, read_weights.transpose(-1, -2), grad_backward)
-        else:
-            grad.baddbmm_(read_weights.transpose(-1, -2), grad_backward)
+        # grad_link + g_f^T w_r + w_r^T g_b as ONE baddbmm of inner size 2R: one pass over [B, N, N], not two
+        grad = torch.baddbmm(grad_link, torch.cat([grad_forward, read_weights], dim=-2).transpose(-1, -2),
+                             torch.cat([read_weights, grad_backward], dim=-2))
         grad.diagonal(dim1=-2, dim2=-1).zero_()  # the diagonal is held at 0
         grad_read = torch.matmul(grad_forward, new_link) + torch.matmul(grad_backward, new_link.transpose(-1, -2))
         w_i = write_weights.unsqueeze(-1)
         w_j = write_weights.unsqueeze(-2)
         weighted = grad * link  # d/dw_k of -(w_i + w_j) L[i, j]: row k and column k of grad * L
-        grad_write = (torch.matmul(grad, precedence.unsqueeze(-1)).squeeze(-1)
+        # sum_j grad[k, j] p_j as a row vector times grad^T: the same product, but torch's CPU matmul takes about 3x as
+        # long for a [B, N, N] @ [B, N, 1] column as for this [B, 1, N] @ [B, N, N]^T row
+        grad_write = (torch.matmul(precedence.unsqueeze(-2), grad.transpose(-1, -2)).squeeze(-2)
                       - weighted.sum(-1) - weighted.sum(-2))
         grad_precedence = torch.matmul(write_weights.unsqueeze(-2), grad).squeeze(-2)  # sum_i grad[i, j] w_i
-        grad_old_link = grad * (1.0 - w_i)
-        grad_old_link = (torch.addcmul(grad_old_link, grad, w_j, value=-1.0) if compiling
-                         else grad_old_link.addcmul_(grad, w_j, value=-1.0))
+        # grad * (1 - w_i - w_j): the broadcast factor is materialised, then multiplied; in eager both go into the
+        # buffer of `weighted`, which is no longer needed: a fresh [B, N, N] tensor costs ~500 page faults on a CPU
+        if compiling:
+            grad_old_link = ((1.0 - w_i) - w_j) * grad
+        else:
+            grad_old_link = torch.sub(1.0 - w_i, w_j, out=weighted).mul_(grad)
         return grad_old_link, grad_precedence, grad_write, grad_read
 
 

@@ -25,9 +25,7 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -37,7 +35,7 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench import registry  # noqa: E402
-from bench.metrics import loss_nats_per_seq  # noqa: E402
+from bench.perf import adam_clip_step, git_commit, interleaved_rates  # noqa: E402
 
 BATCH_SIZE = 32
 LENGTH = 20  # Copy's L; a sequence is 2L + 1 steps
@@ -65,32 +63,6 @@ def import_their_ntm(checkout: Path) -> type[nn.Module]:
     return EncapsulatedNTM
 
 
-def checkout_commit(checkout: Path) -> str:
-    """The checkout's git commit, or 'unknown' where it is not a git work tree."""
-    result = subprocess.run(["git", "-C", str(checkout), "rev-parse", "HEAD"], capture_output=True, text=True)
-    return result.stdout.strip() if result.returncode == 0 else "unknown"
-
-
-def seq_per_s(train_steps: dict[str, Callable[[], None]], steps: int, repeats: int,
-              warmups: dict[str, int]) -> dict[str, float]:
-    """Median sequences per second of each training step over `repeats` blocks of `steps` calls, after its warm-up.
-
-    The blocks are interleaved (one block of each step per repeat), so that a change in the machine's load between
-    blocks hits every implementation alike instead of skewing the ratio.
-    """
-    for name, train_step in train_steps.items():
-        for _ in range(warmups[name]):
-            train_step()
-    rates: dict[str, list[float]] = {name: [] for name in train_steps}
-    for _ in range(repeats):
-        for name, train_step in train_steps.items():
-            start = time.perf_counter()
-            for _ in range(steps):
-                train_step()
-            rates[name].append(steps * BATCH_SIZE / (time.perf_counter() - start))
-    return {name: statistics.median(values) for name, values in rates.items()}
-
-
 def their_train_step(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor) -> Callable[[], None]:
     """One training step of pytorch-ntm's model; `inputs [L+1, B, in]` and `targets [L, B, out]` are time-major."""
     optimizer = torch.optim.Adam(model.parameters(), lr=LEARNING_RATE)
@@ -105,19 +77,6 @@ def their_train_step(model: nn.Module, inputs: torch.Tensor, targets: torch.Tens
         for t in range(targets.shape[0]):
             outputs[t], _ = model()  # no input: the model feeds zeros
         criterion(outputs, targets).backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), CLIP_NORM)
-        optimizer.step()
-
-    return step
-
-
-def our_train_step(model: nn.Module, batch) -> Callable[[], None]:
-    """One training step of our model on `batch`, as `bench.perf` times it."""
-    optimizer = torch.optim.Adam(model.parameters(), lr=LEARNING_RATE)
-
-    def step() -> None:
-        optimizer.zero_grad(set_to_none=True)
-        loss_nats_per_seq(model(batch.inputs), batch.targets, batch.mask).backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), CLIP_NORM)
         optimizer.step()
 
@@ -152,9 +111,10 @@ def main() -> None:
         ours = registry.build_model("ntm", task.input_size, task.output_size)
         if mode == "compiled step":
             ours.compile_step()
-        train_steps[f"ours, {mode}"] = our_train_step(ours, batch)
+        train_steps[f"ours, {mode}"] = adam_clip_step(ours, batch, LEARNING_RATE, CLIP_NORM)
         warmups[f"ours, {mode}"] = args.warmup + (2 if mode == "compiled step" else 0)
-    rates = seq_per_s(train_steps, args.steps, args.repeats, warmups)
+    rates = {name: statistics.median(values) for name, values in
+             interleaved_rates(train_steps, args.steps, args.repeats, warmups, BATCH_SIZE).items()}
     their_rate = rates["pytorch-ntm, eager"]
 
     print(f"training seq/s, median of {args.repeats} x {args.steps} steps after {args.warmup} warm-up steps: batch "
@@ -165,7 +125,7 @@ def main() -> None:
     for name, rate in rates.items():
         print(f"| {name:<22} | {rate:>8.1f} | {rate / their_rate:>19.2f}x |")
     print(f"params: pytorch-ntm {theirs.calculate_num_params():,}, ours {ours.parameter_count():,}")
-    print(f"pytorch-ntm commit {checkout_commit(checkout)} at {checkout}; torch {torch.__version__}, "
+    print(f"pytorch-ntm commit {git_commit(checkout)} at {checkout}; torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads")
 
 

@@ -54,3 +54,13 @@ def builtin_models_only(monkeypatch):
     for name in [n for n in registry.MODELS if n not in registry.BUILTIN_MODELS]:
         monkeypatch.delitem(registry.MODELS, name)
     return registry.MODELS
+
+
+@pytest.fixture
+def one_thread():
+    """torch at 1 thread for the test (as the harness and the scripts run): small ops run faster on one thread, and a
+    second thread stalls badly whenever the other core is busy."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -163,6 +163,27 @@ def test_fused_link_update_and_read_matches_the_composition(heads):
     assert torch.autograd.gradcheck(update_link_and_read, inputs)
 
 
+@pytest.mark.parametrize("heads", [1, 2])
+def test_fused_link_fast_path_matches_the_plain_formula_in_float32(heads):
+    # the fused function's eager fast path (a broadcast lerp, one baddbmm for the gradient reaching the links,
+    # row-vector matmuls, the factor written into a spent buffer) against the formula written out plainly, at the
+    # paper's N = 128 in float32: equal to round-off, forward and backward
+    generator = torch.Generator().manual_seed(5)
+    inputs = [t.float().requires_grad_(True) for t in _soft_link_inputs(3, 128, heads, generator)]
+    link, precedence, write, read = inputs
+    w_i, w_j = write.unsqueeze(-1), write.unsqueeze(-2)
+    plain_link = ((1 - w_i - w_j) * link + w_i * precedence.unsqueeze(-2)) * (1 - torch.eye(128))
+    plain = (plain_link, torch.einsum("bij,brj->bri", plain_link, read), torch.einsum("bij,bri->brj", plain_link, read))
+    fused = update_link_and_read(link, precedence, write, read)
+    for expected, got in zip(plain, fused):
+        torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
+    assert (fused[0].diagonal(dim1=-2, dim2=-1) == 0).all()
+    cotangents = [torch.randn(t.shape, generator=generator) for t in plain]
+    for expected, got in zip(torch.autograd.grad(plain, inputs, cotangents),
+                             torch.autograd.grad(fused, inputs, cotangents)):
+        torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+
+
 def test_fused_link_update_and_read_under_vmap():
     # seed-parallel training vmaps the step over a leading population axis
     generator = torch.Generator().manual_seed(4)

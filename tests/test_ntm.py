@@ -418,15 +418,6 @@ def train_copy_until_converged(seed: int, max_steps: int) -> int | None:
     return None
 
 
-@pytest.fixture
-def one_thread():
-    """Small ops run faster on one thread, and a second thread stalls badly whenever the other core is busy."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("seed", SLOW_SEEDS)
 def test_ntm_learns_copy(seed, one_thread):
