@@ -1315,6 +1315,7 @@ def header_facts(data: SuiteData) -> dict[str, Any]:
         "n_runs": len(finished),
         "expected": expected,
         "unfinished": unfinished_runs(data),
+        "not_started": not_started(data),
         "status_counts": [(s, counts[s]) for s in ("done", "diverged", "failed") if counts.get(s)],
         "wall": fmt_duration(float(data.runs["wall_s"].sum())) if len(data.runs) else "—",
         "seeds": data.manifest.get("seeds", []),
@@ -1334,6 +1335,11 @@ def unfinished_runs(data: SuiteData) -> list[dict[str, Any]]:
     return rows
 
 
+def not_started(data: SuiteData) -> int:
+    """How many of the suite's runs have neither a result nor an evaluation yet."""
+    return len(set(data.manifest.get("run_ids", [])) - set(data.runs["run_id"].astype(str)))
+
+
 def problems(data: SuiteData, limit: int = 12) -> list[str]:
     """One line per run that diverged or failed, and a count of runs without a result, for the page's header
     (runs still training are not problems: the header's unfinished note lists them)."""
@@ -1347,8 +1353,10 @@ def problems(data: SuiteData, limit: int = 12) -> list[str]:
             lines.append(f"{where} failed: {data.errors.get(str(run['run_id']), 'no error recorded')}")
     if len(lines) > limit:
         lines = lines[:limit] + [f"… and {len(lines) - limit} more (see Runs in the appendix)"]
-    missing = len(set(data.manifest.get("run_ids", [])) - set(data.runs["run_id"].astype(str)))
-    if missing:  # neither a result nor an evaluation yet
+    missing = not_started(data)
+    # neither a result nor an evaluation yet: while other runs are training that is the queue (the unfinished note
+    # counts it), otherwise the suite was stopped before them
+    if missing and not (data.runs["status"] == RUNNING).any():
         lines.append(f"{missing} run(s) of this suite have no result yet (not run, or interrupted)")
     return lines
 

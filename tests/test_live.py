@@ -9,6 +9,7 @@ to install.
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import re
 import time
@@ -140,6 +141,16 @@ def test_report_of_a_running_suite(partial_suite):
     assert (runs["status"] == RUNNING).sum() == 3
     assert "unfinished (still running, not counted)" in (out / "summary.md").read_text()
     assert "diverged" not in re.sub(r"<style>.*?</style>", "", page, flags=re.S).split('id="summary"')[0]
+
+
+def test_runs_not_started_while_others_train_are_the_queue_not_a_problem(partial_suite):
+    out, _ = partial_suite
+    manifest = json.loads((out / "suite.json").read_text())
+    manifest["run_ids"].append("0123456789ab")  # a run with no folder yet
+    (out / "suite.json").write_text(json.dumps(manifest))
+    page = write_report(out).read_text()
+    assert "1 more run(s) have not started yet." in page
+    assert "have no result yet" not in page
 
 
 def test_a_failed_run_being_retried_counts_as_unfinished(tmp_path):
