@@ -12,6 +12,7 @@ import importlib.util
 import json
 import os
 import re
+import shutil
 import time
 
 import pandas as pd
@@ -143,8 +144,9 @@ def test_report_of_a_running_suite(partial_suite):
     assert "diverged" not in re.sub(r"<style>.*?</style>", "", page, flags=re.S).split('id="summary"')[0]
 
 
-def test_runs_not_started_while_others_train_are_the_queue_not_a_problem(partial_suite):
-    out, _ = partial_suite
+def test_runs_not_started_while_others_train_are_the_queue_not_a_problem(partial_suite, tmp_path):
+    out = tmp_path / "suite"
+    shutil.copytree(partial_suite[0], out)  # the fixture is shared: change a copy
     manifest = json.loads((out / "suite.json").read_text())
     manifest["run_ids"].append("0123456789ab")  # a run with no folder yet
     (out / "suite.json").write_text(json.dumps(manifest))
