@@ -158,6 +158,19 @@ def directional_read_weights(link: torch.Tensor, prev_read_weights: torch.Tensor
     return forward, backward
 
 
+def _fold_population(function, info, in_dims, inputs):
+    """The vmap rule of both link functions: fold the population axis P into the batch (every input is [B, ...]) and
+    call `function` once on [P * B, ...] tensors."""
+    population = info.batch_size
+
+    def fold(tensor: torch.Tensor, dim: int | None) -> torch.Tensor:
+        tensor = tensor.movedim(dim, 0) if dim is not None else tensor.expand(population, *tensor.shape)
+        return tensor.reshape(-1, *tensor.shape[2:])
+
+    outputs = function.apply(*(fold(t, d) for t, d in zip(inputs, in_dims)))
+    return tuple(o.reshape(population, -1, *o.shape[1:]) for o in outputs), (0, 0, 0)
+
+
 class _LinkUpdateAndRead(torch.autograd.Function):
     """`update_link` followed by `directional_read_weights` (one write head), with a hand-written backward.
 
@@ -195,14 +208,7 @@ class _LinkUpdateAndRead(torch.autograd.Function):
     def vmap(info, in_dims, *inputs):
         """Seed-parallel training vmaps the step over a population axis P: fold it into the batch (every input is
         [B, ...]), so the vmapped call is one call on [P * B, ...] tensors, not a per-seed fallback loop."""
-        population = info.batch_size
-
-        def fold(tensor: torch.Tensor, dim: int | None) -> torch.Tensor:
-            tensor = tensor.movedim(dim, 0) if dim is not None else tensor.expand(population, *tensor.shape)
-            return tensor.reshape(-1, *tensor.shape[2:])
-
-        outputs = _LinkUpdateAndRead.apply(*(fold(t, d) for t, d in zip(inputs, in_dims)))
-        return tuple(o.reshape(population, -1, *o.shape[1:]) for o in outputs), (0, 0, 0)
+        return _fold_population(_LinkUpdateAndRead, info, in_dims, inputs)
 
     @staticmethod
     def backward(ctx, grad_link, grad_forward, grad_backward):
@@ -231,6 +237,39 @@ class _LinkUpdateAndRead(torch.autograd.Function):
         return grad_old_link, grad_precedence, grad_write, grad_read
 
 
+class _LinkUpdateAndReadCpp(torch.autograd.Function):
+    """`_LinkUpdateAndRead` on CPU through the fused C++ kernels of `models._link_kernel`: the forward makes one read
+    of L and one write of L_new, the backward one read each of the incoming gradient and L and one write of the old
+    links' gradient (it recomputes L_new row by row rather than reading it). Opaque custom ops to torch.compile; under
+    vmap the population is folded into the batch as in `_LinkUpdateAndRead`. Same values and gradients to round-off
+    (tests/test_dnc.py compares the two paths)."""
+
+    @staticmethod
+    def forward(link, precedence, write_weights, read_weights):
+        return torch.ops.ntm_bench_link.forward(link, precedence, write_weights, read_weights)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.save_for_backward(*inputs)
+
+    @staticmethod
+    def vmap(info, in_dims, *inputs):
+        return _fold_population(_LinkUpdateAndReadCpp, info, in_dims, inputs)
+
+    @staticmethod
+    def backward(ctx, grad_link, grad_forward, grad_backward):
+        return torch.ops.ntm_bench_link.backward(grad_link, grad_forward, grad_backward, *ctx.saved_tensors)
+
+
+@torch.compiler.assume_constant_result
+def _cpp_link_kernel_loaded() -> bool:
+    """Whether the C++ link kernels are built and loaded (building them on the first call; models/_link_kernel.py).
+    A constant to torch.compile, which then traces the chosen path."""
+    from models._link_kernel import link_ops
+
+    return link_ops() is not None
+
+
 def update_link_and_read(link: torch.Tensor, prev_precedence: torch.Tensor, write_weights: torch.Tensor,
                          prev_read_weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """One write head's link update, then both directional reads on the NEW links: (link, forward, backward).
@@ -238,4 +277,6 @@ def update_link_and_read(link: torch.Tensor, prev_precedence: torch.Tensor, writ
     link [B, N, N], prev_precedence and write_weights [B, N], prev_read_weights [B, R, N]. Exactly
     ``update_link`` then ``directional_read_weights``, fused for speed (see `_LinkUpdateAndRead`).
     """
+    if link.device.type == "cpu" and link.dtype in (torch.float32, torch.float64) and _cpp_link_kernel_loaded():
+        return _LinkUpdateAndReadCpp.apply(link, prev_precedence, write_weights, prev_read_weights)
     return _LinkUpdateAndRead.apply(link, prev_precedence, write_weights, prev_read_weights)

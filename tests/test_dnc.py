@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 
 import pytest
@@ -198,6 +199,85 @@ def test_fused_link_update_and_read_under_vmap():
     grads_looped = torch.autograd.grad(sum((o * w).sum() for o, w in zip(looped, weights)), stacked)
     for got, expected in zip(grads_batched, grads_looped):
         torch.testing.assert_close(got, expected)
+
+
+# ---- the C++ link kernel (models/_link_kernel.py) ----------------------------------------------------------------
+def _cpp_link_functions():
+    from models import _link_kernel, addressing
+
+    if _link_kernel.link_ops() is None:
+        message = ("the C++ link kernel is not available here: it needs a C++ compiler and ninja (Debian: g++ "
+                   "ninja-build), and NTM_BENCH_NO_CPP_KERNELS unset")
+        if os.environ.get("CI"):
+            pytest.fail(message)  # CI installs both (.ci/run), so the kernel is always tested there
+        pytest.skip(message)
+    return addressing._LinkUpdateAndReadCpp, addressing._LinkUpdateAndRead
+
+
+@pytest.mark.parametrize("heads", [1, 2])
+def test_cpp_link_kernel_matches_the_pytorch_path_in_float32(heads):
+    # models/_link_kernel.py's fused C++ forward and backward against the pure-PyTorch autograd.Function, at the
+    # paper's N = 128 in float32 (with a non-contiguous link gradient, as autograd may pass one)
+    cpp, plain = _cpp_link_functions()
+    generator = torch.Generator().manual_seed(7)
+    base = [t.float() for t in _soft_link_inputs(5, 128, heads, generator)]
+    cpp_inputs = [t.clone().requires_grad_(True) for t in base]
+    plain_inputs = [t.clone().requires_grad_(True) for t in base]
+    cpp_out = cpp.apply(*cpp_inputs)
+    plain_out = plain.apply(*plain_inputs)
+    for got, expected in zip(cpp_out, plain_out):
+        torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
+    assert (cpp_out[0].diagonal(dim1=-2, dim2=-1) == 0).all()
+    cotangents = [torch.randn(t.shape, generator=generator) for t in plain_out]
+    cotangents[0] = cotangents[0].transpose(-1, -2).contiguous().transpose(-1, -2)
+    for got, expected in zip(torch.autograd.grad(cpp_out, cpp_inputs, cotangents),
+                             torch.autograd.grad(plain_out, plain_inputs, cotangents)):
+        torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_cpp_link_kernel_gradcheck_float64_and_vmap():
+    cpp, plain = _cpp_link_functions()
+    inputs = [t.requires_grad_(True) for t in _soft_link_inputs(3, 6, 2, torch.Generator().manual_seed(8))]
+    assert torch.autograd.gradcheck(cpp.apply, inputs)
+    # seed-parallel training vmaps the step: the population is folded into the batch, as on the PyTorch path
+    generator = torch.Generator().manual_seed(9)
+    stacked = [torch.stack(parts).float() for parts in zip(*(_soft_link_inputs(2, 32, 1, generator) for _ in range(3)))]
+    cpp_inputs = [t.clone().requires_grad_(True) for t in stacked]
+    plain_inputs = [t.clone().requires_grad_(True) for t in stacked]
+    cpp_out = torch.func.vmap(cpp.apply)(*cpp_inputs)
+    plain_out = torch.func.vmap(plain.apply)(*plain_inputs)
+    for got, expected in zip(cpp_out, plain_out):
+        torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
+    weights = [torch.randn(t.shape, generator=generator) for t in plain_out]
+    for got, expected in zip(torch.autograd.grad(cpp_out, cpp_inputs, weights),
+                             torch.autograd.grad(plain_out, plain_inputs, weights)):
+        torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_cpp_link_kernel_fallbacks(monkeypatch, caplog):
+    from models import _link_kernel, addressing
+
+    inputs = _soft_link_inputs(2, 5, 1, torch.Generator().manual_seed(10))
+    reference = addressing._LinkUpdateAndRead.apply(*inputs)
+    # NTM_BENCH_NO_CPP_KERNELS=1 forces the PyTorch path
+    monkeypatch.setenv("NTM_BENCH_NO_CPP_KERNELS", "1")
+    assert _link_kernel.link_ops() is None and not addressing._cpp_link_kernel_loaded()
+    for got, expected in zip(update_link_and_read(*inputs), reference):
+        torch.testing.assert_close(got, expected)
+    monkeypatch.delenv("NTM_BENCH_NO_CPP_KERNELS")
+    # a failed build (no compiler, a build error) logs one warning and falls back
+
+    def broken_build():
+        raise RuntimeError("no compiler")
+
+    monkeypatch.setattr(_link_kernel, "_state", {})
+    monkeypatch.setattr(_link_kernel, "_build", broken_build)
+    with caplog.at_level("WARNING", logger=_link_kernel.__name__):
+        assert _link_kernel.link_ops() is None
+        assert _link_kernel.link_ops() is None
+        for got, expected in zip(update_link_and_read(*inputs), reference):
+            torch.testing.assert_close(got, expected)
+    assert len([r for r in caplog.records if "no compiler" in r.getMessage()]) == 1
 
 
 # ---- usage -----------------------------------------------------------------------------------------------------------
