@@ -118,9 +118,10 @@ class DNC(RecurrentModel):
 
     config_class = DNCConfig
     has_memory = True
-    #: compiled one step at a time: unrolling 4 steps left training speed unchanged (152 vs 155 seq/s on a 2-core
-    #: CPU; the link-matrix kernels dominate) and quadrupled the compile time
-    compile_unroll = 1
+    #: compiled 4 steps per call: with the link in its own C++ kernel (opaque to the compiler), 4 steps gave 356
+    #: seq/s against 345 for 2 and 324 for 1 (paper config, 1 thread, interleaved; docs/PERFORMANCE.md), for about
+    #: 60 s of compiling once. Before that kernel, unrolling gained nothing.
+    compile_unroll = 4
 
     def __init__(self, input_size: int, output_size: int, config: DNCConfig | None = None, **params: Any):
         super().__init__()

@@ -27,8 +27,8 @@ It imports and runs unchanged with torch 2.13: no monkeypatching.
 Each measurement is the median seq/s over `--repeats` blocks of `--steps` training steps, after `--warmup` untimed
 steps (2 more for the compiled step, as in `bench.perf`); the implementations' blocks are interleaved, so that the
 load changes of a shared, noisy machine affect all of them alike. The table also gives each one's spread (min-max
-seq/s over the blocks). `--compiled` also times ours with `model.compile_step()`, which takes about 30 s to compile on
-a 2-core CPU (1 step per compiled call).
+seq/s over the blocks). `--compiled` also times ours with `model.compile_step()`, which takes about 60 s to compile on
+a 2-core CPU (4 steps per compiled call).
 """
 
 from __future__ import annotations
