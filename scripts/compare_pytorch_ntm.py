@@ -53,13 +53,17 @@ def import_their_ntm(checkout: Path) -> type[nn.Module]:
     The checkout goes at the end of `sys.path`, after our own `tasks` and `models` are imported, because it has a
     top-level `tasks` package of its own.
     """
+    if not (checkout / "ntm" / "aio.py").is_file():
+        print(f"error: --checkout {checkout} is not a pytorch-ntm clone: it has no ntm/aio.py", file=sys.stderr)
+        raise SystemExit(2)
     registry.load_all()
     sys.path.append(str(checkout))
     from ntm.aio import EncapsulatedNTM
 
     module_file = Path(sys.modules["ntm"].__file__).resolve()
     if not module_file.is_relative_to(checkout):
-        raise SystemExit(f"imported `ntm` from {module_file}, not from the checkout {checkout}")
+        print(f"error: imported `ntm` from {module_file}, not from the checkout {checkout}", file=sys.stderr)
+        raise SystemExit(2)
     return EncapsulatedNTM
 
 
@@ -83,7 +87,7 @@ def their_train_step(model: nn.Module, inputs: torch.Tensor, targets: torch.Tens
     return step
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkout", type=Path, required=True, help="a clone of loudinthecloud/pytorch-ntm")
     parser.add_argument("--threads", type=int, default=1)
@@ -91,7 +95,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--compiled", action="store_true", help="also time ours with the step compiled (~30-45 s)")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     checkout = args.checkout.resolve()
     torch.set_num_threads(args.threads)
     their_ntm_class = import_their_ntm(checkout)

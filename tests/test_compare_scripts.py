@@ -1,4 +1,5 @@
-"""The comparison scripts' own side, without the other implementation's checkout: scripts/compare_pytorch_dnc.py."""
+"""The comparison scripts' own side, without the other implementation's checkout: scripts/compare_pytorch_dnc.py and
+scripts/compare_pytorch_ntm.py."""
 
 from __future__ import annotations
 
@@ -38,3 +39,12 @@ def test_compare_dnc_rejects_a_checkout_without_dnc(compare_dnc, one_thread, tmp
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("error: ") and "dnc/dnc.py" in err
+
+
+def test_compare_ntm_rejects_a_checkout_without_ntm(one_thread, tmp_path, capsys):
+    compare_ntm = _load_script("compare_pytorch_ntm")
+    with pytest.raises(SystemExit) as exit_info:
+        compare_ntm.main(["--checkout", str(tmp_path)])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: ") and "ntm/aio.py" in err
