@@ -36,7 +36,7 @@ import pandas as pd
 import torch
 
 from bench import registry
-from bench.evaluate import evaluation_set, generalization_set, score
+from bench.evaluate import evaluation_set, generalization_rows, generalization_set, score
 from bench.grid import RunSpec, derive_seed
 from bench.metrics import loss_nats_per_seq
 from bench.results import atomic_torch_save, atomic_write_bytes, atomic_write_csv, atomic_write_json
@@ -349,11 +349,8 @@ class Member:
         generalization, errors = [], {}
         if state["status"] == "done":
             sets = generalization_set(task, train.generalization_sequences, self.spec.eval_seed, task_key(self.spec))
-            for size, batches in sets.items():
-                metrics = score(self.model, task, batches, self.device)
-                generalization.append({"size": task.size_label(size),
-                                       **{f"size_{p}": v for p, v in zip(task.size_parts, size)}, **metrics})
-                errors[size] = metrics["wrong_bits_per_seq"]
+            generalization = generalization_rows(self.model, task, sets, self.device)
+            errors = {size: row["wrong_bits_per_seq"] for size, row in zip(sets, generalization)}
             save_samples(self.model, task, self.spec, self.run_dir, self.device)
         final = state["curve"][-1]
         converge_step = state["converge_step"]
