@@ -175,10 +175,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _load(suite: str, overrides: list[str], plugins: list[str]):
-    return load(suite, overrides, plugins)
-
-
 def _out_dir(args, suite_name: str) -> Path:
     return Path(args.out) if args.out else REPORTS_DIR / suite_name
 
@@ -193,7 +189,7 @@ def cmd_run(args) -> int:
         overrides.append(f"device={args.device}")
     check_options(args.executor, args.workers, args.threads)
     tensorboard = check_tensorboard(args.tensorboard)
-    suite = _load(args.suite, overrides, args.plugins)
+    suite = load(args.suite, overrides, args.plugins)
     out_dir = _out_dir(args, suite.name)
     check_out_dir(out_dir)
     check_device(suite, args.executor)
@@ -214,7 +210,7 @@ def cmd_run(args) -> int:
 def cmd_validate(args) -> int:
     from bench.grid import expand, memory_overflows
 
-    suite = _load(args.file, args.overrides, args.plugins)
+    suite = load(args.file, args.overrides, args.plugins)
     runs = expand(suite)
     for problem in memory_overflows(suite):
         print(f"warning: {problem}", file=sys.stderr)
