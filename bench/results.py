@@ -23,6 +23,8 @@ from typing import Any
 
 import pandas as pd
 
+from tasks.base import Rule, convergence
+
 RUNS_COLUMNS = ["suite", "task", "task_type", "model", "model_type", "seed", "run_id", "status", "converged",
                 "converge_step", "converge_sequences", "final_loss_bits_per_seq", "final_wrong_bits_per_seq",
                 "solved_up_to", "test_size_2x", "solved_2x", "nonfinite_steps", "params", "steps", "device", "wall_s",
@@ -324,6 +326,9 @@ def collect(suite_dir: Path, run_ids: list[str] | None = None, unfinished: bool 
         run_ids = suite_json.get("run_ids")
     # the suite's current name, so a renamed suite's rows follow the rename (a run's spec.json keeps the old one)
     suite_name = suite_json.get("name")
+    convergence_rules = {label: _rule_or_none(fact.get("convergence"))
+                         for label, fact in (suite_json.get("tasks") or {}).items()
+                         if isinstance(fact, dict) and "convergence" in fact}
     runs_dir = suite_dir / "runs"
     folders = sorted(p for p in runs_dir.glob("*") if p.is_dir()) if runs_dir.exists() else []
     if run_ids is not None:
@@ -353,6 +358,8 @@ def collect(suite_dir: Path, run_ids: list[str] | None = None, unfinished: bool 
             log.warning("run %s: %s; left out of the suite's CSVs until it is rerun", folder.name, problem)
             continue
         result = {k: v for k, v in result.items() if k != "traceback"}  # a failed run's traceback stays in its json
+        if curve is not None and result.get("status") in FINISHED:
+            result.update(scored_convergence(curve, convergence_rules.get(spec["task"], _UNKNOWN), spec))
         keys = {"suite": suite_name if suite_name is not None else spec.get("suite"), "task": spec["task"],
                 "model": spec["model"], "seed": spec["seed"], "run_id": spec["run_id"]}
         runs.append({**keys, "task_type": spec["task_type"], "model_type": spec["model_type"], **result})
@@ -372,6 +379,26 @@ def collect(suite_dir: Path, run_ids: list[str] | None = None, unfinished: bool 
     for name, frame in frames.items():
         atomic_write_csv(suite_dir / f"{name}.csv", frame)
     return frames
+
+
+#: a task whose convergence rule suite.json does not record (written before the rules were data)
+_UNKNOWN = object()
+
+
+def _rule_or_none(data: Any) -> Rule | None:
+    return None if data is None else Rule.from_json(data)
+
+
+def scored_convergence(curve: pd.DataFrame, rule: Rule | None | object, spec: dict) -> dict[str, Any]:
+    """runs.csv's convergence columns of a finished run, scored from its curve by `tasks.base.convergence` under the
+    suite's current `rule`, so the whole folder is scored by one rule; nothing (result.json's own values stand)
+    when suite.json does not record the rule."""
+    if rule is _UNKNOWN:
+        return {}
+    step = convergence(curve.sort_values("step").to_dict("records"), rule).step
+    batch = int((spec.get("train") or {}).get("batch_size", 1))
+    return {"converged": step is not None, "converge_step": step,
+            "converge_sequences": None if step is None else step * batch}
 
 
 def _ordered(frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:

@@ -31,7 +31,7 @@ from bench import registry
 from bench.config import ConfigError, Suite
 from bench.grid import RunSpec, expand, memory_overflows
 from bench.metrics import loss_nats_per_seq
-from bench.results import atomic_write_json, claim_output_folder, collect, run_is_finished
+from bench.results import atomic_write_json, claim_output_folder, collect, read_json, run_is_finished
 from bench.train import build_model, build_task, device_name, make_optimizer, resolve_device, train_population
 
 log = logging.getLogger("bench")
@@ -141,11 +141,32 @@ def prepare(suite: Suite, specs: list[RunSpec], out_dir: Path, fresh: bool = Fal
     if fresh:
         for rid in run_ids:
             shutil.rmtree(out_dir / "runs" / rid, ignore_errors=True)
+    facts = task_facts(suite)
     atomic_write_json(out_dir / "suite.json", {"name": suite.name, "description": suite.description,
                                                "path": suite.path, "resolved": suite.resolved, "run_ids": run_ids,
                                                "seeds": list(suite.seeds), "steps": suite.train.steps,
-                                               "batch_size": suite.train.batch_size, "tasks": task_facts(suite)})
+                                               "batch_size": suite.train.batch_size, "tasks": facts})
+    for spec in specs:
+        run_dir = out_dir / "runs" / spec.run_id
+        if run_is_finished(run_dir) and stopped_under_another_rule(run_dir, facts[spec.task].get("convergence")):
+            log.warning("run %s (%s/%s seed %d) stopped at convergence under another convergence rule than the "
+                        "task's current one, so its curve cannot be rescored; it is trained again", spec.run_id,
+                        spec.task, spec.model, spec.seed)
+            shutil.rmtree(run_dir)
     return [s for s in specs if not run_is_finished(out_dir / "runs" / s.run_id)]
+
+
+def stopped_under_another_rule(run_dir: Path, rule: dict[str, Any] | None) -> bool:
+    """Whether a finished run was scored under a convergence rule other than `rule` (as recorded in its spec.json)
+    AND stopped before its step budget. Such a run cannot be rescored: under a stricter rule it might not have
+    stopped. A run that trained to its budget is rescored from its curve by `bench.results.collect` instead; a run
+    whose spec.json records no rule (written before rules were recorded) is taken as scored by the current one."""
+    spec = read_json(run_dir / "spec.json")
+    rules = spec.get("rules")
+    if not isinstance(rules, dict) or rules.get("convergence") == rule:
+        return False
+    result = read_json(run_dir / "result.json")
+    return result.get("status") == "done" and int(result.get("steps", 0)) < int(spec["train"]["steps"])
 
 
 def task_facts(suite: Suite) -> dict[str, dict[str, Any]]:

@@ -41,7 +41,7 @@ from bench.grid import RunSpec, derive_seed
 from bench.metrics import loss_nats_per_seq
 from bench.results import atomic_torch_save, atomic_write_bytes, atomic_write_csv, atomic_write_json
 from models.base import RecurrentModel, run_unrolled
-from tasks.base import Batch, Task
+from tasks.base import Batch, Task, convergence
 
 log = logging.getLogger("bench")
 REPO = Path(__file__).resolve().parents[1]
@@ -90,6 +90,13 @@ def task_key(spec: RunSpec) -> str:
 
 def build_task(spec: RunSpec) -> Task:
     return registry.build_task(spec.task_type, **spec.task_params)
+
+
+def task_rules(task: Task) -> dict[str, Any]:
+    """The rules a run is scored by (`Rule.to_json`, or None), recorded in its spec.json: part of its protocol, so a
+    run scored under another rule is recognised (`bench.runner.prepare`)."""
+    return {name: None if rule is None else rule.to_json()
+            for name, rule in (("convergence", task.convergence), ("solved", task.solved_when))}
 
 
 def build_model(spec: RunSpec, task: Task, device: torch.device) -> torch.nn.Module:
@@ -242,7 +249,7 @@ class Member:
         self.eval_batches = evaluation_set(self.task, self.train.eval_sequences, spec.eval_seed, task_key(spec))
         meta = {**spec.to_json(), "provenance": provenance(device), "params": self.model.parameter_count(),
                 "torch_threads": torch.get_num_threads(), "compiled": self.compile_options is not None,
-                "compile_options": self.compile_options, "population": population}
+                "compile_options": self.compile_options, "population": population, "rules": task_rules(self.task)}
         atomic_write_json(self.run_dir / "spec.json", meta)
         state = load_checkpoint(self.run_dir, spec.run_id)
         if state is not None:
@@ -290,10 +297,8 @@ class Member:
         row = {"step": state["step"], "sequences_seen": state["step"] * self.train.batch_size, **metrics,
                "wall_s": state["wall_s"] + (time.perf_counter() - self.started)}
         state["curve"].append(row)
-        converged = state["step"] > 0 and self.task.converged(metrics)
-        state["converged_streak"] = state.get("converged_streak", 0) + 1 if converged else 0
-        if state["converge_step"] is None and converged:
-            state["converge_step"] = state["step"]
+        reached = convergence(state["curve"], self.task.convergence)
+        state["converge_step"], state["converged_streak"] = reached.step, reached.streak
         self.write_curve()  # live progress: curve.csv holds every evaluation so far, not only a finished run's
         if self.on_eval is not None:
             self.on_eval(self, row)

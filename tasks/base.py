@@ -11,7 +11,7 @@ This package imports nothing from `bench`: the harness finds the tasks through `
 from __future__ import annotations
 
 import operator
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
@@ -113,6 +113,35 @@ class Rule:
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Rule:
         return _from_json(cls, data)
+
+
+@dataclass(frozen=True)
+class Convergence:
+    """Where a run stands against its convergence rule, from its evaluations so far (`convergence`)."""
+
+    step: int | None   # the first evaluation step (> 0) whose metrics met the rule; None: not converged (yet)
+    streak: int        # how many of the latest evaluations in a row met it (what `stop_patience` counts)
+
+
+def convergence(curve: Iterable[Mapping[str, Any]], rule: Rule | None) -> Convergence:
+    """THE definition of convergence, used by training (`stop_at_convergence`), by the CSVs and by the report.
+
+    `curve` is a run's evaluations in step order, each a mapping with ``step`` and the evaluation metrics (curve.csv's
+    rows, or the loop's own). An evaluation counts when its step is above 0 (an untrained model never has converged)
+    and `rule` holds for it; a NaN metric never holds. A task with no rule never converges. Changing how
+    convergence is scored is a change to this function alone (docs/ARCHITECTURE.md).
+    """
+    first, streak = None, 0
+    if rule is None:
+        return Convergence(None, 0)
+    for row in curve:
+        if row["step"] > 0 and rule.holds(row):
+            streak += 1
+            if first is None:
+                first = int(row["step"])
+        else:
+            streak = 0
+    return Convergence(first, streak)
 
 
 @dataclass(frozen=True)
@@ -244,11 +273,6 @@ class Task:
     def solved_when(self) -> Rule | None:
         """When a test size counts as solved by a final model (None: the task has no such notion)."""
         return None if self.solved_at_most is None else Rule("wrong_bits_per_seq", self.solved_at_most, "<=")
-
-    def converged(self, metrics: Mapping[str, float]) -> bool:
-        """Whether evaluation `metrics` (per-sequence means) meet this task's convergence rule."""
-        rule = self.convergence
-        return False if rule is None else rule.holds(metrics)
 
     def facts(self) -> dict[str, Any]:
         """What a report needs to know of this task without building it, as plain JSON data: the sizes, the error

@@ -10,6 +10,7 @@ import torch
 
 from bench import registry
 from bench.registry import load_all, small_model_params
+from tasks.base import convergence
 
 load_all()
 
@@ -34,6 +35,11 @@ SMALL_TASK_PARAMS = {
     "priority_sort": {"bits": 4, "train_sizes": {"inputs": [3, 5], "outputs": [1, 3]}},
     "ngrams": {"train_sizes": [8, 16]},
 }
+
+
+def converged(task, metrics: dict) -> bool:
+    """Whether one evaluation (at a step after 0) with `metrics` counts as converged under `task`'s rule."""
+    return convergence([{"step": 1, **metrics}], task.convergence).step is not None
 
 
 def small_task_params(task_name: str) -> dict:

@@ -7,6 +7,7 @@ import torch
 
 from bench.registry import build_task
 from tasks.priority_sort import sort_by_priority
+from tests.conftest import converged
 
 
 def _expected_top(data: list[list[float]], priorities: list[float], outputs: int) -> list[list[float]]:
@@ -20,7 +21,7 @@ def test_widths_steps_and_defaults():
     assert (task.input_size, task.output_size) == (10, 8)
     assert task.test_sizes == [(20, 16), (30, 24), (40, 32)]
     assert task.converge_below is None and task.convergence is None
-    assert not task.converged({"wrong_bits_per_seq": 0.0})
+    assert not converged(task, {"wrong_bits_per_seq": 0.0})
     assert task.steps_for((20, 16)) == 37
     assert task.max_train_steps() == 37
     assert task.size_label((20, 16)) == "inputs=20,outputs=16"

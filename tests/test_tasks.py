@@ -14,8 +14,8 @@ import torch
 
 from bench.registry import build_task
 from tasks import TASKS
-from tasks.base import WRONG_BITS, Measure, Rule
-from tests.conftest import REPO
+from tasks.base import WRONG_BITS, Convergence, Measure, Rule, convergence
+from tests.conftest import REPO, converged
 
 TASK_NAMES = sorted(TASKS)
 
@@ -151,13 +151,13 @@ def test_bad_task_parameters_are_rejected():
 def test_convergence_rule_boundary_is_strict():
     task = build_task("copy")
     assert task.convergence == Rule("wrong_bits_per_seq", 0.1, "<")
-    assert task.converged({"wrong_bits_per_seq": 0.0999999})
-    assert not task.converged({"wrong_bits_per_seq": 0.1})         # at the threshold is not below it
-    assert not task.converged({"wrong_bits_per_seq": math.nan})    # a broken model never converges
+    assert converged(task, {"wrong_bits_per_seq": 0.0999999})
+    assert not converged(task, {"wrong_bits_per_seq": 0.1})         # at the threshold is not below it
+    assert not converged(task, {"wrong_bits_per_seq": math.nan})    # a broken model never converges
     assert task.convergence.text() == "wrong bits/seq < 0.1"
     assert build_task("copy", converge_below=0.5).convergence.threshold == 0.5
     none = build_task("copy", converge_below=None)
-    assert none.convergence is None and not none.converged({"wrong_bits_per_seq": 0.0})
+    assert none.convergence is None and not converged(none, {"wrong_bits_per_seq": 0.0})
 
 
 def test_solved_rule_boundary_is_inclusive():
@@ -223,3 +223,15 @@ def test_tasks_import_nothing_from_bench():
     code = "import sys, tasks; print([m for m in sys.modules if m == 'bench' or m.startswith('bench.')])"
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_convergence_is_the_first_step_after_zero_and_the_trailing_streak():
+    rule = build_task("copy").convergence
+    curve = [{"step": s, "wrong_bits_per_seq": e} for s, e in
+             [(0, 0.0), (100, 0.5), (200, 0.05), (300, math.nan), (400, 0.01), (500, 0.0)]]
+    assert convergence(curve, rule) == Convergence(200, 2)          # step 0 never counts; NaN breaks the streak
+    assert convergence(curve[:3], rule) == Convergence(200, 1)
+    assert convergence(curve[:4], rule) == Convergence(200, 0)
+    assert convergence(curve[:2], rule) == Convergence(None, 0)
+    assert convergence(curve, None) == Convergence(None, 0)         # a task without a rule never converges
+    assert convergence([], rule) == Convergence(None, 0)
