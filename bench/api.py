@@ -204,7 +204,8 @@ def run_suite(suite: str | Path | dict, out: str | Path | None = None, *, seeds:
 def load_results(folder: str | Path) -> Results:
     """The results of the suite whose output folder is `folder` (it holds suite.json and runs.csv): its tidy
     DataFrames and the summary (the numbers of the report's summary table, from the same code)."""
-    from bench.report import load_suite_data, summary_frame, summary_table
+    from bench.report.data import load_suite_data
+    from bench.report.tables import summary_frame, summary_table
 
     folder = Path(folder)
     if not (folder / "suite.json").is_file() or not (folder / "runs.csv").is_file():

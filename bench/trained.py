@@ -271,21 +271,17 @@ def sample_arrays(run: TrainedRun, size: Size, name: str = "train_max") -> dict[
 
 
 class _FileSink:
-    """The report's figure sink, for files only: writes ``<out_dir>/<name>_<size>.png`` and retitles the column as
-    the size drawn (the report's panels name their two fixed sizes)."""
+    """The report's figure sink, for files only: writes ``<out_dir>/<name>_<size>.png``."""
 
-    def __init__(self, out_dir: Path, size_text: str, suffix: str):
-        self.out_dir, self.size_text, self.suffix = out_dir, size_text, suffix
+    def __init__(self, out_dir: Path, suffix: str):
+        self.out_dir, self.suffix = out_dir, suffix
         self.written: list[Path] = []
 
     def save(self, fig, name: str) -> dict[str, str]:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
 
-        from bench.report import DPI
+        from bench.report.figures import DPI
 
-        for ax in fig.axes:
-            if ax.get_title():
-                ax.set_title(f"size {self.size_text}", fontsize=9)
         FigureCanvasAgg(fig)
         buffer = io.BytesIO()
         fig.savefig(buffer, format="png", dpi=DPI)
@@ -305,7 +301,8 @@ def render_figures(run_dir: str | Path | TrainedRun, size: Size | int | str, out
     `size` is an int, a tuple, or a string such as ``"60"`` or ``"3x6"``; `run_dir` may be a loaded `TrainedRun`.
     A size beyond the model's memory is drawn all the same, with a logged warning unless `warn` is False.
     """
-    from bench import report
+    from bench.report.data import model_palette, slug, task_info
+    from bench.report.panels import figure_memory, figure_samples
 
     run = _as_run(run_dir, device)
     if isinstance(size, str):
@@ -318,11 +315,12 @@ def render_figures(run_dir: str | Path | TrainedRun, size: Size | int | str, out
         log.warning("warning: %s", line)
     arrays = sample_arrays(run, size)
     label = str(run.spec.get("model", run.spec["model_type"]))
-    task_info = report.task_info(str(run.spec.get("task", run.task.name)), run.task.facts())
-    data = SimpleNamespace(palette=report.model_palette([label]))  # all the panels read of the suite's data
+    info = task_info(str(run.spec.get("task", run.task.name)), run.task.facts())
+    palette = model_palette([label])
     samples = [(label, run.spec.get("seed", ""), arrays)]
-    sink = _FileSink(Path(out_dir), run.task.size_label(size), report.slug("x".join(str(v) for v in size)))
+    sink = _FileSink(Path(out_dir), slug("x".join(str(v) for v in size)))
     Path(out_dir).mkdir(parents=True, exist_ok=True)
-    report.figure_samples(data, task_info, samples, sink)
-    report.figure_memory(data, task_info, samples, sink)
+    title = f"size {run.task.size_label(size)}"  # the one size drawn, not the report's two
+    figure_samples(palette, info, samples, sink, title=lambda *_: title)
+    figure_memory(palette, info, samples, sink, title=lambda *_: title)
     return sink.written

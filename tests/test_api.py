@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import subprocess
+import sys
 
 import pandas as pd
 import pytest
@@ -10,6 +12,7 @@ import torch
 
 from bench.api import UsageError, load_model, load_results, run_suite
 from bench.config import ConfigError
+from tests.conftest import REPO
 
 TASKS = {"copy": {"bits": 3, "train_sizes": [1, 3], "test_sizes": [3, 6]}}
 MODELS = {"lstm": {"layers": 1, "units": 8}, "ntm": {"controller_units": 8, "memory_locations": 8,
@@ -76,3 +79,15 @@ def test_bad_input_raises_one_line_errors_before_writing(tmp_path):
     with pytest.raises(UsageError, match=r"not a suite's output folder"):
         load_results(tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
+
+
+def test_loading_results_imports_no_plotting_or_templating_library(results):
+    """`load_results` reads the CSVs and the summary's numbers without matplotlib, seaborn or jinja2 (a fresh
+    interpreter, so nothing imported by other tests counts)."""
+    code = ("import sys\nfrom bench.api import load_results\n"
+            f"summary = load_results({str(results.folder)!r}).summary\n"
+            "assert list(summary['model']) == ['lstm', 'ntm'], summary\n"
+            "heavy = sorted(m for m in ('matplotlib', 'seaborn', 'jinja2') if m in sys.modules)\n"
+            "assert not heavy, heavy\nprint('light')")
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and "light" in done.stdout, done.stderr

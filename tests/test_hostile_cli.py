@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-import bench.report  # noqa: F401  imported before any test patches bench.results, whose names it copies
+import bench.report.page  # noqa: F401  imported before any test patches bench.results, whose names it copies
 import bench.results
 from bench import cli
 from bench.cli import Stopped, main

@@ -16,7 +16,8 @@ import torch
 
 from bench.cli import main
 from bench.config import ConfigError
-from bench.report import slug, write_report
+from bench.report.data import slug
+from bench.report.page import write_report
 from bench.results import (
     FIGURES_MANIFEST,
     MARKER,

@@ -17,7 +17,8 @@ import pytest
 
 from bench.cli import main as cli_main
 from bench.registry import build_task
-from bench.report import wrap_label, write_report
+from bench.report.figures import wrap_label
+from bench.report.page import write_report
 from bench.results import atomic_write_bytes, atomic_write_csv, atomic_write_json, collect
 
 REPO = Path(__file__).resolve().parents[1]
@@ -427,7 +428,8 @@ class _SummaryCells(HTMLParser):
 
 
 def test_summary_exports_match_the_html(report):
-    from bench.report import SUMMARY_COLUMNS, fmt
+    from bench.report.data import fmt
+    from bench.report.tables import SUMMARY_COLUMNS
 
     out_dir = report.parent
     parser = _SummaryCells()
@@ -486,11 +488,12 @@ def test_summary_exports_match_the_html(report):
 
 def test_generalisation_panel_draws_every_seed(report, monkeypatch):
     """The line plot has a thin line per seed besides each model's median, and the dashed solved level."""
-    from bench import report as report_module
+    from bench.report import figures as report_module
+    from bench.report.data import load_suite_data
 
     figures = {}
     monkeypatch.setattr(report_module.FigureSink, "save", lambda self, fig, name: figures.setdefault(name, fig))
-    data = report_module.load_suite_data(report.parent)
+    data = load_suite_data(report.parent)
     report_module.figure_generalization(data, data.tasks["copy"], report_module.FigureSink(report.parent))
     ax = figures["generalization_copy"].axes[0]
     solid = [line for line in ax.get_lines() if line.get_linestyle() == "-"]
@@ -519,7 +522,8 @@ def _old_facts(fact: dict, with_numbers: bool) -> dict:
 
 def _summary_csv(out_dir: Path) -> pd.DataFrame:
     """summary.csv's frame, without drawing a figure."""
-    from bench.report import load_suite_data, summary_frame, summary_table
+    from bench.report.data import load_suite_data
+    from bench.report.tables import summary_frame, summary_table
 
     data = load_suite_data(out_dir)
     return summary_frame([{"task": task, "summary": summary_table(data, task)} for task in data.tasks.values()])
@@ -527,7 +531,7 @@ def _summary_csv(out_dir: Path) -> pd.DataFrame:
 
 def test_old_task_facts_read_as_the_new(report, tmp_path):
     """A suite.json written before the rules were data gives the same tasks and the same summary."""
-    from bench.report import load_suite_data
+    from bench.report.data import load_suite_data
     from bench.results import read_json
 
     new = load_suite_data(report.parent)
@@ -565,7 +569,8 @@ def test_old_task_facts_read_as_the_new(report, tmp_path):
 
 
 def test_legacy_facts_map_to_rules():
-    from bench.report import legacy_task_info, task_info
+    from bench.report.data import task_info
+    from bench.report.data import task_info as legacy_task_info  # facts without "convergence" are an old form
     from tasks.base import WRONG_BITS, Rule
     from tasks.ngrams import GAP_TO_OPTIMUM
 
@@ -581,7 +586,7 @@ def test_legacy_facts_map_to_rules():
     assert copy.rule == "wrong bits/seq < 0.1"                   # shown as recorded
     sort = legacy_task_info("p", {"type": "priority_sort", "convergence_rule": None}, has_optimum=False)
     assert not sort.has_threshold and sort.rule is None and sort.threshold() is None
-    plugin = legacy_task_info("x", {"type": "a_plugin_task", "convergence_rule": "within 0.5 bits"}, True)
+    plugin = legacy_task_info("x", {"type": "a_plugin_task", "convergence_rule": "within 0.5 bits"}, has_optimum=True)
     assert plugin.error == GAP_TO_OPTIMUM and plugin.threshold() == 0.5  # curves with an optimum: the gap
     current = task_info("c", {"type": "copy", **build_task("copy", converge_below=None).facts()})
     assert not current.has_threshold and current.solved == Rule("wrong_bits_per_seq", 1.0, "<=")
@@ -590,7 +595,8 @@ def test_legacy_facts_map_to_rules():
 # ---- best values, shaded by each column's direction -------------------------------------------------------------
 
 def test_best_value_is_shaded_by_direction():
-    from bench.report import Cell, Column, fmt, table
+    from bench.report.data import fmt
+    from bench.report.tables import Cell, Column, table
 
     def number(value, source):
         return Cell(fmt(value), sort=value)
@@ -613,7 +619,8 @@ def test_best_value_is_shaded_by_direction():
 
 
 def test_summary_columns_shade_by_their_direction(report):
-    from bench.report import SUMMARY_COLUMNS, load_suite_data, summary_table
+    from bench.report.data import load_suite_data
+    from bench.report.tables import SUMMARY_COLUMNS, summary_table
 
     assert {c.key: c.better for c in SUMMARY_COLUMNS if c.better} == {
         "converged": "higher", "median_steps": "lower", "median_sequences": "lower", "final_error": "lower",
@@ -632,10 +639,12 @@ def test_summary_columns_shade_by_their_direction(report):
 
 def test_model_colours_are_distinct():
     """Every model gets its own colour; the first four are far apart (no two shades of orange side by side)."""
-    from matplotlib.colors import to_rgb
+    import seaborn as sns
+    from matplotlib.colors import to_hex, to_rgb
 
-    from bench.report import model_palette
+    from bench.report.data import COLORBLIND, model_palette
 
+    assert list(COLORBLIND) == [to_hex(c) for c in sns.color_palette("colorblind", 10)]  # seaborn's, kept as hex
     for count in (1, 4, 10, 11):
         palette = model_palette([f"m{i}" for i in range(count)])
         assert len(set(palette.values())) == count

@@ -1,0 +1,197 @@
+"""The page: `write_report(out_dir)` renders reports/<suite>/index.html, figures/*.png, summary.csv and summary.md.
+
+It reads only files: suite.json, the suite CSVs (runs.csv, curves.csv, generalization.csv) and, from each run folder,
+spec.json (provenance, budget), result.json (the error of a failed run) and samples.npz (sample outputs and memory
+traces). It never builds a model. It first rebuilds the suite CSVs from the run folders (`bench.results.collect`),
+taking in the runs still training (status `running`, their curve.csv so far): a suite can be reported while it runs,
+its unfinished runs drawn in the learning curves and left out of every statistic. The page is one self-contained file:
+every figure is embedded as a base64 PNG data URI, the CSS is inline, and there is no script, font or other request
+to the network. summary.csv and summary.md are built from the same table cells as the page's summary tables.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import matplotlib
+import pandas as pd
+import scipy
+import seaborn as sns
+import yaml
+
+from bench import stats
+from bench.report.data import (
+    CSV_FILES,
+    SUMMARY_FILES,
+    SuiteData,
+    convergence_tasks,
+    fmt,
+    generalization_frame,
+    grid_shape,
+    load_suite_data,
+    ordered_sizes,
+    sample_runs,
+    slug,
+)
+from bench.report.figures import LOG_FLOOR, STYLE, FigureSink, figure_convergence, figure_curves, figure_generalization
+from bench.report.panels import figure_memory, figure_samples
+from bench.report.tables import (
+    fmt_duration,
+    generalization_table,
+    not_started,
+    pairwise_table,
+    problems,
+    runs_table,
+    summary_frame,
+    summary_table,
+    unfinished_runs,
+)
+from bench.results import (
+    RUNNING,
+    atomic_write_csv,
+    atomic_write_text,
+    claim_output_folder,
+    collect,
+)
+
+TEMPLATES = Path(__file__).parents[1] / "templates"
+
+def header_facts(data: SuiteData) -> dict[str, Any]:
+    provenance = [s.get("provenance") or {} for s in data.specs.values()]
+
+    def distinct(key: str) -> list[str]:
+        return sorted({str(p[key]) for p in provenance if p.get(key) is not None})
+
+    commits = []
+    for commit in distinct("git_commit"):
+        dirty = any(p.get("git_dirty") for p in provenance if p.get("git_commit") == commit)
+        commits.append(commit[:12] + (" (uncommitted changes)" if dirty else ""))
+    devices = sorted(set(distinct("device_name")) | {str(d) for d in data.runs.get("device", pd.Series()).dropna()})
+    versions = {key: ", ".join(distinct(key)) for key in ("python", "torch", "numpy", "pandas") if distinct(key)}
+    rendering = {"matplotlib": matplotlib.__version__, "seaborn": sns.__version__, "scipy": scipy.__version__,
+                 "jinja2": jinja2.__version__}
+    finished = data.runs[data.runs["status"] != RUNNING]
+    counts = finished["status"].value_counts().to_dict()
+    expected = len(data.manifest.get("run_ids", []))
+    runs_csv = data.out_dir / "runs.csv"
+    return {
+        "name": data.manifest.get("name", data.out_dir.name),
+        "description": data.manifest.get("description", ""),
+        "rendered": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "collected": (datetime.fromtimestamp(runs_csv.stat().st_mtime, UTC).strftime("%Y-%m-%d %H:%M UTC")
+                      if runs_csv.exists() else "—"),
+        "commits": commits or ["unknown"],
+        "devices": devices or ["unknown"],
+        "versions": versions,
+        "rendering": rendering,
+        "n_runs": len(finished),
+        "expected": expected,
+        "unfinished": unfinished_runs(data),
+        "not_started": not_started(data),
+        "status_counts": [(s, counts[s]) for s in ("done", "diverged", "failed") if counts.get(s)],
+        "wall": fmt_duration(float(data.runs["wall_s"].sum())) if len(data.runs) else "—",
+        "seeds": data.manifest.get("seeds", []),
+        "steps": data.manifest.get("steps"),
+        "batch_size": data.manifest.get("batch_size"),
+    }
+
+def build_context(data: SuiteData, sink: FigureSink) -> dict[str, Any]:
+    with matplotlib.rc_context(STYLE):
+        sections = []
+        for task in data.tasks.values():
+            samples = sample_runs(data, task)
+            sections.append({
+                "task": task,
+                "anchor": slug(task.label),
+                "summary": summary_table(data, task),
+                "pairwise": pairwise_table(data, task),
+                "curves": figure_curves(data, task, sink),
+                "generalization": figure_generalization(data, task, sink),
+                "generalization_table": generalization_table(data, task),
+                "grid": grid_shape([s for _, s in ordered_sizes(generalization_frame(data, task), task)])
+                if not generalization_frame(data, task).empty else None,
+                "samples": figure_samples(data.palette, task, samples, sink),
+                "sample_seeds": [(m, s) for m, s, _ in samples],
+                "memory": figure_memory(data.palette, task, samples, sink),
+                "train_range": ", ".join(f"{p} {lo}–{hi}" for p, (lo, hi) in task.train_sizes.items()),
+                "threshold_line": task.threshold(),
+            })
+        convergence = figure_convergence(data, sink)
+    no_threshold = [t.label for t in data.tasks.values() if not t.has_threshold]
+    _, never_converged = convergence_tasks(data)
+    return {
+        "header": header_facts(data),
+        "problems": problems(data),
+        "sections": sections,
+        "convergence": convergence,
+        "no_threshold": no_threshold,
+        "never_converged": never_converged,
+        "models": [(m, data.palette[m]) for m in data.models],
+        "runs_table": runs_table(data),
+        "yaml": yaml.safe_dump(data.manifest.get("resolved", {}), sort_keys=False, allow_unicode=True,
+                               default_flow_style=None, width=110),
+        "csvs": [name for name in CSV_FILES if (data.out_dir / name).exists()] + list(SUMMARY_FILES),
+        "log_floor": LOG_FLOOR,
+        "min_seeds": stats.MIN_SEEDS_FOR_CI,
+        "confidence": int(stats.CONFIDENCE * 100),
+    }
+
+def _md_escape(text: str) -> str:
+    return str(text).replace("|", "\\|").replace("\n", "; ")
+
+def summary_markdown(sections: list[dict[str, Any]], header: dict[str, Any]) -> str:
+    """summary.md: the HTML summary tables as GitHub Markdown, one per task (each cell: text, then its second line
+    in parentheses)."""
+    lines = [f"# {header['name']}: summary", ""]
+    if header.get("description"):
+        lines += [header["description"], ""]
+    unfinished = (f"; {len(header['unfinished'])} unfinished (still running, not counted)"
+                  if header.get("unfinished") else "")
+    lines += [f"Commit(s) {', '.join(header['commits'])}; device(s) {', '.join(header['devices'])}; "
+              f"{header['n_runs']} runs{unfinished}.", ""]
+    for section in sections:
+        task = section["task"]
+        rule = f"converged when {task.rule}" if task.has_threshold else "no convergence threshold"
+        train = f"; trained on {section['train_range']}" if section["train_range"] else ""
+        lines += [f"## {task.label}", "", f"{rule}{train}.", ""]
+        heads = [h["text"] + (f" ({h['sub']})" if h["sub"] else "") for h in section["summary"]["headers"]]
+        lines.append("| " + " | ".join(_md_escape(h) for h in heads) + " |")
+        lines.append("|" + "|".join("---" for _ in heads) + "|")
+        for row in section["summary"]["rows"]:
+            texts = []
+            for cell in row["cells"]:
+                text = cell.text + "".join(f" [{badge}]" for badge, _ in cell.badges)
+                texts.append(_md_escape(text + (f" ({cell.sub})" if cell.sub else "")))
+            lines.append("| " + " | ".join(texts) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+def write_report(out_dir: Path, collect_runs: bool = True) -> Path:
+    """Render out_dir/index.html (self-contained) and out_dir/figures/*.png from the suite's files; returns the path.
+
+    `collect_runs` first rebuilds the suite CSVs from its run folders, unfinished runs included (a suite that is still
+    running, or was interrupted); off, the CSVs are read as they are."""
+    started = time.perf_counter()
+    out_dir = Path(out_dir)
+    claim_output_folder(out_dir)  # refuses a folder of the user's own files before anything is written
+    if collect_runs and (out_dir / "runs").is_dir() and (out_dir / "suite.json").is_file():
+        collect(out_dir, unfinished=True)
+    data = load_suite_data(out_dir)
+    sink = FigureSink(out_dir)
+    context = build_context(data, sink)
+    sink.remove_stale()
+    environment = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True,
+                                     undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+    environment.filters["fmt"] = fmt
+    context["render_s"] = f"{time.perf_counter() - started:.1f}"
+    page = environment.get_template("report.html").render(**context)
+    csv_name, md_name = SUMMARY_FILES
+    atomic_write_csv(out_dir / csv_name, summary_frame(context["sections"]))
+    atomic_write_text(out_dir / md_name, summary_markdown(context["sections"], context["header"]))
+    path = out_dir / "index.html"
+    atomic_write_text(path, page)
+    return path
