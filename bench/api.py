@@ -12,8 +12,8 @@ every pending run, rebuilds the CSVs, writes the report and returns `load_result
 what it is given raise `bench.config.ConfigError` or `UsageError`, each with a one-line message, before anything is
 written.
 
-This module imports only the standard library and `bench.config` at import time; torch, pandas and the report load
-when a function needs them, so ``import bench.api`` is quick.
+This module imports only the standard library, `bench.config` and `bench.options` at import time; torch, pandas
+and the report load when a function needs them, so ``import bench.api`` is quick.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bench.config import ConfigError, Suite
+from bench.options import WorkerOptions
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -119,7 +120,7 @@ def check_device(suite: Suite, executor: str) -> None:
 
         ray_backend.check_device(suite)
         return
-    from bench.train import resolve_device
+    from bench.provenance import resolve_device
 
     try:
         resolve_device(suite.device)
@@ -132,24 +133,22 @@ def check_tensorboard(folder: str | Path | None) -> str | None:
     tensorboard package is missing."""
     if not folder:
         return None
-    from bench.train import TENSORBOARD_HINT, tensorboard_available
+    from bench.hooks import TENSORBOARD_HINT, tensorboard_available
 
     if not tensorboard_available():
         raise UsageError(TENSORBOARD_HINT)
     return str(Path(folder).expanduser().resolve())
 
 
-def make_backend(executor: str, workers: int, threads: int, plugins: tuple[str, ...], fresh: bool,
-                 tensorboard: str | None = None):
-    """The backend that trains the runs: this machine (`workers` processes) or Ray. `tensorboard`: a folder where
-    every run also logs its curves, or None."""
+def make_backend(executor: str, workers: int, options: WorkerOptions, fresh: bool):
+    """The backend that trains the runs: this machine (`workers` processes) or Ray, each worker as `options` say."""
     if executor == "ray":
         from bench.ray_backend import RayBackend
 
-        return RayBackend(threads=threads, plugins=plugins, fresh=fresh, tensorboard=tensorboard)
+        return RayBackend(options, fresh=fresh)
     from bench.local_backend import LocalBackend
 
-    return LocalBackend(workers=workers, threads=threads, plugins=plugins, tensorboard=tensorboard)
+    return LocalBackend(workers=workers, options=options)
 
 
 def load(suite: str | Path | dict, overrides: Iterable[str] = (), plugins: Iterable[str] = ()) -> Suite:
@@ -192,8 +191,8 @@ def run_suite(suite: str | Path | dict, out: str | Path | None = None, *, seeds:
     out_dir = Path(out) if out is not None else REPORTS_DIR / loaded.name
     check_out_dir(out_dir)
     check_device(loaded, executor)
-    runner.run_suite(loaded, out_dir, make_backend(executor, workers, threads, plugins, fresh, logdir), fresh=fresh,
-                     estimate=estimate)
+    options = WorkerOptions(threads=threads, plugins=plugins, tensorboard=logdir)
+    runner.run_suite(loaded, out_dir, make_backend(executor, workers, options, fresh), fresh=fresh, estimate=estimate)
     if report:
         from bench.report import write_report
 

@@ -27,6 +27,7 @@ from bench.api import (
     make_backend,
 )
 from bench.config import ConfigError
+from bench.options import WorkerOptions
 from bench.registry import RegistryError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -195,7 +196,8 @@ def cmd_run(args) -> int:
     check_device(suite, args.executor)
     from bench.runner import run_suite
 
-    backend = make_backend(args.executor, args.workers, args.threads, tuple(args.plugins), args.fresh, tensorboard)
+    options = WorkerOptions(threads=args.threads, plugins=tuple(args.plugins), tensorboard=tensorboard)
+    backend = make_backend(args.executor, args.workers, options, args.fresh)
     outcome = run_suite(suite, out_dir, backend, fresh=args.fresh, estimate=not args.no_estimate)
     if outcome.failed:
         print(f"{len(outcome.failed)} run(s) failed; see their result.json; rerun to retry them", file=sys.stderr)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections import Counter
 
+import numpy as np
 import torch
 
 from bench.grid import derive_seed
@@ -85,6 +86,21 @@ def score(model: torch.nn.Module, task: Task, batches: list[Batch], device: torc
         totals.add(logits, on_device.targets, on_device.mask, task.reference_metrics(batch))
     model.train(was_training)
     return totals.means()
+
+
+@torch.no_grad()
+def example_arrays(model: torch.nn.Module, batch: Batch, size: Size, device: torch.device,
+                   name: str) -> dict[str, np.ndarray]:
+    """The first example of `batch` (of `size`) with the model's outputs and memory traces, in the layout of a run's
+    samples.npz: ``<name>/inputs``, ``/targets``, ``/mask``, ``/outputs`` (probabilities), ``/size`` and
+    ``/trace/<key>`` for each trace tensor (``read_weights``, ...)."""
+    logits, trace = model(batch.inputs.to(device), trace=True)
+    arrays = {f"{name}/inputs": batch.inputs[0].numpy(), f"{name}/targets": batch.targets[0].numpy(),
+              f"{name}/mask": batch.mask[0].numpy(), f"{name}/outputs": torch.sigmoid(logits[0]).float().cpu().numpy(),
+              f"{name}/size": np.array(size)}
+    for key, value in trace.items():
+        arrays[f"{name}/trace/{key}"] = value[0].float().cpu().numpy()
+    return arrays
 
 
 @torch.no_grad()

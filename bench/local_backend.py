@@ -14,8 +14,10 @@ from tqdm import tqdm
 
 from bench.config import Suite
 from bench.grid import RunSpec
-from bench.runner import DEFAULT_THREADS, Group, Results, describe, load_plugins, show_bars, train_group
-from bench.train import resolve_device
+from bench.hooks import TrainingHooks
+from bench.options import DEFAULT_OPTIONS, WorkerOptions
+from bench.provenance import resolve_device
+from bench.runner import Group, Results, describe, load_plugins, show_bars, train_group
 
 
 def machine_memory() -> int | None:
@@ -26,17 +28,27 @@ def machine_memory() -> int | None:
         return None
 
 
+class ProgressBar(TrainingHooks):
+    """A hook that shows a group's steps, and the error of its last evaluation, on a progress bar."""
+
+    def __init__(self, bar: tqdm):
+        self.bar = bar
+
+    def on_progress(self, step: int, metrics: dict[str, float] | None) -> None:
+        self.bar.n = step
+        if metrics is not None:
+            self.bar.set_postfix(wrong_bits=f"{metrics['wrong_bits_per_seq']:.3g}", refresh=False)
+        if step % 10 == 0 or metrics is not None:
+            self.bar.refresh()
+
+
 class LocalBackend:
     """`workers` groups at a time: one in this process (with a per-run progress bar), or several in a pool of
-    spawned processes, each training one group at a time with `threads` torch threads. `tensorboard`: a folder where
-    every run also logs its curves (``--tensorboard``), or None."""
+    spawned processes, each training one group at a time as `options` say (torch threads, plugins, TensorBoard)."""
 
-    def __init__(self, workers: int = 1, threads: int = DEFAULT_THREADS, plugins: tuple[str, ...] = (),
-                 tensorboard: str | None = None):
+    def __init__(self, workers: int = 1, options: WorkerOptions = DEFAULT_OPTIONS):
         self.workers = workers
-        self.threads = threads
-        self.plugins = tuple(plugins)
-        self.tensorboard = tensorboard
+        self.options = options
 
     def device_type(self, suite: Suite) -> str:
         return resolve_device(suite.device).type
@@ -66,16 +78,8 @@ class LocalBackend:
         for group in groups:
             run_bar = tqdm(total=group[0].train.steps, desc=describe(group), unit="step", leave=False,
                            disable=not show_bars(), position=1, dynamic_ncols=True)
-
-            def progress(step: int, metrics, bar=run_bar) -> None:
-                bar.n = step
-                if metrics is not None:
-                    bar.set_postfix(wrong_bits=f"{metrics['wrong_bits_per_seq']:.3g}", refresh=False)
-                if step % 10 == 0 or metrics is not None:
-                    bar.refresh()
-
             try:
-                results = train_group(group, runs_dir, self.threads, self.plugins, progress, self.tensorboard)
+                results = train_group(group, runs_dir, self.options, [ProgressBar(run_bar)])
             finally:
                 run_bar.close()
             yield group, results
@@ -83,10 +87,9 @@ class LocalBackend:
     def _in_pool(self, groups: list[Group], runs_dir: Path) -> Iterator[tuple[Group, Results]]:
         context = get_context("spawn")  # fork is unsafe with torch's thread pools
         pool = ProcessPoolExecutor(self.workers, mp_context=context, initializer=load_plugins,
-                                   initargs=(self.plugins,))
+                                   initargs=(self.options.plugins,))
         try:
-            futures = {pool.submit(train_group, group, runs_dir, self.threads, self.plugins, None, self.tensorboard):
-                       group for group in groups}
+            futures = {pool.submit(train_group, group, runs_dir, self.options): group for group in groups}
             remaining = set(futures)
             while remaining:
                 done, remaining = wait(remaining, return_when=FIRST_COMPLETED)

@@ -16,10 +16,10 @@ before any measurement.
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import platform
 import resource
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -29,9 +29,10 @@ import pandas as pd
 import torch
 
 from bench import registry
+from bench.forward import CUDA_GRAPHS, BatchedForward, batch_loss, optimizer_step
 from bench.metrics import loss_nats_per_seq
+from bench.provenance import device_name, resolve_device
 from bench.results import atomic_write_csv
-from bench.train import CUDA_GRAPHS, BatchedForward, begin_iteration, device_name, resolve_device
 from models.base import RecurrentModel
 
 COLUMNS = ["model", "mode", "population", "batch_size", "seq_len", "device", "device_name", "torch", "python",
@@ -72,18 +73,14 @@ def _timed(fn, device: torch.device, warmup: int, repeats: int) -> float:
 
 # ---- shared with scripts/compare_pytorch_*.py (our model against another implementation, in one process) ----------
 
-def adam_clip_step(model: torch.nn.Module, batch, lr: float = 1e-3, clip: float = 50.0) -> Callable[[], None]:
+def adam_clip_step(model: torch.nn.Module, batch, lr: float = 1e-3, clip: float = 50.0,
+                   compile_options: dict | None = None) -> Callable[[], None]:
     """One training step of a model (inputs [B, T, in] -> logits [B, T, out]) on `batch`, as this module times it:
-    zero_grad, forward, loss, backward, global-norm clip, Adam."""
+    zero_grad, forward, loss, backward, global-norm clip, Adam (`bench.forward.optimizer_step`). `compile_options`:
+    those the model's step was compiled with, if any."""
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-
-    def step() -> None:
-        optimizer.zero_grad(set_to_none=True)
-        loss_nats_per_seq(model(batch.inputs), batch.targets, batch.mask).backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
-        optimizer.step()
-
-    return step
+    return functools.partial(optimizer_step, [optimizer], functools.partial(batch_loss, model, batch), clip,
+                             compile_options)
 
 
 def interleaved_rates(train_steps: dict[str, Callable[[], None]], steps: int, repeats: int,
@@ -106,12 +103,6 @@ def interleaved_rates(train_steps: dict[str, Callable[[], None]], steps: int, re
     return rates
 
 
-def git_commit(folder: Path) -> str:
-    """The commit of the git work tree at `folder`, or 'unknown'."""
-    result = subprocess.run(["git", "-C", str(folder), "rev-parse", "HEAD"], capture_output=True, text=True)
-    return result.stdout.strip() if result.returncode == 0 else "unknown"
-
-
 def build(name: str, params: dict, task, device: torch.device, seed: int = 0) -> torch.nn.Module:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -125,15 +116,6 @@ def measure_model(name: str, params: dict, args, device: torch.device) -> list[d
     rows = []
     base = {"model": name, "batch_size": args.batch_size, "seq_len": batch.steps, "device": str(device)}
 
-    def training_step(model, optimizer, options):
-        def step():
-            begin_iteration(options)
-            optimizer.zero_grad(set_to_none=True)
-            loss_nats_per_seq(model(batch.inputs), batch.targets, batch.mask).backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 50.0)
-            optimizer.step()
-        return step
-
     # compiled: torch.compile's default mode; cudagraphs (CUDA only): mode reduce-overhead, replayed as CUDA graphs
     modes = ["eager"] if args.no_compile else ["eager", "compiled"] + (["cudagraphs"] if device.type == "cuda" else [])
     modes = [mode for mode in modes if mode in (args.modes or modes)]
@@ -145,9 +127,8 @@ def measure_model(name: str, params: dict, args, device: torch.device) -> list[d
             if not isinstance(model, RecurrentModel):
                 continue  # this model has no step to compile (the LSTM runs cuDNN/oneDNN over the whole sequence)
             model.compile_step(**options[mode])
-        optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
         _reset_peak(device)
-        seconds = _timed(training_step(model, optimizer, options[mode]), device,
+        seconds = _timed(adam_clip_step(model, batch, compile_options=options[mode]), device,
                          args.warmup + (0 if mode == "eager" else 2), args.repeats)
         rows.append({**base, "mode": f"train_{mode}", "population": 1, "params": model.parameter_count(),
                      "steps_per_s": 1 / seconds, "seq_per_s": args.batch_size / seconds,
@@ -187,17 +168,10 @@ def _population_step(models, optimizers, batch, compile_options):
     forward = BatchedForward(models, compile_options)
     inputs = batch.inputs.expand(len(models), *batch.inputs.shape).contiguous()
 
-    def step():
-        begin_iteration(compile_options)
-        logits = forward(inputs)
-        for optimizer in optimizers:
-            optimizer.zero_grad(set_to_none=True)
-        sum(loss_nats_per_seq(lg, batch.targets, batch.mask) for lg in logits.unbind(0)).backward()
-        for model, optimizer in zip(models, optimizers):
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 50.0)
-            optimizer.step()
+    def loss():
+        return sum(loss_nats_per_seq(lg, batch.targets, batch.mask) for lg in forward(inputs).unbind(0))
 
-    return step
+    return functools.partial(optimizer_step, optimizers, loss, 50.0, compile_options)
 
 
 def parse_args(argv=None):

@@ -29,8 +29,9 @@ from typing import Any
 
 from bench.config import ConfigError, Suite
 from bench.grid import RunSpec
+from bench.options import DEFAULT_OPTIONS, WorkerOptions
 from bench.results import atomic_write_bytes, atomic_write_json, read_json, run_is_finished
-from bench.runner import DEFAULT_THREADS, Group, Results, failed_result, load_plugins, train_group
+from bench.runner import Group, Results, failed_result, load_plugins, train_group
 from bench.train import load_checkpoint
 
 log = logging.getLogger("bench")
@@ -151,17 +152,17 @@ def ray_session(num_cpus: int | None = None) -> Iterator[Any]:
 
 # ---- the task (runs on a Ray worker) ----------------------------------------------------------------------------
 
-def train_group_on_worker(specs: list[RunSpec], work_root: str, threads: int, plugins: tuple[str, ...],
-                          submission: str, fresh: bool, tensorboard: str | None = None) -> dict[str, dict[str, Any]]:
+def train_group_on_worker(specs: list[RunSpec], work_root: str, options: WorkerOptions, submission: str,
+                          fresh: bool) -> dict[str, dict[str, Any]]:
     """Train a group of runs that differ only in their seed (`train_group`), each in ``work_root/<run_id>`` and
     resuming from its own checkpoint, and return per run_id its result, its result files' bytes and its attempt.
 
     `submission` names the driver's invocation: a retry of this task within it is a later attempt at each run it
     trains, while a run that an earlier attempt finished is returned as it is, not retrained. With `fresh`, the first
-    attempt of a new submission deletes what an earlier one left on this node. `tensorboard`: a folder on the node
-    where each run also logs its curves (``--tensorboard``), or None.
+    attempt of a new submission deletes what an earlier one left on this node. `options` are the worker's
+    (`bench.options.WorkerOptions`); a TensorBoard folder among them is a folder on the node.
     """
-    load_plugins(plugins)
+    load_plugins(options.plugins)
     root = Path(work_root)
     attempts = {spec.run_id: _count_attempt(root / spec.run_id, spec.run_id, submission, fresh) for spec in specs}
     # finished by an earlier attempt, or by an earlier submission whose driver stopped before writing it
@@ -171,7 +172,7 @@ def train_group_on_worker(specs: list[RunSpec], work_root: str, threads: int, pl
     if to_train:
         first_attempt = max(attempts[spec.run_id]["attempts"] for spec in to_train) == 1
         with _kill_hook(to_train[0], first_attempt):
-            results.update(train_group(to_train, root, threads, plugins, tensorboard=tensorboard))
+            results.update(train_group(to_train, root, options))
     return {spec.run_id: {"result": results[spec.run_id], "files": _result_files(root / spec.run_id),
                           "attempt": attempts[spec.run_id]["attempts"],
                           "resumed_from_step": attempts[spec.run_id].get("resumed_from_step")} for spec in specs}
@@ -242,14 +243,13 @@ class RayBackend:
     """One Ray task per group, each reserving the suite's `resources`; `max_retries` (default: the suite's) is how
     often Ray reruns a task whose worker died. Runs train under the suite's `checkpoint_dir` on the node that runs
     them (default: the output folder's runs/), and the driver writes their result files into ``runs_dir``.
-    `tensorboard` (``--tensorboard``) is a folder on each node that trains runs: a shared filesystem gathers them."""
+    `options` go to every task as they are: a TensorBoard folder among them (``--tensorboard``) is a folder on each
+    node that trains runs, which a shared filesystem gathers."""
 
-    def __init__(self, threads: int = DEFAULT_THREADS, plugins: tuple[str, ...] = (), fresh: bool = False,
-                 max_retries: int | None = None, tensorboard: str | None = None):
-        self.threads = threads
-        self.plugins = tuple(plugins)
+    def __init__(self, options: WorkerOptions = DEFAULT_OPTIONS, fresh: bool = False,
+                 max_retries: int | None = None):
+        self.options = options
         self.fresh = fresh
-        self.tensorboard = tensorboard
         self.max_retries = max_retries
         self.suite: Suite | None = None
         self.ray = None
@@ -296,8 +296,7 @@ class RayBackend:
             num_cpus=suite.resources.num_cpus, num_gpus=suite.resources.num_gpus, max_retries=retries,
             runtime_env={"env_vars": {KILL_FIRST_ATTEMPT: hook}} if hook else None)
         submission = uuid.uuid4().hex
-        refs = {task.remote(group, str(work_root), self.threads, self.plugins, submission, self.fresh,
-                            self.tensorboard): group for group in groups}
+        refs = {task.remote(group, str(work_root), self.options, submission, self.fresh): group for group in groups}
         try:
             remaining = list(refs)
             while remaining:

@@ -18,10 +18,11 @@ import shutil
 import sys
 import time
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, Protocol
 
 import torch
@@ -30,30 +31,30 @@ from tqdm import tqdm
 from bench import registry
 from bench.config import ConfigError, Suite
 from bench.grid import RunSpec, expand, memory_overflows
-from bench.metrics import loss_nats_per_seq
+from bench.options import DEFAULT_OPTIONS, WorkerOptions
+from bench.preflight import check_memory, estimate_seconds
+from bench.provenance import device_name, resolve_device
 from bench.results import atomic_write_json, claim_output_folder, collect, read_json, run_is_finished
-from bench.train import build_model, build_task, device_name, make_optimizer, resolve_device, train_population
+from bench.text import format_duration
+from bench.train import train_population
 
 log = logging.getLogger("bench")
 
-#: torch threads per run unless --threads says otherwise. Fixed, not derived from --workers, because CPU results
-#: are bit-identical only at the same thread count (reductions split differently); 1 suits these small models.
-DEFAULT_THREADS = 1
-#: seeds trained together on a CPU under `parallel_seeds: auto`. On 2 CPU cores a 10-seed NTM group was only 1.4x
-#: faster per sequence than one run at 1 thread, and a group pads every seed's batch to the longest length drawn,
-#: which costs more than that under per-batch length sampling (docs/PERFORMANCE.md). So a CPU trains seeds alone.
+#: seeds trained together on a CPU under `parallel_seeds: auto`. On a CPU a group of seeds is little faster per
+#: sequence than one run, and a group pads every seed's batch to the longest length drawn, which costs more than that
+#: under per-batch length sampling; so a CPU trains seeds alone (measurements: docs/PERFORMANCE.md, "Against the
+#: targets of issue 7").
 CPU_PARALLEL_SEEDS = 1
 
 Group = list[RunSpec]
 Results = dict[str, dict[str, Any]]
-Progress = Callable[[int, dict[str, float] | None], None]
 
 
 class Backend(Protocol):
     """Where groups of runs train. The runner owns everything else (skipping, grouping, bars, logging, CSVs)."""
 
-    #: torch threads per run
-    threads: int
+    #: how every worker trains: torch threads, plugins, TensorBoard (`bench.options.WorkerOptions`)
+    options: WorkerOptions
 
     def device_type(self, suite: Suite) -> str:
         """Where this backend's runs of `suite` train: "cpu" or "cuda" (decides `parallel_seeds: auto`)."""
@@ -103,7 +104,7 @@ def run_suite(suite: Suite, out_dir: Path, backend: Backend, fresh: bool = False
     started = time.perf_counter()
     try:
         with backend.session(suite, groups) as at_once:
-            announce(suite, pending, outcome, suite_bar, backend.threads, at_once, estimate)
+            announce(suite, pending, outcome, suite_bar, backend.options.threads, at_once, estimate)
             trained = backend.train(groups, out_dir / "runs")
             try:
                 for group, results in trained:
@@ -175,73 +176,6 @@ def task_facts(suite: Suite) -> dict[str, dict[str, Any]]:
             for label, component in suite.tasks.items()}
 
 
-#: the batch sizes at which `peak_bytes` measures
-MEASURE_BATCHES = (2, 4)
-
-
-def _saved_bytes(model: torch.nn.Module, task, batch_size: int, size: tuple[int, ...]) -> int:
-    """Bytes of the tensors autograd keeps for the backward pass of one forward at this batch size and size, counted
-    by a saved-tensors hook (each storage once; the parameters themselves are counted by the caller)."""
-    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
-    batch = task.sample(batch_size, torch.Generator().manual_seed(0), size=size)
-    saved: dict[int, int] = {}
-
-    def pack(tensor: torch.Tensor) -> torch.Tensor:
-        storage = tensor.untyped_storage()
-        if storage.data_ptr() not in params:
-            saved[storage.data_ptr()] = max(saved.get(storage.data_ptr(), 0), storage.nbytes())
-        return tensor
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
-        logits = model(batch.inputs)
-    return sum(saved.values()) + 2 * logits.numel() * logits.element_size()
-
-
-def peak_bytes(spec: RunSpec) -> int:
-    """Memory one run's tensors need at their peak: its parameters four times over (weights, gradients and Adam's
-    two moments) plus what autograd keeps for the backward pass of one training batch at the longest training size.
-    The latter is measured on real forward passes at two small batch sizes on the CPU and extrapolated linearly to the
-    run's batch size, so that measuring never needs the memory it measures. It is exact for the NTM and the DNC; the
-    LSTM's fused kernel keeps workspaces that grow in steps, and the line through batch 2 and 4 overestimates them
-    (by 15 % at batch 8)."""
-    task = build_task(spec)
-    model = build_model(spec, task, torch.device("cpu"))
-    largest = tuple(high for _, high in (task.train_sizes[p] for p in task.size_parts))
-    small, large = (_saved_bytes(model, task, b, largest) for b in MEASURE_BATCHES)
-    per_sequence = (large - small) / (MEASURE_BATCHES[1] - MEASURE_BATCHES[0])
-    activations = large + per_sequence * (spec.train.batch_size - MEASURE_BATCHES[1])
-    params = sum(p.numel() * p.element_size() for p in model.parameters())
-    return int(4 * params + max(activations, small))  # never below what the smaller batch measured
-
-
-def check_memory(suite: Suite, specs: list[RunSpec], memory: tuple[int, int] | None, group_size: int) -> None:
-    """Refuse, in one line, a suite (expanded to `specs`) whose largest run cannot fit in memory as many times as it
-    trains at once (`memory`: the bytes the runs share and how many groups train at once; None: not checked)."""
-    if memory is None:
-        return
-    available, at_once = memory
-    seen: dict[str, tuple[int, RunSpec]] = {}
-    for spec in specs:
-        key = json.dumps([spec.task_type, spec.task_params, spec.model_type, spec.model_params,
-                          spec.train.batch_size], sort_keys=True, default=str)
-        if key not in seen:
-            try:
-                seen[key] = (peak_bytes(spec), spec)
-            except Exception as error:  # a model that cannot run fails as its own run, recorded, not here
-                log.debug("memory of %s/%s not measured: %s", spec.task, spec.model, error)
-    if not seen:
-        return
-    most, spec = max(seen.values(), key=lambda item: item[0])
-    together = group_size * at_once
-    if most * together > available:
-        gib = 2.0**30
-        raise ConfigError(
-            f"{suite.path}: the runs would need about {most * together / gib:.1f} GiB of memory at once "
-            f"({together} at a time x {most / gib:.2f} GiB for {spec.task}/{spec.model} at batch "
-            f"{spec.train.batch_size}), more than the {available / gib:.1f} GiB here; lower train.batch_size, the "
-            "sizes, --workers or train.parallel_seeds")
-
-
 def resolve_parallel_seeds(suite: Suite, device_type: str) -> int:
     """How many seeds of one configuration train together, decided once, where the device is known: the suite's
     `parallel_seeds`, or under `auto` every seed on a GPU and CPU_PARALLEL_SEEDS on a CPU."""
@@ -259,47 +193,6 @@ def group_seeds(pending: list[RunSpec], size: int) -> list[Group]:
         identity.pop("seed")
         by_config.setdefault(json.dumps(identity, sort_keys=True, default=str), []).append(spec)
     return [members[i : i + size] for members in by_config.values() for i in range(0, len(members), size)]
-
-
-def estimate_seconds(pending: list[RunSpec], threads: int, probe_steps: int = 2) -> float:
-    """Upper bound on the pending runs' training time: a short timing of each distinct configuration x steps."""
-    per_step: dict[str, float] = {}
-    total = 0.0
-    previous_threads = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        for spec in pending:
-            key = spec.task + "|" + spec.model
-            if key not in per_step:
-                device = resolve_device(spec.device)
-                task = build_task(spec)
-                model = build_model(spec, task, device)
-                optimizer = make_optimizer(spec, model.parameters())
-                generator = torch.Generator().manual_seed(0)
-                middle = tuple((lo + hi) // 2 for lo, hi in (task.train_sizes[p] for p in task.size_parts))
-                timings = []
-                for _ in range(probe_steps + 1):
-                    batch = task.sample(spec.train.batch_size, generator, size=middle).to(device)
-                    started = time.perf_counter()
-                    optimizer.zero_grad()
-                    loss_nats_per_seq(model(batch.inputs), batch.targets, batch.mask).backward()
-                    optimizer.step()
-                    if device.type == "cuda":
-                        torch.cuda.synchronize(device)
-                    timings.append(time.perf_counter() - started)
-                per_step[key] = min(timings[1:])  # the first step pays one-off costs
-            total += per_step[key] * spec.train.steps
-    finally:
-        torch.set_num_threads(previous_threads)
-    return total
-
-
-def format_duration(seconds: float) -> str:
-    if seconds < 120:
-        return f"{seconds:.0f} s"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h"
 
 
 def announce(suite: Suite, pending: list[RunSpec], outcome: SuiteOutcome, suite_bar: tqdm, threads: int,
@@ -340,18 +233,17 @@ def load_plugins(plugins: tuple[str, ...]) -> None:
         registry.load_plugin(plugin)
 
 
-def train_group(group: Group, runs_dir: Path, threads: int, plugins: tuple[str, ...] = (),
-                on_progress: Progress | None = None, tensorboard: str | None = None) -> Results:
+def train_group(group: Group, runs_dir: Path, options: WorkerOptions = DEFAULT_OPTIONS,
+                hooks: Sequence[Any] = ()) -> Results:
     """Train a group of runs that differ only in their seed (`bench.train.train_population`; a group may be one
-    run), each in ``runs_dir/<run_id>``. Returns each run's result by run_id. An exception fails every run of the
-    group that had not finished: each gets a `failed` result.json and is retried on the next invocation.
-    `tensorboard`: a folder where each run also logs its curves (``--tensorboard``), or None."""
-    load_plugins(plugins)
+    run), each in ``runs_dir/<run_id>``, as `options` say (after loading their plugins), telling `hooks`
+    (`bench.hooks.TrainingHooks`) as it goes. Returns each run's result by run_id. An exception fails every run of
+    the group that had not finished: each gets a `failed` result.json and is retried on the next invocation."""
+    load_plugins(options.plugins)
     results: Results = {}
+    record = SimpleNamespace(on_finish=lambda spec, result: results.__setitem__(spec.run_id, result))
     try:
-        train_population(group, [runs_dir / s.run_id for s in group], threads=threads, on_progress=on_progress,
-                         on_finish=lambda spec, result: results.__setitem__(spec.run_id, result),
-                         tensorboard=tensorboard)
+        train_population(group, [runs_dir / s.run_id for s in group], options, [*hooks, record])
     except Exception as error:  # the suite carries on; the failure is recorded and shown
         for spec in group:
             if spec.run_id not in results:

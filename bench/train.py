@@ -16,18 +16,13 @@ run as `diverged`.
 
 from __future__ import annotations
 
-import copy
-import functools
 import io
 import json
 import logging
 import math
 import os
-import platform
-import subprocess
-import sys
 import time
-from collections.abc import Callable
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -36,52 +31,22 @@ import pandas as pd
 import torch
 
 from bench import registry
-from bench.evaluate import evaluation_set, generalization_rows, generalization_set, score
+from bench.evaluate import evaluation_set, example_arrays, generalization_rows, generalization_set, score
+from bench.forward import begin_iteration, compile_options, make_forward, repair_compile_cache
 from bench.grid import RunSpec, derive_seed
+from bench.hooks import HookList, TensorBoardLog, TrainingHooks
 from bench.metrics import loss_nats_per_seq
+from bench.options import WorkerOptions
+from bench.provenance import device_name, provenance, resolve_device
 from bench.results import atomic_torch_save, atomic_write_bytes, atomic_write_csv, atomic_write_json
-from models.base import RecurrentModel, run_unrolled
 from tasks.base import Batch, Task, convergence
 
 log = logging.getLogger("bench")
-REPO = Path(__file__).resolve().parents[1]
 CHECKPOINT = "checkpoint.pt"
 
 
 class FaultInjected(RuntimeError):
     """Raised by the test-only fault hooks (BENCH_FAULT)."""
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` is CUDA when present, else CPU."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"device {name!r} requested but CUDA is not available here; use device: auto or cpu")
-    return device
-
-
-def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
-
-
-def provenance(device: torch.device) -> dict[str, Any]:
-    """Git commit (and dirtiness), package versions, device and command line, for spec.json."""
-    def git(*args: str) -> str | None:
-        try:
-            return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, timeout=10,
-                                  check=True).stdout.strip()
-        except (OSError, subprocess.SubprocessError):
-            return None
-
-    status = git("status", "--porcelain", "--untracked-files=no")
-    return {"git_commit": git("rev-parse", "HEAD"), "git_dirty": bool(status) if status is not None else None,
-            "python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__,
-            "pandas": pd.__version__, "device_name": device_name(device), "command": " ".join(sys.argv),
-            "hostname": platform.node()}
 
 
 def task_key(spec: RunSpec) -> str:
@@ -173,63 +138,6 @@ CHECKPOINT_KEYS = ("run_id", "step", "curve", "converge_step", "nonfinite_steps"
                    "converged_streak", "status", "train_s", "wall_s", "model", "optimizer", "data_generator")
 
 
-#: `compile: auto` compiles the step of runs with at least this many steps. Compiling costs 15-45 s on a 2-core CPU
-#: (the NTM compiles 4 steps per call); at the paper config the NTM then saves about 90 ms a step (repaid in ~500
-#: steps), but a small CPU-suite model saves a few ms a step and its run often stops at convergence within a few
-#: thousand steps, so only paper-length runs qualify.
-COMPILE_AUTO_MIN_STEPS = 10000
-
-
-#: torch.compile's options for `compile: cudagraphs` on CUDA
-CUDA_GRAPHS = {"mode": "reduce-overhead"}
-
-
-def begin_iteration(options: dict[str, Any] | None) -> None:
-    """Before each training iteration's forward: with CUDA graphs, tell torch that the previous iteration is over."""
-    if options and options.get("mode") == CUDA_GRAPHS["mode"]:
-        torch.compiler.cudagraph_mark_step_begin()
-
-
-def compile_options(spec: RunSpec, model: torch.nn.Module, device: torch.device) -> dict[str, Any] | None:
-    """`torch.compile`'s options for this run's step, or None to run it eagerly.
-
-    `on` and `cudagraphs` compile; `auto` compiles runs of at least COMPILE_AUTO_MIN_STEPS steps. `cudagraphs` on a
-    GPU also captures the step as CUDA graphs (mode reduce-overhead; shapes are static there, as every batch is
-    padded to the task's longest training T); elsewhere it is `on`.
-    """
-    setting = spec.train.compile
-    if not isinstance(model, RecurrentModel) or setting == "off":
-        return None
-    if setting == "auto" and spec.train.steps < COMPILE_AUTO_MIN_STEPS:
-        return None
-    return dict(CUDA_GRAPHS) if setting == "cudagraphs" and device.type == "cuda" else {}
-
-
-def repair_compile_cache() -> int:
-    """Delete empty shared objects from inductor's on-disk cache; returns how many.
-
-    A process killed while the C++ compiler writes a compiled step leaves a zero-byte ``.so`` behind, and every later
-    compile of the same graph then fails with "file too short" (seen here after a kill during the cost estimate).
-    An empty file is never a valid library, so removing it only makes inductor build it again.
-    """
-    from torch._inductor.runtime.cache_dir_utils import cache_dir
-
-    removed = 0
-    root = Path(cache_dir())
-    if not root.is_dir():
-        return 0
-    for path in root.rglob("*.so"):
-        try:
-            if path.is_file() and path.stat().st_size == 0:
-                path.unlink()
-                removed += 1
-        except OSError:
-            continue
-    if removed:
-        log.warning("removed %d empty compiled file(s) left in %s by an interrupted compile", removed, root)
-    return removed
-
-
 class Member:
     """One run inside the loop: its model, optimizer, data stream, evaluation set and bookkeeping."""
 
@@ -263,8 +171,8 @@ class Member:
                      "wall_s": 0.0}
         self.state = state
         self.started = time.perf_counter()
-        #: called after each evaluation with this member and its curve row (TensorBoard, tests); see train_population
-        self.on_eval: Callable[[Member, dict[str, Any]], None] | None = None
+        #: told of each evaluation (`TrainingHooks.on_eval`: TensorBoard, tests); set by train_population
+        self.hooks: TrainingHooks = TrainingHooks()
         #: the last training batch's loss in nats/seq (a tensor, read only by `on_eval` hooks), None before a step
         self.last_loss: torch.Tensor | None = None
         if state["curve"]:
@@ -300,8 +208,7 @@ class Member:
         reached = convergence(state["curve"], self.task.convergence)
         state["converge_step"], state["converged_streak"] = reached.step, reached.streak
         self.write_curve()  # live progress: curve.csv holds every evaluation so far, not only a finished run's
-        if self.on_eval is not None:
-            self.on_eval(self, row)
+        self.hooks.on_eval(self, row)
         return metrics
 
     def write_curve(self) -> None:
@@ -377,104 +284,8 @@ class Member:
         return result
 
 
-class _Method(torch.nn.Module):
-    """Calls one method of a module as its `forward`, so `functional_call` can run it with a seed's parameters."""
-
-    def __init__(self, module: torch.nn.Module, method: str):
-        super().__init__()
-        self.module = module
-        self.method = method
-
-    def forward(self, *args):
-        return getattr(self.module, self.method)(*args)
-
-
-class SingleForward:
-    """A run trained alone: inputs [1, B, T, in] -> logits [1, B, T, out] from its own model, whose step is compiled
-    (`compile_step`) when `compile_options` is not None."""
-
-    def __init__(self, model: torch.nn.Module, compile_options: dict[str, Any] | None = None):
-        if compile_options is not None:
-            model.compile_step(**compile_options)
-        self.model = model
-
-    def keep(self, models: list[torch.nn.Module]) -> None:
-        """Nothing to drop: a run alone leaves by ending the loop."""
-
-    def __call__(self, inputs: torch.Tensor) -> torch.Tensor:
-        return self.model(inputs[0]).unsqueeze(0)
-
-
-def make_forward(models: list[torch.nn.Module], population: int, compile_options: dict[str, Any] | None):
-    """The one decision on how the forward of a group of `population` runs (`models`: those still training) runs,
-    batched or not, compiled or not: a run alone calls its own model (`SingleForward`); a group of several goes
-    through `BatchedForward` to the end of training, even once only one of its runs is left."""
-    if population == 1:
-        return SingleForward(models[0], compile_options)
-    return BatchedForward(models, compile_options)
-
-
-class BatchedForward:
-    """A forward over P runs of the same architecture at once: inputs [P, B, T, in] -> logits [P, B, T, out].
-
-    Models with a pure step (models.base.RecurrentModel) run as ONE computation: their `initial_state`,
-    `steps` and `step` are `torch.func.vmap`-ed over the runs' stacked parameters. Eager, the vmapped `steps` runs
-    the whole sequence; compiled (`torch.compile(**compile_options)` unless that is None), it runs chunks of the
-    model's `compile_unroll` steps, as a single compiled model does (`run_unrolled`). Each run's own leaf tensors
-    are stacked at every call, so gradients and optimizer state stay per run. Other models, and an eager group of
-    one, run one by one. `keep(models)` drops runs that left the group without rebuilding (or recompiling) the
-    step: a group that shrinks to one run keeps the vmapped step.
-    """
-
-    def __init__(self, models: list[torch.nn.Module], compile_options: dict[str, Any] | None = None):
-        # a group of one runs its model directly, unless compiled (its members did not compile their own step)
-        self.vmapped = isinstance(models[0], RecurrentModel) and (len(models) > 1 or compile_options is not None)
-        self.keep(models)
-        if not self.vmapped:
-            return
-        from torch.func import functional_call, vmap
-
-        template = copy.deepcopy(models[0]).to("meta")  # the architecture; every call swaps in the runs' tensors
-        methods = {name: _Method(template, name) for name in ("initial_state", "steps", "step")}
-
-        def call(method, params, buffers, *args):
-            return functional_call(methods[method], (params, buffers), args)
-
-        self.initial_state = lambda params, buffers, *args: vmap(lambda p, b: call("initial_state", p, b, *args))(
-            params, buffers)
-        self.steps = vmap(lambda p, b, x, s: call("steps", p, b, x, s))
-        self.step = vmap(lambda p, b, x, s: call("step", p, b, x, s))
-        self.unroll = None  # eager: one call of the vmapped `steps` over the whole sequence
-        if compile_options is not None:
-            self.steps = torch.compile(self.steps, **compile_options)
-            self.step = torch.compile(self.step, **compile_options)
-            self.unroll = models[0].compile_unroll
-
-    def keep(self, models: list[torch.nn.Module]) -> None:
-        """The runs to compute from now on (a subset of the ones given before, in order)."""
-        self.models = models
-        # gathered once; stacked at every call because each optimizer updates its own leaf tensors in place
-        self.params = [dict(m.named_parameters()) for m in models]
-        self.buffers = [dict(m.named_buffers()) for m in models]
-
-    def __call__(self, inputs: torch.Tensor) -> torch.Tensor:
-        if not self.vmapped:
-            return torch.stack([model(x) for model, x in zip(self.models, inputs)])
-        params = {f"module.{n}": torch.stack([p[n] for p in self.params]) for n in self.params[0]}
-        buffers = {f"module.{n}": torch.stack([b[n] for b in self.buffers]) for n in self.buffers[0]}
-        state = self.initial_state(params, buffers, inputs.shape[1], inputs.device, inputs.dtype)
-        if self.unroll is None:
-            return self.steps(params, buffers, inputs, state)[0]  # [P, B, T, out]
-        steps = functools.partial(self.steps, params, buffers)
-        step = functools.partial(self.step, params, buffers)
-        return run_unrolled(steps, step, self.unroll, inputs, state, time_dim=2)[0]  # [P, B, T, out]
-
-
-def train_population(specs: list[RunSpec], run_dirs: list[Path], threads: int | None = None,
-                     on_progress: Callable[[int, dict[str, float] | None], None] | None = None,
-                     on_finish: Callable[[RunSpec, dict[str, Any]], None] | None = None,
-                     on_eval: Callable[[Member, dict[str, Any]], None] | None = None,
-                     tensorboard: str | Path | None = None) -> list[dict[str, Any]]:
+def train_population(specs: list[RunSpec], run_dirs: list[Path], options: WorkerOptions | None = None,
+                     hooks: Sequence[Any] = ()) -> list[dict[str, Any]]:
     """THE training loop: trains P >= 1 runs that differ only in their seed, step by step together.
 
     Each run keeps its own init, data stream, gradient clipping, optimizer state, non-finite handling, evaluations,
@@ -482,38 +293,29 @@ def train_population(specs: list[RunSpec], run_dirs: list[Path], threads: int | 
     computation for models that support it). A run that finishes (budget, convergence, divergence) leaves the group
     and the others carry on. Returns each run's result.json contents, in the order of `specs`.
 
-    Every evaluation rewrites the run's curve.csv, then calls `on_eval(member, row)`; `tensorboard` (a folder) also
-    logs each run's curves there (`TensorBoardLog`). Neither changes what a run computes or its run_id.
+    `options` set the torch threads (None: torch's own setting) and TensorBoard logging (`TensorBoardLog`, one more
+    hook). `hooks` (`bench.hooks.TrainingHooks`) are told of every evaluation, once the run's curve.csv holds it,
+    of the group's progress and of each finished run. Neither changes what a run computes or its run_id.
     """
-    if threads:
-        torch.set_num_threads(threads)
-    hooks = [hook for hook in (on_eval, TensorBoardLog(tensorboard) if tensorboard else None) if hook is not None]
+    if options is not None and options.threads:
+        torch.set_num_threads(options.threads)
+    tensorboard = options.tensorboard if options is not None else None
+    listeners = HookList([*hooks, TensorBoardLog(tensorboard) if tensorboard else None])
     try:
-        return _train_population(specs, run_dirs, on_progress, on_finish, hooks)
+        return _train_population(specs, run_dirs, listeners)
     finally:
-        for hook in hooks:
-            close = getattr(hook, "close", None)
-            if close is not None:
-                close()
+        listeners.close()
 
 
-def _train_population(specs: list[RunSpec], run_dirs: list[Path],
-                      on_progress: Callable[[int, dict[str, float] | None], None] | None,
-                      on_finish: Callable[[RunSpec, dict[str, Any]], None] | None,
-                      hooks: list[Callable[[Member, dict[str, Any]], None]]) -> list[dict[str, Any]]:
+def _train_population(specs: list[RunSpec], run_dirs: list[Path], hooks: TrainingHooks) -> list[dict[str, Any]]:
     # A process trains many groups one after another (--workers reuses its processes): dynamo keys its caches on code
     # objects, so every new model would add entries until torch._dynamo's recompile limit silently turns compiling
     # off. Each group starts from an empty cache; inductor's on-disk cache keeps recompiling the same graphs cheap.
     torch._dynamo.reset()
     device = resolve_device(specs[0].device)
     members = [Member(spec, run_dir, device, len(specs)) for spec, run_dir in zip(specs, run_dirs)]
-    if hooks:
-        def on_eval(member: Member, row: dict[str, Any]) -> None:
-            for hook in hooks:
-                hook(member, row)
-
-        for member in members:
-            member.on_eval = on_eval
+    for member in members:
+        member.hooks = hooks
     if members[0].compile_options is not None:
         repair_compile_cache()
     results: dict[str, dict[str, Any]] = {}
@@ -545,14 +347,13 @@ def _train_population(specs: list[RunSpec], run_dirs: list[Path],
         for member in active:
             member.state["train_s"] += elapsed
             metrics = member.after_step()
-            if on_progress and member is active[0]:
-                on_progress(member.step, metrics)
+            if member is active[0]:
+                hooks.on_progress(member.step, metrics)
         still = [m for m in active if m.training()]
         for member in active:
             if member not in still:
                 results[member.spec.run_id] = member.finish()
-                if on_finish:
-                    on_finish(member.spec, results[member.spec.run_id])
+                hooks.on_finish(member.spec, results[member.spec.run_id])
         if len(still) != len(active):
             active = still
             if active:
@@ -560,79 +361,16 @@ def _train_population(specs: list[RunSpec], run_dirs: list[Path],
     for member in members:
         if member.spec.run_id not in results:  # already past its budget when loaded from a checkpoint
             results[member.spec.run_id] = member.finish()
-            if on_finish:  # e.g. a finished run redone because one of its files was damaged
-                on_finish(member.spec, results[member.spec.run_id])
+            # e.g. a finished run redone because one of its files was damaged
+            hooks.on_finish(member.spec, results[member.spec.run_id])
     torch._dynamo.reset()  # free this group's compiled graphs (and CUDA-graph memory pools) now
     return [results[spec.run_id] for spec in specs]
 
 
-def train_run(spec: RunSpec, run_dir: Path, threads: int | None = None,
-              on_progress: Callable[[int, dict[str, float] | None], None] | None = None,
-              on_eval: Callable[[Member, dict[str, Any]], None] | None = None,
-              tensorboard: str | Path | None = None) -> dict[str, Any]:
+def train_run(spec: RunSpec, run_dir: Path, options: WorkerOptions | None = None,
+              hooks: Sequence[Any] = ()) -> dict[str, Any]:
     """Train one run to its budget (or to convergence), writing its folder. Returns result.json's contents."""
-    return train_population([spec], [Path(run_dir)], threads=threads, on_progress=on_progress, on_eval=on_eval,
-                            tensorboard=tensorboard)[0]
-
-
-# ---- TensorBoard (optional: `ntm-bench run --tensorboard DIR`) -----------------------------------------------------
-
-TENSORBOARD_HINT = "--tensorboard needs the tensorboard package: pip install 'ntm-bench[tensorboard]'"
-
-
-def tensorboard_available() -> bool:
-    """Whether torch.utils.tensorboard can write here (it needs the `tensorboard` package)."""
-    import importlib.util
-
-    return importlib.util.find_spec("tensorboard") is not None
-
-
-def tensorboard_dir(root: str | Path, spec: RunSpec) -> Path:
-    """A run's TensorBoard folder: ``root/<suite>/<task>/<model>/seed<k>`` (a "/" in a label becomes "_")."""
-    parts = [str(part).replace("/", "_").replace("\\", "_") or "_" for part in (spec.suite, spec.task, spec.model)]
-    return Path(root).joinpath(*parts, f"seed{spec.seed}")
-
-
-class TensorBoardLog:
-    """An `on_eval` hook that writes each run's curves as TensorBoard scalars at every evaluation, x = step:
-    ``train/loss_bits_per_seq`` (the last training batch's loss) and ``eval/<metric>`` for each number of the
-    curve row (loss_bits_per_seq, wrong_bits_per_seq, seq_accuracy, ...), plus ``eval/sequences_seen``.
-
-    SummaryWriter is imported here, only when the option is used. A resumed run purges the events an earlier
-    attempt logged past its checkpoint, so its logged curves match curve.csv.
-    """
-
-    def __init__(self, root: str | Path):
-        from torch.utils.tensorboard import SummaryWriter  # needs the tensorboard package (TENSORBOARD_HINT)
-
-        self.root = Path(root)
-        self.writer_class = SummaryWriter
-        self.writers: dict[str, Any] = {}
-
-    def writer(self, member: Member, step: int):
-        """The run's writer, opened at its first evaluation here: events an earlier attempt logged at this step or
-        later (an interrupted run that resumes, a --fresh rerun) are purged, so each step is logged once."""
-        run_id = member.spec.run_id
-        if run_id not in self.writers:
-            self.writers[run_id] = self.writer_class(log_dir=str(tensorboard_dir(self.root, member.spec)),
-                                                     purge_step=step)
-        return self.writers[run_id]
-
-    def __call__(self, member: Member, row: dict[str, Any]) -> None:
-        step = int(row["step"])
-        writer = self.writer(member, step)
-        if member.last_loss is not None and step > 0:
-            writer.add_scalar("train/loss_bits_per_seq", float(member.last_loss) / math.log(2.0), step)
-        for key, value in row.items():
-            if key in ("step", "wall_s") or not isinstance(value, int | float) or isinstance(value, bool):
-                continue
-            writer.add_scalar(f"eval/{key}", float(value), step)
-        writer.flush()
-
-    def close(self) -> None:
-        for writer in self.writers.values():
-            writer.close()
-        self.writers.clear()
+    return train_population([spec], [Path(run_dir)], options, hooks)[0]
 
 
 @torch.no_grad()
@@ -647,14 +385,7 @@ def save_samples(model: torch.nn.Module, task: Task, spec: RunSpec, run_dir: Pat
             batch = task.sample(1, generator, size=size)
         except ValueError:
             continue
-        logits, trace = model(batch.inputs.to(device), trace=True)
-        arrays[f"{name}/inputs"] = batch.inputs[0].numpy()
-        arrays[f"{name}/targets"] = batch.targets[0].numpy()
-        arrays[f"{name}/mask"] = batch.mask[0].numpy()
-        arrays[f"{name}/outputs"] = torch.sigmoid(logits[0]).float().cpu().numpy()
-        arrays[f"{name}/size"] = np.array(size)
-        for key, value in trace.items():
-            arrays[f"{name}/trace/{key}"] = value[0].float().cpu().numpy()
+        arrays.update(example_arrays(model, batch, size, device, name))
     model.train()
     buffer = io.BytesIO()
     np.savez_compressed(buffer, **arrays)

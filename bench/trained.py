@@ -37,7 +37,7 @@ import pandas as pd
 import torch
 
 from bench import registry
-from bench.evaluate import generalization_rows, generalization_set
+from bench.evaluate import example_arrays, generalization_rows, generalization_set
 from bench.results import FINISHED, atomic_write_bytes, read_json
 from tasks.base import Size, Task
 
@@ -136,7 +136,7 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu", require_fi
     `TrainedRunError` (one line) otherwise, and a RegistryError for a model or task type not registered here (load
     its plugin first).
     """
-    from bench.train import resolve_device
+    from bench.provenance import resolve_device
 
     run_dir = Path(run_dir)
     spec = _spec(run_dir)
@@ -256,18 +256,12 @@ def evaluate_run(run_dir: str | Path | TrainedRun, sizes: str | Iterable[Size | 
     return pd.DataFrame(generalization_rows(run.model, run.task, sets, run.device))
 
 
-@torch.no_grad()
 def sample_arrays(run: TrainedRun, size: Size, name: str = "train_max") -> dict[str, np.ndarray]:
     """The first generalisation sequence of `size` (the one the suite scores first) with the model's outputs and
     memory traces, keyed as in a run's samples.npz (``<name>/inputs``, ``<name>/trace/read_weights``, ...)."""
-    batch = generalization_set(run.task, 1, run.eval_seed, run.task_key, [size])[run.task.check_size(size)][0]
-    logits, trace = run.model(batch.inputs.to(run.device), trace=True)
-    arrays = {f"{name}/inputs": batch.inputs[0].numpy(), f"{name}/targets": batch.targets[0].numpy(),
-              f"{name}/mask": batch.mask[0].numpy(), f"{name}/outputs": torch.sigmoid(logits[0]).float().cpu().numpy(),
-              f"{name}/size": np.array(run.task.check_size(size))}
-    for key, value in trace.items():
-        arrays[f"{name}/trace/{key}"] = value[0].float().cpu().numpy()
-    return arrays
+    size = run.task.check_size(size)
+    batch = generalization_set(run.task, 1, run.eval_seed, run.task_key, [size])[size][0]
+    return example_arrays(run.model, batch, size, run.device, name)
 
 
 class _FileSink:

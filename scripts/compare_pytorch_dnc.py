@@ -44,7 +44,8 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench import registry  # noqa: E402
-from bench.perf import adam_clip_step, git_commit, interleaved_rates  # noqa: E402
+from bench.perf import adam_clip_step, interleaved_rates  # noqa: E402
+from bench.provenance import git_commit  # noqa: E402
 
 BATCH_SIZE = 32
 LENGTH = 20  # Copy's L; a sequence is 2L + 1 steps

@@ -109,7 +109,7 @@ def test_stop_patience_keeps_old_run_ids():
 
 def test_empty_compiled_files_are_removed(tmp_path, monkeypatch):
     """A compile killed mid-write leaves a zero-byte .so that would fail every later compile: it is removed."""
-    from bench.train import repair_compile_cache
+    from bench.forward import repair_compile_cache
 
     monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path))
     torn = tmp_path / "ab" / "torn.main.so"

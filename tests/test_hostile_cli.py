@@ -349,7 +349,7 @@ def test_the_memory_measure_extrapolates_to_what_a_full_batch_keeps():
     import dataclasses
 
     from bench.grid import expand, load_suite
-    from bench.runner import _saved_bytes, peak_bytes
+    from bench.preflight import _saved_bytes, peak_bytes
     from bench.train import build_model, build_task
 
     for spec in expand(load_suite("smoke", ["seeds=1"])):

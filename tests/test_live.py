@@ -21,13 +21,16 @@ import torch
 
 from bench.cli import main as cli_main
 from bench.grid import expand, load_suite
+from bench.hooks import TENSORBOARD_HINT, TrainingHooks
+from bench.options import WorkerOptions
 from bench.report import write_report
 from bench.results import RUNNING, collect, load_unfinished
-from bench.train import TENSORBOARD_HINT, FaultInjected, Member, train_population, train_run
+from bench.train import FaultInjected, Member, train_population, train_run
 
 OVERRIDES = ["tasks={copy: {bits: 2, train_sizes: [1, 3], test_sizes: [3, 4]}}", "models={lstm: {layers: 1, units: 4}}",
              "seeds=2", "train.steps=10", "train.eval_every=2", "train.checkpoint_every=4", "train.batch_size=2",
              "train.eval_sequences=4", "train.generalization_sequences=2", "device=cpu"]
+ONE_THREAD = WorkerOptions(threads=1)
 #: the CLI form of OVERRIDES, for runs through `ntm-bench run`
 CLI_SETS = [arg for item in OVERRIDES for arg in ("--set", item)]
 
@@ -51,11 +54,12 @@ def test_curve_is_rewritten_at_every_evaluation(tmp_path):
     folder = tmp_path / spec.run_id
     seen = []
 
-    def on_eval(member, row):  # called after the curve is written: the file holds every evaluation so far
-        assert not (folder / "result.json").exists()
-        seen.append((row["step"], _rows(folder / "curve.csv")))
+    class Watch(TrainingHooks):
+        def on_eval(self, member, row):  # called after the curve is written: the file holds every evaluation so far
+            assert not (folder / "result.json").exists()
+            seen.append((row["step"], _rows(folder / "curve.csv")))
 
-    result = train_run(spec, folder, threads=1, on_eval=on_eval)
+    result = train_run(spec, folder, ONE_THREAD, [Watch()])
     assert result["status"] == "done"
     assert seen == [(0, 1), (2, 2), (4, 3), (6, 4), (8, 5), (10, 6)]
     assert list(pd.read_csv(folder / "curve.csv")["step"]) == [0, 2, 4, 6, 8, 10]
@@ -63,17 +67,17 @@ def test_curve_is_rewritten_at_every_evaluation(tmp_path):
 
 def test_an_interrupted_run_keeps_its_partial_curve_and_resumes_to_the_same_one(tmp_path, monkeypatch):
     spec = _specs()[0]
-    reference = train_run(spec, tmp_path / "reference", threads=1)
+    reference = train_run(spec, tmp_path / "reference", ONE_THREAD)
     folder = tmp_path / spec.run_id
     monkeypatch.setenv("BENCH_FAULT", "step:7")  # raises at step 7: after the checkpoint at 4 and the eval at 6
     with pytest.raises(FaultInjected):
-        train_run(spec, folder, threads=1)
+        train_run(spec, folder, ONE_THREAD)
     assert not (folder / "result.json").exists()
     assert list(pd.read_csv(folder / "curve.csv")["step"]) == [0, 2, 4, 6]  # the evaluations done so far
     monkeypatch.delenv("BENCH_FAULT")
     Member(spec, folder, torch.device("cpu"))  # loading the checkpoint (step 4) shows its curve, not step 6's row
     assert list(pd.read_csv(folder / "curve.csv")["step"]) == [0, 2, 4]
-    resumed = train_run(spec, folder, threads=1)
+    resumed = train_run(spec, folder, ONE_THREAD)
     assert resumed["final_wrong_bits_per_seq"] == reference["final_wrong_bits_per_seq"]
     pd.testing.assert_frame_equal(_curve(folder), _curve(tmp_path / "reference"))
 
@@ -83,7 +87,7 @@ def test_each_seed_of_a_population_writes_its_own_curve(tmp_path, monkeypatch):
     assert len(specs) == 2
     monkeypatch.setenv("BENCH_FAULT", "step:5")
     with pytest.raises(FaultInjected):
-        train_population(specs, [tmp_path / s.run_id for s in specs], threads=1)
+        train_population(specs, [tmp_path / s.run_id for s in specs], ONE_THREAD)
     for spec in specs:
         assert list(pd.read_csv(tmp_path / spec.run_id / "curve.csv")["step"]) == [0, 2, 4]
 
@@ -158,7 +162,7 @@ def test_runs_not_started_while_others_train_are_the_queue_not_a_problem(partial
 def test_a_failed_run_being_retried_counts_as_unfinished(tmp_path):
     spec = _specs()[0]
     folder = tmp_path / spec.run_id
-    train_run(spec, folder, threads=1)
+    train_run(spec, folder, ONE_THREAD)
     (folder / "result.json").write_text('{"status": "failed", "error": "boom"}')
     assert load_unfinished(folder) is None  # failed after its last evaluation: a failed run
     later = time.time() + 5
@@ -189,7 +193,7 @@ def _scalars(log_dir):
 def test_tensorboard_logs_each_run_at_every_evaluation(tmp_path):
     require_tensorboard()
     spec = _specs()[0]
-    train_run(spec, tmp_path / "run", threads=1, tensorboard=tmp_path / "tb")
+    train_run(spec, tmp_path / "run", WorkerOptions(threads=1, tensorboard=str(tmp_path / "tb")))
     log_dir = tmp_path / "tb" / "smoke" / "copy" / "lstm" / f"seed{spec.seed}"
     scalars = _scalars(log_dir)
     assert {"train/loss_bits_per_seq", "eval/loss_bits_per_seq", "eval/wrong_bits_per_seq",
@@ -213,7 +217,7 @@ def test_tensorboard_option_reaches_the_workers(tmp_path):
 
 
 def test_tensorboard_missing_fails_up_front_in_one_line(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr("bench.train.tensorboard_available", lambda: False)
+    monkeypatch.setattr("bench.hooks.tensorboard_available", lambda: False)
     out = tmp_path / "out"
     assert cli_main(["run", "--suite", "smoke", "--out", str(out), "--tensorboard", str(tmp_path / "tb")]) == 2
     err = capsys.readouterr().err.strip().splitlines()

@@ -12,8 +12,11 @@ import pytest
 import torch
 
 from bench.grid import expand, load_suite
+from bench.options import WorkerOptions
 from bench.train import Member, train_population, train_run
 from models.base import run_unrolled
+
+ONE_THREAD = WorkerOptions(threads=1)
 
 OVERRIDES = ["tasks={copy: {bits: 3, train_sizes: [1, 4], test_sizes: [4, 6]}}", "seeds=3", "train.steps=50",
              "train.eval_every=10", "train.checkpoint_every=20", "train.max_nonfinite=3",
@@ -47,8 +50,8 @@ def _curves(folder):
 
 def test_population_matches_seeds_trained_alone(tmp_path, nan_for_one_seed):
     specs = _specs()
-    together = train_population(specs, [tmp_path / "pop" / s.run_id for s in specs], threads=1)
-    alone = [train_run(s, tmp_path / "solo" / s.run_id, threads=1) for s in specs]
+    together = train_population(specs, [tmp_path / "pop" / s.run_id for s in specs], ONE_THREAD)
+    alone = [train_run(s, tmp_path / "solo" / s.run_id, ONE_THREAD) for s in specs]
     for spec, pop, solo in zip(specs, together, alone):
         assert pop["status"] == solo["status"] == "done"
         assert pop["nonfinite_steps"] == solo["nonfinite_steps"] == (len(NAN_STEPS) if spec.seed == NAN_SEED else 0)
@@ -75,12 +78,12 @@ def seed_diverges_at_12(monkeypatch):
 
 def test_a_diverged_seed_leaves_the_others_running(tmp_path, seed_diverges_at_12):
     specs = _specs()
-    results = train_population(specs, [tmp_path / s.run_id for s in specs], threads=1)
+    results = train_population(specs, [tmp_path / s.run_id for s in specs], ONE_THREAD)
     by_seed = {s.seed: r for s, r in zip(specs, results)}
     assert by_seed[NAN_SEED]["status"] == "diverged" and by_seed[NAN_SEED]["steps"] == 14
     assert by_seed[1]["status"] == by_seed[3]["status"] == "done"
     assert by_seed[1]["steps"] == by_seed[3]["steps"] == 50
-    train_run(specs[0], tmp_path / "solo", threads=1)
+    train_run(specs[0], tmp_path / "solo", ONE_THREAD)
     a, b = _curves(tmp_path / specs[0].run_id), _curves(tmp_path / "solo")
     pd.testing.assert_frame_equal(a, b, check_exact=False, rtol=1e-4, atol=1e-4)
 
@@ -146,8 +149,8 @@ def test_evaluation_under_cuda_graphs_runs_eagerly():
 
 
 def test_compile_options_per_setting():
+    from bench.forward import COMPILE_AUTO_MIN_STEPS, compile_options
     from bench.registry import build_model
-    from bench.train import COMPILE_AUTO_MIN_STEPS, compile_options
 
     ntm, lstm = build_model("ntm", 4, 3), build_model("lstm", 4, 3)
     cpu, cuda = torch.device("cpu"), torch.device("cuda")  # only the device type is looked at
@@ -201,7 +204,7 @@ def test_compiled_population_matches_eager(tmp_path, seed_diverges_at_12, monkey
     for mode in ("off", "on"):
         specs = _specs([f"train.compile={mode}", model])
         counters.clear()
-        results[mode] = train_population(specs, [tmp_path / mode / s.run_id for s in specs], threads=1)
+        results[mode] = train_population(specs, [tmp_path / mode / s.run_id for s in specs], ONE_THREAD)
         assert (counters["stats"]["unique_graphs"] > 0) == (mode == "on")  # dynamo really compiled (or did not)
         assert [json.loads((tmp_path / mode / s.run_id / "spec.json").read_text())["compiled"] for s in specs] == \
             [mode == "on"] * 3

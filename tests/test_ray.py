@@ -22,6 +22,7 @@ from bench.api import load_model
 from bench.cli import main
 from bench.config import ConfigError, TrainConfig
 from bench.grid import expand, load_suite
+from bench.options import WorkerOptions
 from bench.ray_backend import (
     ATTEMPTS_FILE,
     KILL_FIRST_ATTEMPT,
@@ -184,12 +185,13 @@ def test_a_retried_group_does_not_retrain_a_run_an_earlier_attempt_finished(tmp_
     checkpoint; attempt 2 returns the finished seed as it is and trains only the other one."""
     finished, unfinished = expand(load_suite("smoke", [*OVERRIDES, *SEED_PAIRS]))
     root = tmp_path / "checkpoints"
-    train_group_on_worker([finished], str(root), 1, (), "submission", False)
+    train_group_on_worker([finished], str(root), WorkerOptions(threads=1), "submission", False)
     atomic_write_json(root / unfinished.run_id / ATTEMPTS_FILE, {"submission": "submission", "attempts": 1})
     result_json = root / finished.run_id / "result.json"
     before = result_json.stat().st_mtime_ns
 
-    replies = train_group_on_worker([finished, unfinished], str(root), 1, (), "submission", False)
+    replies = train_group_on_worker([finished, unfinished], str(root), WorkerOptions(threads=1), "submission",
+                                    False)
     assert result_json.stat().st_mtime_ns == before
     assert replies[finished.run_id]["attempt"] == 1 and replies[unfinished.run_id]["attempt"] == 2
     assert replies[unfinished.run_id]["resumed_from_step"] is None  # it died before its first checkpoint

@@ -1,0 +1,32 @@
+"""How a worker trains, whatever the backend: `WorkerOptions`, handed unchanged from the API and the command line
+through the backends to `bench.train.train_population`. None of it changes what a run computes or its run_id.
+
+A new worker option is a field here and the code that reads it (the training loop, or `bench.runner.train_group`);
+the backends only carry the object along. It is a frozen dataclass of plain values, so it pickles to a worker
+process or a Ray task as it is.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+#: torch threads per run unless --threads says otherwise. Fixed, not derived from --workers, because CPU results
+#: are bit-identical only at the same thread count (reductions split differently); 1 suits these small models.
+DEFAULT_THREADS = 1
+
+
+@dataclass(frozen=True)
+class WorkerOptions:
+    #: torch threads per run (``--threads``)
+    threads: int = DEFAULT_THREADS
+    #: modules imported in every worker before training, to register their tasks and models (``--plugin``)
+    plugins: tuple[str, ...] = ()
+    #: a folder where each run also logs its curves for TensorBoard (``--tensorboard``), or None
+    tensorboard: str | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "plugins", tuple(self.plugins))
+
+
+#: the options of a worker told nothing else
+DEFAULT_OPTIONS = WorkerOptions()
