@@ -26,8 +26,8 @@ from bench.results import (
 from tasks.base import WRONG_BITS, Measure, Rule
 
 CSV_FILES = ("runs.csv", "curves.csv", "generalization.csv")
-
 SUMMARY_FILES = ("summary.csv", "summary.md")   # written with every report, next to index.html
+
 
 def slug(text: str) -> str:
     """A file- and anchor-safe form of a label. Labels that need changing get a short hash of the exact label
@@ -38,6 +38,7 @@ def slug(text: str) -> str:
         return safe
     return f"{safe}-{hashlib.sha1(text.encode()).hexdigest()[:6]}"
 
+
 def fmt(x: Any, digits: int = 3) -> str:
     """A number for a table: '—' when missing, thousands separators for large values, else `digits` significant."""
     if x is None or (isinstance(x, float) and not math.isfinite(x)) or pd.isna(x):
@@ -47,8 +48,10 @@ def fmt(x: Any, digits: int = 3) -> str:
         return f"{x:,.0f}"
     return f"{x:.{digits}g}"
 
+
 def truthy(value: Any) -> bool:
     return str(value).strip().lower() in ("true", "1", "1.0")
+
 
 def _read_csv(path: Path) -> pd.DataFrame:
     if not path.exists() or path.stat().st_size == 0:
@@ -58,6 +61,7 @@ def _read_csv(path: Path) -> pd.DataFrame:
     except pd.errors.EmptyDataError:
         return pd.DataFrame()
 
+
 def read_json_or_none(path: Path) -> Any:
     """A run's JSON object, or None when it is missing, damaged or not an object."""
     try:
@@ -65,6 +69,7 @@ def read_json_or_none(path: Path) -> Any:
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) else None
+
 
 @dataclass
 class TaskInfo:
@@ -114,6 +119,7 @@ class TaskInfo:
         return all(lo <= v <= hi for v, (lo, hi) in
                    zip(size, (self.train_sizes.get(p, [math.inf, -math.inf]) for p in self.size_parts)))
 
+
 def task_info(label: str, fact: dict[str, Any], has_optimum: bool = False) -> TaskInfo:
     """A task's `TaskInfo` from its facts in suite.json. `has_optimum` (whether the curves carry a Bayes-optimal
     loss for it) matters only to facts written before the rules were recorded as data."""
@@ -127,10 +133,12 @@ def task_info(label: str, fact: dict[str, Any], has_optimum: bool = False) -> Ta
                     solved=None if solved is None else Rule.from_json(solved),
                     test_size_2x=fact.get("test_size_2x"))
 
+
 def _sizes(fact: dict[str, Any]) -> dict[str, Any]:
     return {"size_parts": list(fact.get("size_parts", [])),
             "train_sizes": {k: list(v) for k, v in (fact.get("train_sizes") or {}).items()},
             "test_sizes": [list(s) for s in fact.get("test_sizes", [])]}
+
 
 @dataclass
 class SuiteData:
@@ -158,6 +166,7 @@ class SuiteData:
     def models_of(self, task: str) -> list[str]:
         present = set(self.runs_of(task)["model"])
         return [m for m in self.models if m in present]
+
 
 def load_suite_data(out_dir: Path) -> SuiteData:
     manifest = read_json(out_dir / "suite.json")
@@ -202,6 +211,7 @@ def load_suite_data(out_dir: Path) -> SuiteData:
     models = list(dict.fromkeys(runs["model"].astype(str)))
     return SuiteData(out_dir, manifest, runs, curves, gen, specs, tasks, models, model_palette(models), errors)
 
+
 #: seaborn's "colorblind" palette (as hex, so that loading results needs no plotting library), reordered so that the
 #: first models get the most distinct colours: its 2nd (orange) and 4th (vermillion) were hard to tell apart side by
 #: side, so vermillion moves behind pink, grey, brown and sky blue (tests/test_report.py checks it against seaborn)
@@ -224,6 +234,7 @@ def model_palette(models: list[str]) -> dict[str, str]:
 def usable_runs(runs: pd.DataFrame) -> pd.DataFrame:
     """Runs that carry a result (done or diverged); failed runs say nothing about convergence."""
     return runs[runs["status"].isin(["done", "diverged"])]
+
 
 @dataclass(frozen=True)
 class ConvergenceSample:
@@ -259,6 +270,7 @@ def convergence_tasks(data: SuiteData) -> tuple[list[TaskInfo], list[str]]:
         (shown if usable["converged"].any() else none).append(task)
     return shown, [t.label for t in none]
 
+
 def error_values(frame: pd.DataFrame, task: TaskInfo) -> pd.Series:
     """The task's error (`TaskInfo.error`) on each row of curves or generalisation results; wrong bits/seq when
     the rows lack a column it needs."""
@@ -267,6 +279,7 @@ def error_values(frame: pd.DataFrame, task: TaskInfo) -> pd.Series:
         return frame[error.metric] if error.reference is None else frame[error.metric] - frame[error.reference]
     return frame["wrong_bits_per_seq"]
 
+
 def generalization_frame(data: SuiteData, task: TaskInfo) -> pd.DataFrame:
     frame = data.gen[data.gen["task"] == task.label].copy()
     if frame.empty:
@@ -274,14 +287,17 @@ def generalization_frame(data: SuiteData, task: TaskInfo) -> pd.DataFrame:
     frame["metric"] = error_values(frame, task)
     return frame
 
+
 def size_of(row: pd.Series, task: TaskInfo) -> tuple[float, ...]:
     return tuple(float(row.get(f"size_{p}", math.nan)) for p in task.size_parts)
+
 
 def ordered_sizes(frame: pd.DataFrame, task: TaskInfo) -> list[tuple[str, tuple[float, ...]]]:
     sizes = {}
     for _, row in frame.drop_duplicates("size").iterrows():
         sizes[row["size"]] = size_of(row, task)
     return sorted(sizes.items(), key=lambda kv: kv[1])
+
 
 def grid_shape(sizes: list[tuple[float, ...]]) -> tuple[list[float], list[float]] | None:
     """(xs, ys) for 2-part sizes that vary independently (Repeat Copy's (L, n) grid), else None.
@@ -296,6 +312,7 @@ def grid_shape(sizes: list[tuple[float, ...]]) -> tuple[list[float], list[float]
     if len(set(sizes)) <= max(len(xs), len(ys)):
         return None
     return xs, ys
+
 
 def sample_runs(data: SuiteData, task: TaskInfo) -> list[tuple[str, int, dict[str, np.ndarray]]]:
     """(model, seed, arrays) for each model: the lowest seed whose run saved samples."""

@@ -46,16 +46,13 @@ from bench.results import (
 from tasks.base import RULE_SIGNS
 
 DPI = 100
-
 FIG_WIDTH = 11.0            # inches: 1100 px at DPI 100, inside the page's 1200 px column
-
 LOG_FLOOR = 1e-3            # learning curves: values below this (exact zeros included) are drawn at it
-
 LABEL_WIDTH = 14            # characters per line of a model label on a categorical axis
-
 # seaborn's style for every figure, applied in a context so the caller's matplotlib settings are left alone
 STYLE = {**sns.axes_style("whitegrid"), **sns.plotting_context("notebook", font_scale=0.85),
          "figure.dpi": DPI, "savefig.dpi": DPI, "axes.titlesize": 10, "legend.fontsize": 9}
+
 
 def wrap_label(label: str, width: int = LABEL_WIDTH) -> str:
     """Break a long model label such as ``ntm[memory_init=constant]`` over lines, at '[', ',' and '='."""
@@ -70,6 +67,7 @@ def wrap_label(label: str, width: int = LABEL_WIDTH) -> str:
             line += part
     lines.append(line)
     return "\n".join(piece[i:i + width] for piece in lines for i in range(0, len(piece), width))
+
 
 class FigureSink:
     """Saves each figure as figures/<name>.png and keeps its bytes for embedding in the page."""
@@ -107,8 +105,10 @@ class FigureSink:
         self.owned = set(self.written)
         write_figure_manifest(self.dir, sorted(self.owned))
 
+
 def new_figure(width: float, height: float) -> Figure:
     return Figure(figsize=(width, height), layout="constrained")
+
 
 def _model_legend(fig: Figure, data: SuiteData, models: list[str], extra: list | None = None) -> None:
     handles = [matplotlib.lines.Line2D([], [], color=data.palette[m], lw=2.5, label=m) for m in models]
@@ -116,6 +116,7 @@ def _model_legend(fig: Figure, data: SuiteData, models: list[str], extra: list |
     longest = max((len(h.get_label()) for h in handles), default=10)
     ncols = max(1, min(len(handles), int(120 // (longest + 6))))
     fig.legend(handles=handles, loc="outside lower center", ncols=ncols, frameon=False)
+
 
 def _seed_matrix(data: SuiteData, task: TaskInfo, model: str) -> tuple[pd.DataFrame, dict[str, str]]:
     """sequences_seen x seed of the task's metric. A run that stopped early at convergence keeps its last value."""
@@ -134,6 +135,7 @@ def _seed_matrix(data: SuiteData, task: TaskInfo, model: str) -> tuple[pd.DataFr
             last = matrix[seed].last_valid_index()
             matrix.loc[matrix.index > last, seed] = matrix.loc[last, seed]
     return matrix, statuses
+
 
 def figure_curves(data: SuiteData, task: TaskInfo, sink: FigureSink) -> dict[str, str] | None:
     models = [m for m in data.models_of(task.label)
@@ -185,12 +187,14 @@ def figure_curves(data: SuiteData, task: TaskInfo, sink: FigureSink) -> dict[str
     _model_legend(fig, data, models, extra)
     return sink.save(fig, f"curves_{slug(task.label)}")
 
+
 class _quiet(warnings.catch_warnings):
     """Silence numpy's all-NaN-slice warnings where a step has no seed yet."""
 
     def __enter__(self):
         super().__enter__()
         warnings.simplefilter("ignore", RuntimeWarning)
+
 
 def figure_convergence(data: SuiteData, sink: FigureSink) -> dict[str, str] | None:
     """Steps to converge per model, one panel per task that has a converged seed (an all-censored panel is empty)."""
@@ -243,6 +247,7 @@ def figure_convergence(data: SuiteData, sink: FigureSink) -> dict[str, str] | No
         matplotlib.lines.Line2D([], [], color="grey", ls="--", label="step budget")],
         loc="outside lower center", ncols=3, frameon=False)
     return sink.save(fig, "convergence")
+
 
 def figure_generalization(data: SuiteData, task: TaskInfo, sink: FigureSink) -> dict[str, str] | None:
     frame = generalization_frame(data, task)
@@ -300,6 +305,7 @@ def figure_generalization(data: SuiteData, task: TaskInfo, sink: FigureSink) -> 
     ax.set_ylim(bottom=min(0, ax.get_ylim()[0]))
     _model_legend(fig, data, models, extra)
     return sink.save(fig, f"generalization_{slug(task.label)}")
+
 
 def _generalization_heatmaps(data, task, models, medians, sizes, grid, sink):
     xs, ys = grid

@@ -23,6 +23,7 @@ def _first_number(words: str) -> float | None:
             continue
     return None
 
+
 def legacy_task_fields(label: str, fact: dict[str, Any], has_optimum: bool) -> dict[str, Any]:
     """`TaskInfo`'s fields (all but the sizes) from task facts written by an earlier version.
 

@@ -40,7 +40,6 @@ from bench.report.data import (
 from bench.report.figures import LOG_FLOOR, STYLE, FigureSink, figure_convergence, figure_curves, figure_generalization
 from bench.report.panels import figure_memory, figure_samples
 from bench.report.tables import (
-    fmt_duration,
     generalization_table,
     not_started,
     pairwise_table,
@@ -57,8 +56,10 @@ from bench.results import (
     claim_output_folder,
     collect,
 )
+from bench.text import format_duration
 
 TEMPLATES = Path(__file__).parents[1] / "templates"
+
 
 def header_facts(data: SuiteData) -> dict[str, Any]:
     provenance = [s.get("provenance") or {} for s in data.specs.values()]
@@ -93,11 +94,12 @@ def header_facts(data: SuiteData) -> dict[str, Any]:
         "unfinished": unfinished_runs(data),
         "not_started": not_started(data),
         "status_counts": [(s, counts[s]) for s in ("done", "diverged", "failed") if counts.get(s)],
-        "wall": fmt_duration(float(data.runs["wall_s"].sum())) if len(data.runs) else "—",
+        "wall": format_duration(float(data.runs["wall_s"].sum())) if len(data.runs) else "—",
         "seeds": data.manifest.get("seeds", []),
         "steps": data.manifest.get("steps"),
         "batch_size": data.manifest.get("batch_size"),
     }
+
 
 def build_context(data: SuiteData, sink: FigureSink) -> dict[str, Any]:
     with matplotlib.rc_context(STYLE):
@@ -140,8 +142,10 @@ def build_context(data: SuiteData, sink: FigureSink) -> dict[str, Any]:
         "confidence": int(stats.CONFIDENCE * 100),
     }
 
+
 def _md_escape(text: str) -> str:
     return str(text).replace("|", "\\|").replace("\n", "; ")
+
 
 def summary_markdown(sections: list[dict[str, Any]], header: dict[str, Any]) -> str:
     """summary.md: the HTML summary tables as GitHub Markdown, one per task (each cell: text, then its second line
@@ -169,6 +173,7 @@ def summary_markdown(sections: list[dict[str, Any]], header: dict[str, Any]) -> 
             lines.append("| " + " | ".join(texts) + " |")
         lines.append("")
     return "\n".join(lines)
+
 
 def write_report(out_dir: Path, collect_runs: bool = True) -> Path:
     """Render out_dir/index.html (self-contained) and out_dir/figures/*.png from the suite's files; returns the path.

@@ -19,21 +19,18 @@ from bench.report.figures import FIG_WIDTH, FigureSink, new_figure, wrap_label
 
 # sample outputs: 0/1 bits, a wrong bit, and a step that is not scored
 SAMPLE_COLOURS = np.array([[1.0, 1.0, 1.0], [0.13, 0.13, 0.13], [0.84, 0.15, 0.16], [0.85, 0.85, 0.85]])
-
 WRONG, UNSCORED = 2, 3
-
 INPUT_GREYS = matplotlib.colormaps["Greys"]
-
 INPUT_DIVERGING = matplotlib.colormaps["PuOr_r"]
-
 MEMORY_CMAP = matplotlib.colormaps["viridis"].with_extremes(bad="white")
-
 MEMORY_TRACES = {"read_weights": "read", "write_weights": "write", "usage": "usage"}
+
 
 def _size_text(task: TaskInfo, size: np.ndarray | None) -> str:
     if size is None:
         return ""
     return ", ".join(f"{p}={int(v)}" for p, v in zip(task.size_parts, np.atleast_1d(size)))
+
 
 def _input_rgb(inputs: np.ndarray) -> np.ndarray:
     """[channels, T] inputs -> RGB: grey scale for channels in [0, 1]; a diverging map for a channel that goes
@@ -47,6 +44,7 @@ def _input_rgb(inputs: np.ndarray) -> np.ndarray:
             rgb[c] = INPUT_GREYS(np.clip(channel / max(1.0, float(channel.max(initial=0))), 0, 1) * 0.9)[..., :3]
     return rgb
 
+
 def _bit_codes(bits: np.ndarray, target: np.ndarray, mask: np.ndarray, compare: bool) -> np.ndarray:
     """[channels, T] bits -> RGB: 0/1, WRONG where `bits` differs from the target, UNSCORED off the mask."""
     codes = bits.astype(int).copy()
@@ -54,6 +52,7 @@ def _bit_codes(bits: np.ndarray, target: np.ndarray, mask: np.ndarray, compare: 
         codes[bits != target] = WRONG
     codes[:, mask <= 0] = UNSCORED
     return SAMPLE_COLOURS[codes]
+
 
 def _stack_blocks(blocks: list[np.ndarray], gap: int = 1) -> tuple[np.ndarray, list[float], list[float]]:
     """Blocks [rows_i, T, ...] one above the other, `gap` blank (white or NaN) rows apart.
@@ -72,6 +71,7 @@ def _stack_blocks(blocks: list[np.ndarray], gap: int = 1) -> tuple[np.ndarray, l
         row += block.shape[0]
     return np.concatenate(pieces, axis=0), centres, edges
 
+
 def _time_axis(ax, length: int, bottom: bool) -> None:
     """Integer time steps; the rows of a column share one length, so only the bottom row is labelled."""
     ax.set_xlim(-0.5, length - 0.5)
@@ -79,6 +79,7 @@ def _time_axis(ax, length: int, bottom: bool) -> None:
     ax.tick_params(labelsize=8, length=2, labelbottom=bottom)
     if bottom:
         ax.set_xlabel("time step", fontsize=8)
+
 
 def column_title(task: TaskInfo, arrays, name: str) -> str:
     """The report's title of a column of samples: which of its two sizes it shows, and the size."""
@@ -92,8 +93,10 @@ def _label_panel(ax, title: str, length: int, row: int, rows: int) -> None:
     if row == 0:
         ax.set_title(title, fontsize=9)
 
+
 def _label_row(ax, palette: dict[str, str], model: str, seed) -> None:
     ax.set_ylabel(f"{wrap_label(model)}\nseed {seed}", fontsize=9, color=palette[model], fontweight="bold")
+
 
 def figure_samples(palette: dict[str, str], task: TaskInfo, samples, sink: FigureSink,
                    title: Callable[[TaskInfo, dict, str], str] = column_title) -> dict[str, str] | None:
@@ -131,11 +134,13 @@ def figure_samples(palette: dict[str, str], task: TaskInfo, samples, sink: Figur
         _label_row(axes[row, 0], palette, model, seed)
     return sink.save(fig, f"samples_{slug(task.label)}")
 
+
 def _stack_heads(weights: np.ndarray) -> np.ndarray:
     """[T, heads, N] (or [T, N]) -> [heads*N, T], head 1 at the bottom, the others above it."""
     if weights.ndim == 2:
         weights = weights[:, None, :]
     return np.concatenate([weights[:, h, :].T for h in range(weights.shape[1])], axis=0)
+
 
 def _memory_row_height(arrays: dict[str, np.ndarray]) -> float:
     """Inches for one model's row: its blocks (2 for the NTM: read, write; 3 for the DNC: and usage), taller for a
@@ -144,6 +149,7 @@ def _memory_row_height(arrays: dict[str, np.ndarray]) -> float:
     rows = max((_stack_heads(v).shape[0] for key, v in arrays.items() if key.endswith("/trace/read_weights")),
                default=1)
     return max(1.2, 0.55 * blocks * min(2.0, max(1.0, rows / 64)))
+
 
 def figure_memory(palette: dict[str, str], task: TaskInfo, samples, sink: FigureSink,
                   title: Callable[[TaskInfo, dict, str], str] = column_title) -> dict[str, str] | None:

@@ -29,15 +29,8 @@ from bench.report.data import (
 from bench.results import (
     RUNNING,
 )
+from bench.text import format_duration
 
-
-def fmt_duration(seconds: float) -> str:
-    if not math.isfinite(seconds):
-        return "—"
-    seconds = int(round(seconds))
-    hours, rest = divmod(seconds, 3600)
-    minutes, secs = divmod(rest, 60)
-    return f"{hours}h {minutes:02d}m {secs:02d}s" if hours else f"{minutes}m {secs:02d}s" if minutes else f"{secs}s"
 
 @dataclass
 class Cell:
@@ -52,8 +45,10 @@ class Cell:
     value: Any = None           # the raw value behind `text`, for summary.csv
     extra: dict[str, Any] = field(default_factory=dict)  # further raw values for summary.csv (a CI's bounds, ...)
 
+
 def _plain(value: Any, source: Any) -> Cell:
     return Cell(fmt(value), value=value)
+
 
 @dataclass(frozen=True)
 class Column:
@@ -74,7 +69,9 @@ class Column:
     better: str | None = None
     cls: str = ""
 
+
 BETTER = {"lower": min, "higher": max}
+
 
 def table(columns: list[Column], sources: Iterable[tuple[str, Any]], **words: Any) -> dict[str, Any]:
     """A table for the page: ``{"headers": [{"text", "sub", "cls"}], "rows": [{"key", "cells", "by_key"}]}``.
@@ -89,6 +86,7 @@ def table(columns: list[Column], sources: Iterable[tuple[str, Any]], **words: An
         rows.append({"key": key, "by_key": by_key, "cells": [by_key[c.key] for c in columns]})
     shade_best(rows, columns)
     return {"headers": headers, "rows": rows}
+
 
 def shade_best(rows: list[dict[str, Any]], columns: list[Column]) -> None:
     """Mark the best value of each scored column (ties included), when models differ."""
@@ -107,6 +105,7 @@ def shade_best(rows: list[dict[str, Any]], columns: list[Column]) -> None:
         for cell, value in zip(cells, values):
             if value is not None and math.isclose(value, target, rel_tol=1e-9, abs_tol=1e-12):
                 cell.cls = (cell.cls + " best").strip()
+
 
 def _median_cell(summary: stats.CensoredMedian, scale: float, budget_text: str) -> Cell:
     """A censored median (in steps or sequences: `scale`) with its CI on a second line."""
@@ -130,6 +129,7 @@ def _median_cell(summary: stats.CensoredMedian, scale: float, budget_text: str) 
              "ci_high_is_budget": summary.ci_high_censored}
     return Cell(text, sub=sub, title=title, sort=summary.median * scale, value=summary.median * scale, extra=extra)
 
+
 def _final_metric(data: SuiteData, task: TaskInfo, runs: pd.DataFrame) -> pd.Series:
     """Each run's final error (`TaskInfo.error`) on the evaluation set: from runs.csv's ``final_<metric>`` column,
     or for a gap to a reference (N-Grams) from the run's last evaluation row; wrong bits/seq when neither is
@@ -144,11 +144,13 @@ def _final_metric(data: SuiteData, task: TaskInfo, runs: pd.DataFrame) -> pd.Ser
     gap = last[error.metric] - last[error.reference]
     return runs["run_id"].map(gap)
 
+
 def _generalization_medians(data: SuiteData, task: TaskInfo) -> tuple[list[tuple[str, tuple]], pd.Series]:
     frame = generalization_frame(data, task)
     if frame.empty:
         return [], pd.Series(dtype=float)
     return ordered_sizes(frame, task), frame.groupby(["model", "size"])["metric"].median()
+
 
 class ModelRuns:
     """The source of one summary row: one model's runs on one task, and what several columns share."""
@@ -187,6 +189,7 @@ class ModelRuns:
             badges.append((f"{len(self.running)} unfinished", "running"))
         return badges
 
+
 def _converged_cell(n_converged: int | None, source: ModelRuns) -> Cell:
     if n_converged is None:
         return Cell("no threshold", cls="muted", badges=source.badges,
@@ -195,15 +198,18 @@ def _converged_cell(n_converged: int | None, source: ModelRuns) -> Cell:
     return Cell(f"{n_converged}/{n_runs}", badges=source.badges, sort=n_converged / max(1, n_runs),
                 title=f"seeds converged ({source.task.rule}) / seeds run", value=n_converged)
 
+
 def _steps_cell(summary: stats.CensoredMedian | None, source: ModelRuns) -> Cell:
     if summary is None:
         return Cell("no threshold", cls="muted")
     return _median_cell(summary, 1.0, f"budget {fmt(source.budget_steps)} steps")
 
+
 def _sequences_cell(summary: stats.CensoredMedian | None, source: ModelRuns) -> Cell:
     if summary is None:
         return Cell("no threshold", cls="muted")
     return _median_cell(summary, float(source.batch), f"budget {fmt(source.budget_steps * source.batch)} seq")
+
 
 def _final_cell(final: pd.Series, source: ModelRuns) -> Cell:
     return Cell(fmt(final.median()) if len(final) else "—",
@@ -212,6 +218,7 @@ def _final_cell(final: pd.Series, source: ModelRuns) -> Cell:
                 value=float(final.median()) if len(final) else None,
                 extra={"min": float(final.min()) if len(final) else None,
                        "max": float(final.max()) if len(final) else None})
+
 
 def _solved_2x_cell(solved: pd.Series | None, source: ModelRuns) -> Cell:
     """Seeds whose final model solves the smallest test size at twice the training range."""
@@ -227,6 +234,7 @@ def _solved_2x_cell(solved: pd.Series | None, source: ModelRuns) -> Cell:
                 extra={"size": where},
                 title=f"seeds whose final model meets the solved rule ({task.solved.text()}) at {where}")
 
+
 def _solved_up_to_cell(labels: list[str] | None, source: ModelRuns) -> Cell:
     """Each seed's longest test size solved contiguously from the shortest one (seed order; "none" when none)."""
     task = source.task
@@ -237,6 +245,7 @@ def _solved_up_to_cell(labels: list[str] | None, source: ModelRuns) -> Cell:
     text = " · ".join(labels)
     return Cell(text, value=text, title="per seed, in seed order: the longest test size reached from the shortest "
                                         f"through sizes solved ({task.solved.text()})")
+
 
 def _solved_up_to(source: ModelRuns) -> list[str] | None:
     if "solved_up_to" not in source.runs.columns:
@@ -250,10 +259,12 @@ def _solved_up_to(source: ModelRuns) -> list[str] | None:
             labels.append("none" if pd.isna(label) or str(label) == "" else str(label))
     return labels
 
+
 def _generalization_values(source: ModelRuns) -> list[tuple[str, tuple, float]]:
     """(size label, size, median over seeds) at each test size the model was scored on, shortest first."""
     values = [(label, size, source.gen_medians.get((source.model, label), math.nan)) for label, size in source.sizes]
     return [v for v in values if pd.notna(v[2])]
+
 
 def _generalization_cell(values: list[tuple[str, tuple, float]], source: ModelRuns) -> Cell:
     task = source.task
@@ -274,23 +285,28 @@ def _generalization_cell(values: list[tuple[str, tuple, float]], source: ModelRu
                 title="median over seeds; click for every test size", sort=float(largest[2]),
                 value=float(largest[2]), extra=every_size)
 
+
 def _nonfinite_cell(nonfinite: pd.Series, source: ModelRuns) -> Cell:
     return Cell(fmt(nonfinite.sum()), cls="bad" if nonfinite.sum() > 0 else "",
                 title=f"non-finite (skipped) updates, summed over seeds; max per seed {fmt(nonfinite.max())}",
                 value=int(nonfinite.sum()))
 
+
 def _params_cell(params: pd.Series, source: ModelRuns) -> Cell:
     return Cell(fmt(params.iloc[0]) if len(params) else "—", value=int(params.iloc[0]) if len(params) else None)
 
+
 def _wall_cell(wall: pd.Series, source: ModelRuns) -> Cell:
-    return Cell(fmt_duration(float(wall.median())) if len(wall) else "—",
+    return Cell(format_duration(float(wall.median())) if len(wall) else "—",
                 title="median over seeds of a run's wall time (training, evaluation, generalisation)",
                 value=round(float(wall.median()), 1) if len(wall) else None)
+
 
 def _throughput_cell(seq_s: pd.Series, source: ModelRuns) -> Cell:
     return Cell(fmt(seq_s.median()) if len(seq_s) else "—", title="median over seeds of training throughput",
                 sort=float(seq_s.median()) if len(seq_s) else None,
                 value=float(seq_s.median()) if len(seq_s) else None)
+
 
 #: the summary table's columns. The HTML page, summary.csv and summary.md are all built from the same cells, so the
 #: three can never disagree. Header placeholders: {metric} (the task's error), {ci} (the CI level), {solved} (the
@@ -320,6 +336,7 @@ SUMMARY_COLUMNS = [
            better="higher"),
 ]
 
+
 def summary_table(data: SuiteData, task: TaskInfo) -> dict[str, Any]:
     """The task's summary table (see `table`): one row per model, keyed by the model's label, one cell per
     `SUMMARY_COLUMNS` entry. Each cell's `value` is the raw number (or text) behind what it shows and `extra` holds
@@ -332,6 +349,7 @@ def summary_table(data: SuiteData, task: TaskInfo) -> dict[str, Any]:
         row["seeds"] = len(source.runs)
     return summary
 
+
 @dataclass
 class Comparison:
     """The source of one pairwise row: models `a` and `b` on one task, compared by `stats.compare`."""
@@ -341,8 +359,10 @@ class Comparison:
     result: stats.MedianRatio
     palette: dict[str, str]
 
+
 def _model_cell(model: str, source: Comparison) -> Cell:
     return Cell(model, swatch=source.palette.get(model, ""), cls="name")
+
 
 def _ratio_cell(result: stats.MedianRatio, source: Comparison) -> Cell:
     if result.ratio is None:
@@ -351,17 +371,20 @@ def _ratio_cell(result: stats.MedianRatio, source: Comparison) -> Cell:
            f"n/a (CI needs ≥ {stats.MIN_SEEDS_FOR_CI} seeds)")
     return Cell(fmt(result.ratio), sub=sub)
 
+
 def _lower_median(source: Comparison) -> str:
     ratio = source.result.ratio
     if ratio is None or not math.isfinite(ratio) or ratio == 1:
         return "—"
     return source.a if ratio < 1 else source.b
 
+
 def _p_value_cell(p_value: float | None, source: Comparison) -> Cell:
     """The Mann–Whitney p-value, shaded when below 0.05 (a test per row, not a best value of the column)."""
     if p_value is None:
         return Cell("n/a", cls="muted")
     return Cell(fmt(p_value), cls="best" if p_value < 0.05 else "")
+
 
 PAIRWISE_COLUMNS = [
     Column("a", "A", get=lambda c: c.a, show=_model_cell),
@@ -373,6 +396,7 @@ PAIRWISE_COLUMNS = [
            show=lambda result, c: Cell(("paired by seed" if result.paired else "unpaired")
                                        + (f"; {result.note}" if result.note else ""), cls="muted notes")),
 ]
+
 
 def pairwise_table(data: SuiteData, task: TaskInfo) -> dict[str, Any]:
     """Each pair of the task's models: ratio of median steps to converge (or of final error) with CI and p."""
@@ -398,12 +422,14 @@ def pairwise_table(data: SuiteData, task: TaskInfo) -> dict[str, Any]:
             sources.append((f"{a} / {b}", Comparison(a, b, result, data.palette)))
     return table(PAIRWISE_COLUMNS, sources, ci=int(stats.CONFIDENCE * 100))
 
+
 def _quartiles_cell(values: pd.Series, source: Any) -> Cell:
     if not len(values):
         return Cell("—")
     q1, median, q3 = stats.quartiles(values)
     return Cell(fmt(median), sub=f"IQR {fmt(q1)}–{fmt(q3)}" if len(values) > 1 else "",
                 title="seeds: " + ", ".join(fmt(v) for v in values), sort=median)
+
 
 def generalization_table(data: SuiteData, task: TaskInfo) -> dict[str, Any] | None:
     """The task's error at each test size, one row per model: the median over seeds and its IQR; the lowest
@@ -424,9 +450,11 @@ def generalization_table(data: SuiteData, task: TaskInfo) -> dict[str, Any] | No
     models = [m for m in data.models_of(task.label) if (frame["model"] == m).any()]
     return table(columns, [(model, (model, frame[frame["model"] == model])) for model in models])
 
+
 def _at_size(part: pd.DataFrame, label: str) -> pd.Series:
     """One model's error at one test size, a value per seed."""
     return part.loc[part["size"] == label, "metric"].dropna()
+
 
 def unfinished_runs(data: SuiteData) -> list[dict[str, Any]]:
     """The runs still training (or interrupted), with the step of their last evaluation so far and their budget,
@@ -438,9 +466,11 @@ def unfinished_runs(data: SuiteData) -> list[dict[str, Any]]:
                      "step": None if pd.isna(run["steps"]) else int(run["steps"]), "budget": steps})
     return rows
 
+
 def not_started(data: SuiteData) -> int:
     """How many of the suite's runs have neither a result nor an evaluation yet."""
     return len(set(data.manifest.get("run_ids", [])) - set(data.runs["run_id"].astype(str)))
+
 
 def problems(data: SuiteData, limit: int = 12) -> list[str]:
     """One line per run that diverged or failed, and a count of runs without a result, for the page's header
@@ -462,11 +492,14 @@ def problems(data: SuiteData, limit: int = 12) -> list[str]:
         lines.append(f"{missing} run(s) of this suite have no result yet (not run, or interrupted)")
     return lines
 
+
 def _text(value: Any, source: Any) -> Cell:
     return Cell(str(value))
 
+
 def _number(value: Any, source: Any) -> Cell:
     return Cell(fmt(value))
+
 
 #: the appendix's table of runs; a row's source is (run_id, its runs.csv row, the suite's data)
 RUN_COLUMNS = [
@@ -487,9 +520,11 @@ RUN_COLUMNS = [
     Column("error", "error", get=lambda r: r[2].errors.get(r[0], ""), show=lambda error, r: Cell(error, cls="bad")),
 ]
 
+
 def runs_table(data: SuiteData) -> dict[str, Any]:
     sources = [(str(run["run_id"]), (str(run["run_id"]), run, data)) for _, run in data.runs.iterrows()]
     return table(RUN_COLUMNS, sources)
+
 
 def summary_frame(sections: list[dict[str, Any]]) -> pd.DataFrame:
     """summary.csv: one row per task x model, the raw values behind the HTML summary table's cells.
