@@ -20,6 +20,7 @@ from typing import Any
 import yaml
 
 from bench import registry
+from bench.errors import ConfigError  # noqa: F401 - raised here; callers may import it from here as before
 
 
 def _suites_dir() -> Path:
@@ -58,10 +59,6 @@ MAX_MODEL_REPEATS = 1000
 #: memory_locations x memory_width of one memory model, per sequence, and times the batch size
 MAX_MEMORY_ELEMENTS = 10**8
 MAX_BATCH_MEMORY_ELEMENTS = 10**9
-
-
-class ConfigError(ValueError):
-    """A problem with a suite file; the message is one line: ``FILE: KEY.PATH: what is wrong; what is allowed``."""
 
 
 def _help(text: str, choices: tuple | None = None) -> dict:

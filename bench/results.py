@@ -23,6 +23,7 @@ from typing import Any
 
 import pandas as pd
 
+from bench.errors import ConfigError
 from tasks.base import Rule, convergence
 
 RUNS_COLUMNS = ["suite", "task", "task_type", "model", "model_type", "seed", "run_id", "status", "converged",
@@ -127,8 +128,6 @@ def claim_output_folder(out_dir: Path) -> None:
     is marked now. Anything else, such as a folder of the user's own files or `--out .` in a project, is refused
     with a one-line ConfigError, and nothing in it is touched.
     """
-    from bench.config import ConfigError  # the error the command line prints as one line
-
     out_dir = Path(out_dir)
     marker = out_dir / MARKER
     if out_dir.exists() and not out_dir.is_dir():

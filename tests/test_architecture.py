@@ -71,3 +71,53 @@ def test_models_and_tasks_stand_below_the_harness():
     offenders = {name: sorted(t for t in targets if t.startswith("bench"))
                  for name, targets in graph.items() if name.split(".")[0] in ("models", "tasks")}
     assert not {k: v for k, v in offenders.items() if v}
+
+
+#: the layers of docs/ARCHITECTURE.md, lowest first: a module imports only modules of its own layer or below. A new
+#: module fails `test_imports_point_down_the_layers` until it is given a layer here (and in ARCHITECTURE.md).
+LAYERS = [
+    ("problems and networks", ("tasks", "models")),
+    # `bench` alone is the package's __init__ (its version), which `from bench import registry` also names
+    ("leaf services", ("bench", "bench.metrics", "bench.stats", "bench.text", "bench.options", "bench.errors",
+                       "bench.provenance", "bench.results")),
+    ("registry", ("bench.registry",)),
+    ("configuration", ("bench.config", "bench.grid")),
+    ("training", ("bench.evaluate", "bench.forward", "bench.hooks", "bench.train", "bench.preflight")),
+    ("running a suite", ("bench.runner", "bench.local_backend", "bench.ray_backend")),
+    ("output", ("bench.report",)),
+    ("entry points", ("bench.trained", "bench.perf", "bench.api", "bench.cli", "bench.__main__")),
+]
+MAX_LINES = 700
+
+
+def layer_of(module: str) -> int | None:
+    """The layer of `module`: that of the longest entry of LAYERS that is the module or a package holding it."""
+    best = None
+    for number, (_, prefixes) in enumerate(LAYERS):
+        for prefix in prefixes:
+            if (module == prefix or module.startswith(prefix + ".")) and (best is None or len(prefix) > best[1]):
+                best = (number, len(prefix))
+    return None if best is None else best[0]
+
+
+def test_imports_point_down_the_layers():
+    graph = import_graph()
+    unplaced = sorted(m for m in graph if layer_of(m) is None)
+    assert not unplaced, f"give these modules a layer in tests/test_architecture.py LAYERS: {unplaced}"
+    upward = sorted(f"{m} ({LAYERS[layer_of(m)][0]}) imports {t} ({LAYERS[layer_of(t)][0]})"
+                    for m, targets in graph.items() for t in targets if layer_of(t) > layer_of(m))
+    assert not upward, "imports running back up:\n" + "\n".join(upward)
+
+
+def test_the_layer_check_sees_an_upward_import():
+    assert layer_of("bench.report.tables") > layer_of("bench.results") > layer_of("tasks.base")
+    assert layer_of("bench.stats") < layer_of("bench.train") < layer_of("bench.cli") == len(LAYERS) - 1
+    assert layer_of("bench") == 1 and layer_of("somewhere.else") is None
+
+
+def test_no_source_file_is_a_storeroom():
+    """One job per file: no module of the package is over MAX_LINES lines."""
+    sizes = {str(p.relative_to(REPO)): len(p.read_text().splitlines())
+             for package in PACKAGES for p in (REPO / package).rglob("*.py")}
+    assert len(sizes) > 30
+    assert not {path: n for path, n in sizes.items() if n > MAX_LINES}
