@@ -59,7 +59,7 @@ class NTMConfig(ModelConfig):
     """The NTM's parameters; the defaults are Collier & Beel's: a 1 x 100 LSTM controller, 128 x 20 memory, one read
     and one write head, shift radius 1, clip 20, a constant M0 that is not trained.
 
-    Adding an option is one field here (its default and rule), then its use in `NTMCell`.
+    Adding an option is one field here (its default and check), then its use in `NTMCell`.
     """
 
     model = "ntm"
