@@ -1,16 +1,21 @@
-"""A fused C++ CPU kernel for the DNC's temporal link update with both directional reads, and its backward.
+"""The DNC's fused temporal link update with both directional reads: `fused_link_update` and what runs it.
 
-`models.addressing._LinkUpdateAndRead` calls these when `link_ops()` returns the loaded ops; otherwise it runs its
-pure-PyTorch path. The forward reads L once and writes L_new once, forming both reads from each row while it is in
-L1; the backward reads the incoming link gradient and L once and writes the old links' gradient once, recomputing
-L_new row by row instead of reading it. The PyTorch path makes about four times as many passes over [B, N, N].
+`models.addressing.update_link_and_read` calls `fused_link_update`, which computes ``update_link`` followed by
+``directional_read_weights`` in one step with a hand-written backward, on one of two paths:
 
-The extension is built on first use with `torch.utils.cpp_extension.load_inline` (plain -O3, no OpenMP, no
--march flags) into torch's extension cache (TORCH_EXTENSIONS_DIR, by default ~/.cache/torch_extensions), so later
-processes only load it. The ops are registered with the dispatcher as ``ntm_bench_link::forward`` and
-``ntm_bench_link::backward`` for CPU, with fake implementations for torch.compile, which treats them as opaque.
-When the build fails (no compiler, no ninja, a build error) `link_ops()` logs one warning and returns None, and
-the PyTorch path is used; NTM_BENCH_NO_CPP_KERNELS=1 forces that path without trying to build.
+- `_LinkUpdateAndReadCpp`, through the C++ CPU kernel in ``models/link_kernel.cpp`` (float32 and float64 on the CPU,
+  when `link_ops()` has it loaded). Its forward reads L once and writes L_new once, forming both reads from each row
+  while it is in L1; its backward reads the incoming link gradient and L once and writes the old links' gradient once,
+  recomputing L_new row by row instead of reading it.
+- `_LinkUpdateAndRead`, in PyTorch, everywhere else. It makes about four times as many passes over [B, N, N].
+
+The extension is built on first use from ``link_kernel.cpp`` (shipped beside this module as package data) with
+`torch.utils.cpp_extension.load_inline` (plain -O3, no OpenMP, no -march flags) into torch's extension cache
+(TORCH_EXTENSIONS_DIR, by default ~/.cache/torch_extensions), so later processes only load it. The ops are registered
+with the dispatcher as ``ntm_bench_link::forward`` and ``ntm_bench_link::backward`` for CPU, with fake
+implementations for torch.compile, which treats them as opaque. When the build fails (no compiler, no ninja, a build
+error, a missing source file) `link_ops()` logs one warning and returns None, and the PyTorch path is used;
+NTM_BENCH_NO_CPP_KERNELS=1 forces that path without trying to build.
 """
 
 from __future__ import annotations
@@ -19,262 +24,21 @@ import hashlib
 import logging
 import os
 import threading
+from pathlib import Path
 
 import torch
 
 LOGGER = logging.getLogger(__name__)
 
 
-_CPP_SOURCE = r"""
-#include <torch/library.h>
-#include <ATen/ATen.h>
-#include <ATen/Dispatch.h>
-#include <tuple>
-#include <vector>
-
-namespace {
-
-// the kernels are inlined into one wrapper per dtype; on x86-64 with GCC or clang each float wrapper is built twice,
-// for baseline SSE2 and for AVX2 (without FMA, so both give the same results), and the loader picks the one the CPU
-// runs: plain -O3, no -march flag, so the build stays portable
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-#define LINK_INLINE __attribute__((always_inline)) inline
-#define LINK_CLONES __attribute__((target_clones("avx2", "default")))
-#else
-#define LINK_INLINE inline
-#define LINK_CLONES
-#endif
-
-// a dot product with 8 independent partial sums, so the compiler can vectorise it without -ffast-math
-template <typename T>
-LINK_INLINE T dot(const T* __restrict a, const T* __restrict b, int64_t n) {
-  T acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-  int64_t j = 0;
-  for (; j + 8 <= n; j += 8) {
-    for (int k = 0; k < 8; ++k) acc[k] += a[j + k] * b[j + k];
-  }
-  T tail = 0;
-  for (; j < n; ++j) tail += a[j] * b[j];
-  return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7])) + tail;
-}
-
-// sum_j a_j (b_j - c_j), as `dot`
-template <typename T>
-LINK_INLINE T dot_diff(const T* __restrict a, const T* __restrict b, const T* __restrict c, int64_t n) {
-  T acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-  int64_t j = 0;
-  for (; j + 8 <= n; j += 8) {
-    for (int k = 0; k < 8; ++k) acc[k] += a[j + k] * (b[j + k] - c[j + k]);
-  }
-  T tail = 0;
-  for (; j < n; ++j) tail += a[j] * (b[j] - c[j]);
-  return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7])) + tail;
-}
-
-// y += a x
-template <typename T>
-LINK_INLINE void axpy(T* __restrict y, T a, const T* __restrict x, int64_t n) {
-  for (int64_t j = 0; j < n; ++j) y[j] += a * x[j];
-}
-
-// one row of L_new: (1 - w_i - w_j) L[i, j] + w_i p_j, with L_new[i, i] = 0
-template <typename T>
-LINK_INLINE void new_link_row(T* __restrict out, const T* __restrict row, const T* __restrict p,
-                         const T* __restrict w, T w_i, int64_t i, int64_t n) {
-  const T keep = T(1) - w_i;
-  for (int64_t j = 0; j < n; ++j) out[j] = (keep - w[j]) * row[j] + w_i * p[j];
-  out[i] = 0;
-}
-
-// g = g0 + a r + c q (the gradient reaching a row of L_new from later steps and from one head's two reads)
-template <typename T>
-LINK_INLINE void row_grad_first(T* __restrict g, const T* __restrict g0, T a, const T* __restrict r, T c,
-                           const T* __restrict q, int64_t n) {
-  for (int64_t j = 0; j < n; ++j) g[j] = g0[j] + a * r[j] + c * q[j];
-}
-
-// g += a r + c q (further heads)
-template <typename T>
-LINK_INLINE void row_grad_more(T* __restrict g, T a, const T* __restrict r, T c, const T* __restrict q, int64_t n) {
-  for (int64_t j = 0; j < n; ++j) g[j] += a * r[j] + c * q[j];
-}
-
-// the column terms of one row: grad_w_j -= g_j L[i, j], grad_p_j += g_j w_i, grad_old[i, j] = g_j (1 - w_i - w_j)
-template <typename T>
-LINK_INLINE void row_grad_out(const T* __restrict g, const T* __restrict row, const T* __restrict w, T w_i,
-                         T* __restrict gw, T* __restrict gp, T* __restrict go, int64_t n) {
-  const T keep = T(1) - w_i;
-  for (int64_t j = 0; j < n; ++j) {
-    gw[j] -= g[j] * row[j];
-    gp[j] += g[j] * w_i;
-    go[j] = g[j] * (keep - w[j]);
-  }
-}
-
-template <typename T>
-LINK_INLINE void forward_kernel(const T* link, const T* p, const T* w, const T* r, T* new_link, T* fwd, T* bwd,
-                    int64_t batch, int64_t heads, int64_t n) {
-  for (int64_t b = 0; b < batch; ++b) {
-    const T* Lb = link + b * n * n;
-    T* NLb = new_link + b * n * n;
-    const T* pb = p + b * n;
-    const T* wb = w + b * n;
-    const T* rb = r + b * heads * n;
-    T* fb = fwd + b * heads * n;
-    T* kb = bwd + b * heads * n;
-    for (int64_t x = 0; x < heads * n; ++x) kb[x] = 0;
-    for (int64_t i = 0; i < n; ++i) {
-      T* out = NLb + i * n;
-      new_link_row(out, Lb + i * n, pb, wb, wb[i], i, n);
-      for (int64_t h = 0; h < heads; ++h) {
-        const T* rh = rb + h * n;
-        fb[h * n + i] = dot(out, rh, n);    // forward[i] = sum_j L_new[i, j] r_j
-        axpy(kb + h * n, rh[i], out, n);     // backward[j] += L_new[i, j] r_i
-      }
-    }
-  }
-}
-
-template <typename T>
-LINK_INLINE void backward_kernel(const T* grad_link, const T* gf, const T* gb, const T* link, const T* p, const T* w,
-                     const T* r, T* grad_old, T* grad_p, T* grad_w, T* grad_r, int64_t batch, int64_t heads,
-                     int64_t n) {
-  std::vector<T> g_buffer(n), nl_buffer(n);
-  T* g = g_buffer.data();
-  T* nl = nl_buffer.data();
-  for (int64_t b = 0; b < batch; ++b) {
-    const T* G0 = grad_link + b * n * n;
-    const T* Lb = link + b * n * n;
-    T* GO = grad_old + b * n * n;
-    const T* pb = p + b * n;
-    const T* wb = w + b * n;
-    const T* rb = r + b * heads * n;
-    const T* gfb = gf + b * heads * n;
-    const T* gbb = gb + b * heads * n;
-    T* gpb = grad_p + b * n;
-    T* gwb = grad_w + b * n;
-    T* grb = grad_r + b * heads * n;
-    for (int64_t x = 0; x < n; ++x) gpb[x] = 0;
-    for (int64_t x = 0; x < n; ++x) gwb[x] = 0;
-    for (int64_t x = 0; x < heads * n; ++x) grb[x] = 0;
-    for (int64_t i = 0; i < n; ++i) {
-      const T* row = Lb + i * n;
-      const T w_i = wb[i];
-      // the gradient reaching L_new[i, :]: from later steps, and from this step's two reads; 0 on the diagonal
-      row_grad_first(g, G0 + i * n, gfb[i], rb, rb[i], gbb, n);
-      for (int64_t h = 1; h < heads; ++h) row_grad_more(g, gfb[h * n + i], rb + h * n, rb[h * n + i], gbb + h * n, n);
-      g[i] = 0;
-      // the read weights' gradient needs L_new[i, :], recomputed exactly as the forward computed it
-      new_link_row(nl, row, pb, wb, w_i, i, n);
-      for (int64_t h = 0; h < heads; ++h) {
-        axpy(grb + h * n, gfb[h * n + i], nl, n);  // sum_i g_f[i] L_new[i, j]
-        grb[h * n + i] += dot(gbb + h * n, nl, n);  // sum_j g_b[j] L_new[i, j]
-      }
-      // d/dw_i: sum_j g[i, j] (p_j - L[i, j]); d/dw_j: -sum_i g[i, j] L[i, j]; d/dp_j: sum_i g[i, j] w_i
-      gwb[i] += dot_diff(g, pb, row, n);
-      row_grad_out(g, row, wb, w_i, gwb, gpb, GO + i * n, n);
-    }
-  }
-}
-
-LINK_CLONES void forward_float(const float* link, const float* p, const float* w, const float* r, float* new_link,
-                               float* fwd, float* bwd, int64_t batch, int64_t heads, int64_t n) {
-  forward_kernel<float>(link, p, w, r, new_link, fwd, bwd, batch, heads, n);
-}
-
-LINK_CLONES void backward_float(const float* grad_link, const float* gf, const float* gb, const float* link,
-                                const float* p, const float* w, const float* r, float* grad_old, float* grad_p,
-                                float* grad_w, float* grad_r, int64_t batch, int64_t heads, int64_t n) {
-  backward_kernel<float>(grad_link, gf, gb, link, p, w, r, grad_old, grad_p, grad_w, grad_r, batch, heads, n);
-}
-
-// any dtype: float goes through the wrappers above
-template <typename T>
-void forward_any(const T* link, const T* p, const T* w, const T* r, T* new_link, T* fwd, T* bwd, int64_t batch,
-                 int64_t heads, int64_t n) {
-  forward_kernel<T>(link, p, w, r, new_link, fwd, bwd, batch, heads, n);
-}
-template <>
-void forward_any<float>(const float* link, const float* p, const float* w, const float* r, float* new_link,
-                        float* fwd, float* bwd, int64_t batch, int64_t heads, int64_t n) {
-  forward_float(link, p, w, r, new_link, fwd, bwd, batch, heads, n);
-}
-template <typename T>
-void backward_any(const T* grad_link, const T* gf, const T* gb, const T* link, const T* p, const T* w, const T* r,
-                  T* grad_old, T* grad_p, T* grad_w, T* grad_r, int64_t batch, int64_t heads, int64_t n) {
-  backward_kernel<T>(grad_link, gf, gb, link, p, w, r, grad_old, grad_p, grad_w, grad_r, batch, heads, n);
-}
-template <>
-void backward_any<float>(const float* grad_link, const float* gf, const float* gb, const float* link,
-                         const float* p, const float* w, const float* r, float* grad_old, float* grad_p,
-                         float* grad_w, float* grad_r, int64_t batch, int64_t heads, int64_t n) {
-  backward_float(grad_link, gf, gb, link, p, w, r, grad_old, grad_p, grad_w, grad_r, batch, heads, n);
-}
-
-void check(const at::Tensor& link, const at::Tensor& p, const at::Tensor& w, const at::Tensor& r) {
-  TORCH_CHECK(link.dim() == 3 && link.size(1) == link.size(2), "link must be [B, N, N]");
-  TORCH_CHECK(p.dim() == 2 && w.dim() == 2 && r.dim() == 3, "precedence, write weights [B, N]; reads [B, R, N]");
-  TORCH_CHECK(p.sizes() == w.sizes() && p.size(0) == link.size(0) && p.size(1) == link.size(1) &&
-              r.size(0) == link.size(0) && r.size(2) == link.size(1), "shapes disagree");
-  TORCH_CHECK(r.size(1) >= 1, "at least one read head");
-  TORCH_CHECK(link.device().is_cpu(), "CPU tensors only");
-  TORCH_CHECK(p.scalar_type() == link.scalar_type() && w.scalar_type() == link.scalar_type() &&
-              r.scalar_type() == link.scalar_type(), "dtypes disagree");
-}
-
-std::tuple<at::Tensor, at::Tensor, at::Tensor> link_forward(const at::Tensor& link_, const at::Tensor& p_,
-                                                            const at::Tensor& w_, const at::Tensor& r_) {
-  check(link_, p_, w_, r_);
-  auto link = link_.contiguous(); auto p = p_.contiguous(); auto w = w_.contiguous(); auto r = r_.contiguous();
-  auto new_link = at::empty_like(link);
-  auto fwd = at::empty_like(r);
-  auto bwd = at::empty_like(r);
-  AT_DISPATCH_FLOATING_TYPES(link.scalar_type(), "link_forward", [&] {
-    forward_any<scalar_t>(link.data_ptr<scalar_t>(), p.data_ptr<scalar_t>(), w.data_ptr<scalar_t>(),
-                             r.data_ptr<scalar_t>(), new_link.data_ptr<scalar_t>(), fwd.data_ptr<scalar_t>(),
-                             bwd.data_ptr<scalar_t>(), link.size(0), r.size(1), link.size(1));
-  });
-  return {new_link, fwd, bwd};
-}
-
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> link_backward(
-    const at::Tensor& grad_link_, const at::Tensor& grad_forward_, const at::Tensor& grad_backward_,
-    const at::Tensor& link_, const at::Tensor& p_, const at::Tensor& w_, const at::Tensor& r_) {
-  check(link_, p_, w_, r_);
-  TORCH_CHECK(grad_link_.sizes() == link_.sizes() && grad_forward_.sizes() == r_.sizes() &&
-              grad_backward_.sizes() == r_.sizes(), "gradient shapes disagree");
-  auto gl = grad_link_.contiguous().to(link_.scalar_type());
-  auto gf = grad_forward_.contiguous().to(link_.scalar_type());
-  auto gb = grad_backward_.contiguous().to(link_.scalar_type());
-  auto link = link_.contiguous(); auto p = p_.contiguous(); auto w = w_.contiguous(); auto r = r_.contiguous();
-  auto grad_old = at::empty_like(link);
-  auto grad_p = at::empty_like(p);
-  auto grad_w = at::empty_like(w);
-  auto grad_r = at::empty_like(r);
-  AT_DISPATCH_FLOATING_TYPES(link.scalar_type(), "link_backward", [&] {
-    backward_any<scalar_t>(gl.data_ptr<scalar_t>(), gf.data_ptr<scalar_t>(), gb.data_ptr<scalar_t>(),
-                              link.data_ptr<scalar_t>(), p.data_ptr<scalar_t>(), w.data_ptr<scalar_t>(),
-                              r.data_ptr<scalar_t>(), grad_old.data_ptr<scalar_t>(), grad_p.data_ptr<scalar_t>(),
-                              grad_w.data_ptr<scalar_t>(), grad_r.data_ptr<scalar_t>(), link.size(0), r.size(1),
-                              link.size(1));
-  });
-  return {grad_old, grad_p, grad_w, grad_r};
-}
-
-}  // namespace
-
-TORCH_LIBRARY(ntm_bench_link, m) {
-  m.def("forward(Tensor link, Tensor precedence, Tensor write_weights, Tensor read_weights) "
-        "-> (Tensor, Tensor, Tensor)");
-  m.def("backward(Tensor grad_link, Tensor grad_forward, Tensor grad_backward, Tensor link, Tensor precedence, "
-        "Tensor write_weights, Tensor read_weights) -> (Tensor, Tensor, Tensor, Tensor)");
-}
-
-TORCH_LIBRARY_IMPL(ntm_bench_link, CPU, m) {
-  m.impl("forward", &link_forward);
-  m.impl("backward", &link_backward);
-}
-"""
+# ---- the C++ extension ----------------------------------------------------------------------------------------------
+#: the kernel's C++ source, read when the extension is built
+SOURCE = Path(__file__).with_name("link_kernel.cpp")
+#: the start of the extension's name (and of its folder in the build cache); the rest is a digest of the source,
+#: flags and torch version. Bumped whenever the way the library is built changes, so that two versions of this
+#: module never share a build folder.
+_NAME = "ntm_bench_link_v2"
+_CFLAGS = ["-O3"]
 
 _lock = threading.Lock()
 _state: dict[str, object] = {}
@@ -291,16 +55,14 @@ def _register_fakes() -> None:
                 torch.empty_like(read_weights))
 
 
-_CFLAGS = ["-O3"]
-
-
 def _build():
     from torch.utils.cpp_extension import get_default_build_root, load_inline
 
+    source = SOURCE.read_text()
     # the name carries a hash of the source, flags and torch version: a built library of that name is loaded directly
     # (about 0.1 s; load_inline's up-to-date check runs ninja and takes about 1 s); otherwise load_inline builds it
-    digest = hashlib.sha256("\0".join([_CPP_SOURCE, *_CFLAGS, torch.__version__]).encode()).hexdigest()[:16]
-    name = f"ntm_bench_link_{digest}"
+    digest = hashlib.sha256("\0".join([source, *_CFLAGS, torch.__version__]).encode()).hexdigest()[:16]
+    name = f"{_NAME}_{digest}"
     library = os.path.join(get_default_build_root(), name, f"{name}.so")
     loaded = False
     if os.path.exists(library):
@@ -310,7 +72,7 @@ def _build():
         except OSError:  # half written by a concurrent build, say: load_inline waits for that build's lock
             pass
     if not loaded:
-        load_inline(name=name, cpp_sources=[_CPP_SOURCE], functions=None, extra_cflags=_CFLAGS,
+        load_inline(name=name, cpp_sources=[source], functions=None, extra_cflags=_CFLAGS,
                     is_python_module=False, verbose=False)
     _register_fakes()
     return torch.ops.ntm_bench_link
@@ -330,3 +92,125 @@ def link_ops():
                     LOGGER.warning("DNC link C++ kernel unavailable, using the PyTorch path: %s", error)
                     _state["ops"] = None
     return _state["ops"]
+
+
+# ---- the two paths as autograd functions, and the choice between them -----------------------------------------------
+def _fold_population(function, info, in_dims, inputs):
+    """The vmap rule of both link functions: fold the population axis P into the batch (every input is [B, ...]) and
+    call `function` once on [P * B, ...] tensors."""
+    population = info.batch_size
+
+    def fold(tensor: torch.Tensor, dim: int | None) -> torch.Tensor:
+        tensor = tensor.movedim(dim, 0) if dim is not None else tensor.expand(population, *tensor.shape)
+        return tensor.reshape(-1, *tensor.shape[2:])
+
+    outputs = function.apply(*(fold(t, d) for t, d in zip(inputs, in_dims)))
+    return tuple(o.reshape(population, -1, *o.shape[1:]) for o in outputs), (0, 0, 0)
+
+
+class _LinkUpdateAndRead(torch.autograd.Function):
+    """`models.addressing.update_link` followed by `directional_read_weights` (one write head), with a hand-written
+    backward.
+
+    The link matrix is the only O(N^2) state of the DNC; composed from elementwise ops, autograd spends about ten
+    passes over a [B, N, N] tensor per step on it, and stores extra [B, N, N] intermediates for every step. Here the
+    forward makes two elementwise passes (a broadcast lerp, then one addcmul) plus the two reads, and stores nothing
+    beyond the inputs and the new links (which the next step holds anyway); the backward recomputes the
+    (1 - w_i - w_j) factor instead of storing it, and in eager allocates two fresh [B, N, N] tensors, not three. Same
+    values and gradients as the composition to float32 round-off (tests/test_dnc.py checks both, at N = 128 in
+    float32, under vmap, and with gradcheck in float64). docs/PERFORMANCE.md#the-dnc-against-pytorch-dnc measures it.
+    """
+
+    @staticmethod
+    def forward(link, precedence, write_weights, read_weights):
+        w_i = write_weights.unsqueeze(-1)  # [B, N, 1]
+        w_j = write_weights.unsqueeze(-2)  # [B, 1, N]
+        # (1 - w_i - w_j) L + w_i p_j = lerp(L, p_j, w_i) - w_j L: two passes over [B, N, N] (one broadcast lerp
+        # does (1 - w_i) L + w_i p_j), where three separate products and sums took four
+        new_link = torch.lerp(link, precedence.unsqueeze(-2), w_i)
+        if torch.compiler.is_compiling():  # under compile (and vmap) out of place: in-place ops have no batching rule
+            new_link = torch.addcmul(new_link, link, w_j, value=-1.0)
+        else:  # eager, in place
+            new_link.addcmul_(link, w_j, value=-1.0)
+        new_link.diagonal(dim1=-2, dim2=-1).zero_()
+        forward = torch.matmul(read_weights, new_link.transpose(-1, -2))  # [B, R, N]: L w_r
+        backward = torch.matmul(read_weights, new_link)  # [B, R, N]: L^T w_r
+        return new_link, forward, backward
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        link, precedence, write_weights, read_weights = inputs
+        ctx.save_for_backward(link, precedence, write_weights, read_weights, output[0])
+
+    @staticmethod
+    def vmap(info, in_dims, *inputs):
+        """Seed-parallel training vmaps the step over a population axis P: fold it into the batch (every input is
+        [B, ...]), so the vmapped call is one call on [P * B, ...] tensors, not a per-seed fallback loop."""
+        return _fold_population(_LinkUpdateAndRead, info, in_dims, inputs)
+
+    @staticmethod
+    def backward(ctx, grad_link, grad_forward, grad_backward):
+        link, precedence, write_weights, read_weights, new_link = ctx.saved_tensors
+        # the gradient reaching the new links: from later steps, and from this step's two reads
+        compiling = torch.compiler.is_compiling()  # out of place when compiling, as in forward
+        # grad_link + g_f^T w_r + w_r^T g_b as ONE baddbmm of inner size 2R: one pass over [B, N, N], not two
+        grad = torch.baddbmm(grad_link, torch.cat([grad_forward, read_weights], dim=-2).transpose(-1, -2),
+                             torch.cat([read_weights, grad_backward], dim=-2))
+        grad.diagonal(dim1=-2, dim2=-1).zero_()  # the diagonal is held at 0
+        grad_read = torch.matmul(grad_forward, new_link) + torch.matmul(grad_backward, new_link.transpose(-1, -2))
+        w_i = write_weights.unsqueeze(-1)
+        w_j = write_weights.unsqueeze(-2)
+        weighted = grad * link  # d/dw_k of -(w_i + w_j) L[i, j]: row k and column k of grad * L
+        # sum_j grad[k, j] p_j as a row vector times grad^T: the same product, but torch's CPU matmul takes about 3x as
+        # long for a [B, N, N] @ [B, N, 1] column as for this [B, 1, N] @ [B, N, N]^T row
+        grad_write = (torch.matmul(precedence.unsqueeze(-2), grad.transpose(-1, -2)).squeeze(-2)
+                      - weighted.sum(-1) - weighted.sum(-2))
+        grad_precedence = torch.matmul(write_weights.unsqueeze(-2), grad).squeeze(-2)  # sum_i grad[i, j] w_i
+        # grad * (1 - w_i - w_j): the broadcast factor is materialised, then multiplied; in eager both go into the
+        # buffer of `weighted`, which is no longer needed: a fresh [B, N, N] tensor costs ~500 page faults on a CPU
+        if compiling:
+            grad_old_link = ((1.0 - w_i) - w_j) * grad
+        else:
+            grad_old_link = torch.sub(1.0 - w_i, w_j, out=weighted).mul_(grad)
+        return grad_old_link, grad_precedence, grad_write, grad_read
+
+
+class _LinkUpdateAndReadCpp(torch.autograd.Function):
+    """`_LinkUpdateAndRead` on CPU through the fused C++ kernels of ``link_kernel.cpp``: the forward makes one read
+    of L and one write of L_new, the backward one read each of the incoming gradient and L and one write of the old
+    links' gradient (it recomputes L_new row by row rather than reading it). Opaque custom ops to torch.compile; under
+    vmap the population is folded into the batch as in `_LinkUpdateAndRead`. Same values and gradients to round-off
+    (tests/test_dnc.py compares the two paths)."""
+
+    @staticmethod
+    def forward(link, precedence, write_weights, read_weights):
+        return torch.ops.ntm_bench_link.forward(link, precedence, write_weights, read_weights)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.save_for_backward(*inputs)
+
+    @staticmethod
+    def vmap(info, in_dims, *inputs):
+        return _fold_population(_LinkUpdateAndReadCpp, info, in_dims, inputs)
+
+    @staticmethod
+    def backward(ctx, grad_link, grad_forward, grad_backward):
+        return torch.ops.ntm_bench_link.backward(grad_link, grad_forward, grad_backward, *ctx.saved_tensors)
+
+
+@torch.compiler.assume_constant_result
+def _kernel_loaded() -> bool:
+    """Whether the C++ link kernels are built and loaded (building them on the first call). A constant to
+    torch.compile, which then traces the chosen path."""
+    return link_ops() is not None
+
+
+def fused_link_update(link: torch.Tensor, precedence: torch.Tensor, write_weights: torch.Tensor,
+                      read_weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(new links, forward reads, backward reads) through the C++ kernel where it runs (float32 or float64 on the CPU,
+    with the kernel loaded), else through `_LinkUpdateAndRead`. Shapes as in `models.addressing.update_link_and_read`.
+    """
+    if link.device.type == "cpu" and link.dtype in (torch.float32, torch.float64) and _kernel_loaded():
+        return _LinkUpdateAndReadCpp.apply(link, precedence, write_weights, read_weights)
+    return _LinkUpdateAndRead.apply(link, precedence, write_weights, read_weights)

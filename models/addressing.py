@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import torch
 
+from models._link_kernel import fused_link_update
+
 #: sharpening works on log(max(w, SHARPEN_FLOOR)); w^gamma itself underflows float32 (a flat weighting over 128 slots
 #: with gamma = 21 gives about 2^-147 per slot; docs/MODELS.md#ntm-addressing)
 SHARPEN_FLOOR = 1e-30
@@ -158,125 +160,12 @@ def directional_read_weights(link: torch.Tensor, prev_read_weights: torch.Tensor
     return forward, backward
 
 
-def _fold_population(function, info, in_dims, inputs):
-    """The vmap rule of both link functions: fold the population axis P into the batch (every input is [B, ...]) and
-    call `function` once on [P * B, ...] tensors."""
-    population = info.batch_size
-
-    def fold(tensor: torch.Tensor, dim: int | None) -> torch.Tensor:
-        tensor = tensor.movedim(dim, 0) if dim is not None else tensor.expand(population, *tensor.shape)
-        return tensor.reshape(-1, *tensor.shape[2:])
-
-    outputs = function.apply(*(fold(t, d) for t, d in zip(inputs, in_dims)))
-    return tuple(o.reshape(population, -1, *o.shape[1:]) for o in outputs), (0, 0, 0)
-
-
-class _LinkUpdateAndRead(torch.autograd.Function):
-    """`update_link` followed by `directional_read_weights` (one write head), with a hand-written backward.
-
-    The link matrix is the only O(N^2) state of the DNC; composed from elementwise ops, autograd spends about ten
-    passes over a [B, N, N] tensor per step on it, and stores extra [B, N, N] intermediates for every step. Here the
-    forward makes two elementwise passes (a broadcast lerp, then one addcmul) plus the two reads, and stores nothing
-    beyond the inputs and the new links (which the next step holds anyway); the backward recomputes the
-    (1 - w_i - w_j) factor instead of storing it, and in eager allocates two fresh [B, N, N] tensors, not three. Same
-    values and gradients as the composition to float32 round-off (tests/test_dnc.py checks both, at N = 128 in
-    float32, under vmap, and with gradcheck in float64). docs/PERFORMANCE.md#the-dnc-against-pytorch-dnc measures it.
-    """
-
-    @staticmethod
-    def forward(link, precedence, write_weights, read_weights):
-        w_i = write_weights.unsqueeze(-1)  # [B, N, 1]
-        w_j = write_weights.unsqueeze(-2)  # [B, 1, N]
-        # (1 - w_i - w_j) L + w_i p_j = lerp(L, p_j, w_i) - w_j L: two passes over [B, N, N] (one broadcast lerp
-        # does (1 - w_i) L + w_i p_j), where three separate products and sums took four
-        new_link = torch.lerp(link, precedence.unsqueeze(-2), w_i)
-        if torch.compiler.is_compiling():  # under compile (and vmap) out of place: in-place ops have no batching rule
-            new_link = torch.addcmul(new_link, link, w_j, value=-1.0)
-        else:  # eager, in place
-            new_link.addcmul_(link, w_j, value=-1.0)
-        new_link.diagonal(dim1=-2, dim2=-1).zero_()
-        forward = torch.matmul(read_weights, new_link.transpose(-1, -2))  # [B, R, N]: L w_r
-        backward = torch.matmul(read_weights, new_link)  # [B, R, N]: L^T w_r
-        return new_link, forward, backward
-
-    @staticmethod
-    def setup_context(ctx, inputs, output):
-        link, precedence, write_weights, read_weights = inputs
-        ctx.save_for_backward(link, precedence, write_weights, read_weights, output[0])
-
-    @staticmethod
-    def vmap(info, in_dims, *inputs):
-        """Seed-parallel training vmaps the step over a population axis P: fold it into the batch (every input is
-        [B, ...]), so the vmapped call is one call on [P * B, ...] tensors, not a per-seed fallback loop."""
-        return _fold_population(_LinkUpdateAndRead, info, in_dims, inputs)
-
-    @staticmethod
-    def backward(ctx, grad_link, grad_forward, grad_backward):
-        link, precedence, write_weights, read_weights, new_link = ctx.saved_tensors
-        # the gradient reaching the new links: from later steps, and from this step's two reads
-        compiling = torch.compiler.is_compiling()  # out of place when compiling, as in forward
-        # grad_link + g_f^T w_r + w_r^T g_b as ONE baddbmm of inner size 2R: one pass over [B, N, N], not two
-        grad = torch.baddbmm(grad_link, torch.cat([grad_forward, read_weights], dim=-2).transpose(-1, -2),
-                             torch.cat([read_weights, grad_backward], dim=-2))
-        grad.diagonal(dim1=-2, dim2=-1).zero_()  # the diagonal is held at 0
-        grad_read = torch.matmul(grad_forward, new_link) + torch.matmul(grad_backward, new_link.transpose(-1, -2))
-        w_i = write_weights.unsqueeze(-1)
-        w_j = write_weights.unsqueeze(-2)
-        weighted = grad * link  # d/dw_k of -(w_i + w_j) L[i, j]: row k and column k of grad * L
-        # sum_j grad[k, j] p_j as a row vector times grad^T: the same product, but torch's CPU matmul takes about 3x as
-        # long for a [B, N, N] @ [B, N, 1] column as for this [B, 1, N] @ [B, N, N]^T row
-        grad_write = (torch.matmul(precedence.unsqueeze(-2), grad.transpose(-1, -2)).squeeze(-2)
-                      - weighted.sum(-1) - weighted.sum(-2))
-        grad_precedence = torch.matmul(write_weights.unsqueeze(-2), grad).squeeze(-2)  # sum_i grad[i, j] w_i
-        # grad * (1 - w_i - w_j): the broadcast factor is materialised, then multiplied; in eager both go into the
-        # buffer of `weighted`, which is no longer needed: a fresh [B, N, N] tensor costs ~500 page faults on a CPU
-        if compiling:
-            grad_old_link = ((1.0 - w_i) - w_j) * grad
-        else:
-            grad_old_link = torch.sub(1.0 - w_i, w_j, out=weighted).mul_(grad)
-        return grad_old_link, grad_precedence, grad_write, grad_read
-
-
-class _LinkUpdateAndReadCpp(torch.autograd.Function):
-    """`_LinkUpdateAndRead` on CPU through the fused C++ kernels of `models._link_kernel`: the forward makes one read
-    of L and one write of L_new, the backward one read each of the incoming gradient and L and one write of the old
-    links' gradient (it recomputes L_new row by row rather than reading it). Opaque custom ops to torch.compile; under
-    vmap the population is folded into the batch as in `_LinkUpdateAndRead`. Same values and gradients to round-off
-    (tests/test_dnc.py compares the two paths)."""
-
-    @staticmethod
-    def forward(link, precedence, write_weights, read_weights):
-        return torch.ops.ntm_bench_link.forward(link, precedence, write_weights, read_weights)
-
-    @staticmethod
-    def setup_context(ctx, inputs, output):
-        ctx.save_for_backward(*inputs)
-
-    @staticmethod
-    def vmap(info, in_dims, *inputs):
-        return _fold_population(_LinkUpdateAndReadCpp, info, in_dims, inputs)
-
-    @staticmethod
-    def backward(ctx, grad_link, grad_forward, grad_backward):
-        return torch.ops.ntm_bench_link.backward(grad_link, grad_forward, grad_backward, *ctx.saved_tensors)
-
-
-@torch.compiler.assume_constant_result
-def _cpp_link_kernel_loaded() -> bool:
-    """Whether the C++ link kernels are built and loaded (building them on the first call; models/_link_kernel.py).
-    A constant to torch.compile, which then traces the chosen path."""
-    from models._link_kernel import link_ops
-
-    return link_ops() is not None
-
-
 def update_link_and_read(link: torch.Tensor, prev_precedence: torch.Tensor, write_weights: torch.Tensor,
                          prev_read_weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """One write head's link update, then both directional reads on the NEW links: (link, forward, backward).
 
     link [B, N, N], prev_precedence and write_weights [B, N], prev_read_weights [B, R, N]. Exactly
-    ``update_link`` then ``directional_read_weights``, fused for speed (see `_LinkUpdateAndRead`).
+    ``update_link`` then ``directional_read_weights``, computed in one fused step with a hand-written backward, by a
+    C++ kernel on the CPU or in PyTorch elsewhere (models/_link_kernel.py): the O(N^2) link work is the DNC's largest.
     """
-    if link.device.type == "cpu" and link.dtype in (torch.float32, torch.float64) and _cpp_link_kernel_loaded():
-        return _LinkUpdateAndReadCpp.apply(link, prev_precedence, write_weights, prev_read_weights)
-    return _LinkUpdateAndRead.apply(link, prev_precedence, write_weights, prev_read_weights)
+    return fused_link_update(link, prev_precedence, write_weights, prev_read_weights)

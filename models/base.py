@@ -7,7 +7,7 @@ Models are causal: the output at step t depends on inputs 0..t only, so padding 
 
 A model's parameters are one frozen dataclass, a subclass of `ModelConfig` named by the model's `config_class`; the
 registry reads the allowed parameter names and their defaults from its fields. Each field states its default and the
-rule its value must follow (`param(default, rule)`), and the dataclass checks every field when it is built. Its
+check its value must pass (`param(default, check)`), and the dataclass checks every field when it is built. Its
 `SMALL` class attribute gives small sizes for the tests, the smoke suite and ``perf --quick``.
 """
 
@@ -29,43 +29,43 @@ TRUNCATION_STDS = 2.0
 
 
 # ---- parameters and their checks ------------------------------------------------------------------------------------
-class Rule(NamedTuple):
+class ParamCheck(NamedTuple):
     """What one parameter allows: `test(value)` is true for an allowed value, `allowed` says in words what is."""
 
     test: Callable[[Any], bool]
     allowed: str  # completes "NAME must be ..."
 
 
-def integer(minimum: int = 1) -> Rule:
+def integer(minimum: int = 1) -> ParamCheck:
     """An int (not a bool) >= `minimum`."""
-    return Rule(lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= minimum,
-                f"an integer >= {minimum}")
+    return ParamCheck(lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= minimum,
+                      f"an integer >= {minimum}")
 
 
-def positive_number() -> Rule:
+def positive_number() -> ParamCheck:
     """An int or float (not a bool) > 0."""
-    return Rule(lambda v: isinstance(v, int | float) and not isinstance(v, bool) and v > 0, "a number > 0")
+    return ParamCheck(lambda v: isinstance(v, int | float) and not isinstance(v, bool) and v > 0, "a number > 0")
 
 
-def number() -> Rule:
+def number() -> ParamCheck:
     """Any int or float (not a bool)."""
-    return Rule(lambda v: isinstance(v, int | float) and not isinstance(v, bool), "a number")
+    return ParamCheck(lambda v: isinstance(v, int | float) and not isinstance(v, bool), "a number")
 
 
-def one_of(*choices: Any) -> Rule:
+def one_of(*choices: Any) -> ParamCheck:
     """One of `choices`."""
-    return Rule(lambda v: v in choices, f"one of {list(choices)}")
+    return ParamCheck(lambda v: v in choices, f"one of {list(choices)}")
 
 
-def boolean() -> Rule:
+def boolean() -> ParamCheck:
     """True or False."""
-    return Rule(lambda v: isinstance(v, bool), "true or false")
+    return ParamCheck(lambda v: isinstance(v, bool), "true or false")
 
 
-def check_value(model: str, name: str, value: Any, rule: Rule) -> None:
-    """Raise a ValueError naming `model`, the parameter `name` and what `rule` allows, unless `value` follows it."""
-    if not rule.test(value):
-        raise ValueError(f"{model}: {name} must be {rule.allowed}, got {value!r}")
+def check_value(model: str, name: str, value: Any, check: ParamCheck) -> None:
+    """Raise a ValueError naming `model`, the parameter `name` and what `check` allows, unless `value` passes it."""
+    if not check.test(value):
+        raise ValueError(f"{model}: {name} must be {check.allowed}, got {value!r}")
 
 
 def check_widths(model: str, input_size: Any, output_size: Any) -> None:
@@ -74,9 +74,9 @@ def check_widths(model: str, input_size: Any, output_size: Any) -> None:
     check_value(model, "output_size", output_size, integer(1))
 
 
-def param(default: Any, rule: Rule | None = None) -> Any:
-    """A `ModelConfig` field: its default, and the rule `ModelConfig.__post_init__` checks it against."""
-    return dataclasses.field(default=default, metadata={"rule": rule})
+def param(default: Any, check: ParamCheck | None = None) -> Any:
+    """A `ModelConfig` field: its default, and the check `ModelConfig.__post_init__` runs on it."""
+    return dataclasses.field(default=default, metadata={"check": check})
 
 
 Config = TypeVar("Config", bound="ModelConfig")
@@ -85,7 +85,7 @@ Config = TypeVar("Config", bound="ModelConfig")
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
     """Base of every model's parameter dataclass. A subclass sets `model` (the name that starts its error messages)
-    and `SMALL`, and declares its fields with `param`; one with rules between fields extends `__post_init__`."""
+    and `SMALL`, and declares its fields with `param`; one with checks between fields extends `__post_init__`."""
 
     #: the model's name, which starts every error message
     model: ClassVar[str] = "model"
@@ -93,11 +93,11 @@ class ModelConfig:
     SMALL: ClassVar[dict[str, Any] | None] = None
 
     def __post_init__(self) -> None:
-        """Check every field against its rule; a ValueError names the first field that breaks it."""
+        """Run every field's check; a ValueError names the first field that fails it."""
         for field in dataclasses.fields(self):
-            rule = field.metadata.get("rule")
-            if rule is not None:
-                check_value(self.model, field.name, getattr(self, field.name), rule)
+            check = field.metadata.get("check")
+            if check is not None:
+                check_value(self.model, field.name, getattr(self, field.name), check)
 
     @classmethod
     def of(cls: type[Config], config: Config | None = None, **params: Any) -> Config:

@@ -59,7 +59,7 @@ class NTMConfig(ModelConfig):
     """The NTM's parameters; the defaults are Collier & Beel's: a 1 x 100 LSTM controller, 128 x 20 memory, one read
     and one write head, shift radius 1, clip 20, a constant M0 that is not trained.
 
-    Adding an option is one field here (its default and rule), then its use in `NTMCell`.
+    Adding an option is one field here (its default and check), then its use in `NTMCell`.
     """
 
     model = "ntm"
@@ -107,6 +107,18 @@ def _xavier_vector_(tensor: torch.Tensor) -> torch.Tensor:
         return tensor.uniform_(-limit, limit)
 
 
+def _parts(block: torch.Tensor, widths: tuple[int | None, ...]) -> list[torch.Tensor]:
+    """Consecutive parts of `block`'s last axis, as views: a width gives that many values, None gives one value with
+    the axis dropped (a [B, H] tensor from a [B, H, P] block). `torch.split` does the same with whole widths, but
+    its backward (one concatenation) is a different graph from that of indexing, which torch.compile fuses into
+    kernels that round differently: indexing keeps the compiled NTM's float results equal to earlier versions'."""
+    parts, start = [], 0
+    for width in widths:
+        parts.append(block[..., start] if width is None else block[..., start : start + width])
+        start += 1 if width is None else width
+    return parts
+
+
 class NTMCell(nn.Module):
     """One NTM step: ``cell(x_t [B, in], state) -> (logits_t [B, out], state)``, built from an `NTMConfig` (or its
     fields as keywords, which replace those of `config`): ``NTMCell(9, 8, NTMConfig(memory_locations=64))`` or
@@ -136,15 +148,14 @@ class NTMCell(nn.Module):
         units, locations, width = self.units, self.locations, self.width
         heads = self.read_heads + self.write_heads
         shifts = 2 * self.shift_radius + 1
-        # Per head: key M, strength 1, gate 1, shift weights 2S+1, sharpening 1. Slices into one head's block:
-        self.key_end = width
-        self.strength_at = width
-        self.gate_at = width + 1
-        self.shift_end = width + 2 + shifts
-        self.gamma_at = self.shift_end
-        self.head_size = width + 3 + shifts
+        # The interface's P values, in order: one block per head (read heads, then write heads), then one block per
+        # write head; `_parts` cuts each block into its named parts by these widths (None: one value per head).
+        self.head_widths = (width, None, None, shifts, None)  # key M, strength, gate, shift weights 2S+1, sharpening
+        self.write_widths = (width, width)  # erase M, add M
+        self.head_size = sum(1 if part is None else part for part in self.head_widths)
         self.heads_size = heads * self.head_size
-        self.interface_size = self.heads_size + 2 * width * self.write_heads  # P
+        self.interface_widths = (self.heads_size, self.write_heads * sum(self.write_widths))
+        self.interface_size = sum(self.interface_widths)  # P
 
         read_width = self.read_heads * width
         self.controller = nn.ModuleList(
@@ -192,7 +203,6 @@ class NTMCell(nn.Module):
 
     def forward(self, x_t: torch.Tensor, state: NTMState) -> tuple[torch.Tensor, NTMState]:
         """One step: x_t [B, in] -> logits_t [B, out] and the next state."""
-        batch = x_t.shape[0]
         clip = self.clip_value
 
         # 1. Controller on [x_t, previous reads].
@@ -208,17 +218,19 @@ class NTMCell(nn.Module):
         # 2. One fused interface layer; every raw value is clipped before its activation (Collier & Beel's stability
         #    fix).
         raw = self.interface(controller_out).clamp(-clip, clip)  # [B, P]
-        head_raw = raw[:, : self.heads_size].unflatten(-1, (-1, self.head_size))  # [B, H, head_size]
-        keys = torch.tanh(head_raw[..., : self.key_end])  # [B, H, M]
-        strengths = F.softplus(head_raw[..., self.strength_at])  # [B, H]
+        head_raw, write_raw = _parts(raw, self.interface_widths)  # [B, H * head_size], [B, W * 2M]
+        head_raw = head_raw.unflatten(-1, (-1, self.head_size))  # [B, H, head_size]
+        key, strength, gate, shift, gamma = _parts(head_raw, self.head_widths)
+        keys = torch.tanh(key)  # [B, H, M]
+        strengths = F.softplus(strength)  # [B, H]
 
         # 3. Address every head against the memory of step t-1.
         memory = state.memory  # [B, N, M]
         weights = content_weighting(keys, strengths, memory)  # [B, H, N]
         if self.location_addressing:
-            gates = torch.sigmoid(head_raw[..., self.gate_at])  # [B, H]
-            shifts = torch.softmax(head_raw[..., self.gate_at + 1 : self.shift_end], dim=-1)  # [B, H, 2S+1]
-            gammas = 1.0 + F.softplus(head_raw[..., self.gamma_at])  # [B, H]
+            gates = torch.sigmoid(gate)  # [B, H]
+            shifts = torch.softmax(shift, dim=-1)  # [B, H, 2S+1]
+            gammas = 1.0 + F.softplus(gamma)  # [B, H]
             weights = interpolate(weights, state.weights, gates)
             weights = circular_shift(weights, shifts)
             weights = sharpen(weights, gammas)
@@ -226,9 +238,9 @@ class NTMCell(nn.Module):
         # 4. Read from the old memory, then write: erase then add, one write head after another.
         read_weights = weights[:, : self.read_heads]  # [B, R, N]
         reads = read_memory(read_weights, memory)  # [B, R, M]
-        write_raw = raw[:, self.heads_size :].view(batch, self.write_heads, 2 * self.width)  # [B, W, 2M]
-        erase = torch.sigmoid(write_raw[..., : self.width])  # [B, W, M]
-        add = torch.tanh(write_raw[..., self.width :])  # [B, W, M]
+        erase, add = _parts(write_raw.unflatten(-1, (self.write_heads, -1)), self.write_widths)
+        erase = torch.sigmoid(erase)  # [B, W, M]
+        add = torch.tanh(add)  # [B, W, M]
         for head in range(self.write_heads):
             memory = erase_and_add(memory, weights[:, self.read_heads + head], erase[:, head], add[:, head])
 

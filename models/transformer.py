@@ -10,17 +10,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.base import ModelConfig, Rule, SequenceModel, check_widths, integer, one_of, param
+from models.base import ModelConfig, ParamCheck, SequenceModel, check_widths, integer, one_of, param
 
 POSITIONAL = ("sinusoidal", "learned", "rotary", "none")
 #: the base of the sinusoidal encoding's and of RoPE's wavelengths (Vaswani et al. 2017; Su et al. 2021)
 ROPE_BASE = 10000.0
 
 
-def _fraction() -> Rule:
+def _fraction() -> ParamCheck:
     """A number in [0, 1) (a dropout probability)."""
-    return Rule(lambda v: isinstance(v, int | float) and not isinstance(v, bool) and 0 <= v < 1,
-                "a number in [0, 1)")
+    return ParamCheck(lambda v: isinstance(v, int | float) and not isinstance(v, bool) and 0 <= v < 1,
+                      "a number in [0, 1)")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -201,9 +201,9 @@ def test_fused_link_update_and_read_under_vmap():
         torch.testing.assert_close(got, expected)
 
 
-# ---- the C++ link kernel (models/_link_kernel.py) ----------------------------------------------------------------
+# ---- the C++ link kernel (models/link_kernel.cpp, loaded by models/_link_kernel.py) ----------------------------------
 def _cpp_link_functions():
-    from models import _link_kernel, addressing
+    from models import _link_kernel
 
     if _link_kernel.link_ops() is None:
         message = ("the C++ link kernel is not available here: it needs a C++ compiler and ninja (Debian: g++ "
@@ -211,12 +211,12 @@ def _cpp_link_functions():
         if os.environ.get("CI"):
             pytest.fail(message)  # CI installs both (.ci/run), so the kernel is always tested there
         pytest.skip(message)
-    return addressing._LinkUpdateAndReadCpp, addressing._LinkUpdateAndRead
+    return _link_kernel._LinkUpdateAndReadCpp, _link_kernel._LinkUpdateAndRead
 
 
 @pytest.mark.parametrize("heads", [1, 2])
 def test_cpp_link_kernel_matches_the_pytorch_path_in_float32(heads):
-    # models/_link_kernel.py's fused C++ forward and backward against the pure-PyTorch autograd.Function, at the
+    # the fused C++ forward and backward against the pure-PyTorch autograd.Function, at the
     # paper's N = 128 in float32 (with a non-contiguous link gradient, as autograd may pass one)
     cpp, plain = _cpp_link_functions()
     generator = torch.Generator().manual_seed(7)
@@ -255,13 +255,13 @@ def test_cpp_link_kernel_gradcheck_float64_and_vmap():
 
 
 def test_cpp_link_kernel_fallbacks(monkeypatch, caplog):
-    from models import _link_kernel, addressing
+    from models import _link_kernel
 
     inputs = _soft_link_inputs(2, 5, 1, torch.Generator().manual_seed(10))
-    reference = addressing._LinkUpdateAndRead.apply(*inputs)
+    reference = _link_kernel._LinkUpdateAndRead.apply(*inputs)
     # NTM_BENCH_NO_CPP_KERNELS=1 forces the PyTorch path
     monkeypatch.setenv("NTM_BENCH_NO_CPP_KERNELS", "1")
-    assert _link_kernel.link_ops() is None and not addressing._cpp_link_kernel_loaded()
+    assert _link_kernel.link_ops() is None and not _link_kernel._kernel_loaded()
     for got, expected in zip(update_link_and_read(*inputs), reference):
         torch.testing.assert_close(got, expected)
     monkeypatch.delenv("NTM_BENCH_NO_CPP_KERNELS")
@@ -278,6 +278,20 @@ def test_cpp_link_kernel_fallbacks(monkeypatch, caplog):
         for got, expected in zip(update_link_and_read(*inputs), reference):
             torch.testing.assert_close(got, expected)
     assert len([r for r in caplog.records if "no compiler" in r.getMessage()]) == 1
+
+
+def test_cpp_link_kernel_without_its_source_falls_back(monkeypatch, caplog, tmp_path):
+    # a copy of the package without link_kernel.cpp (a wheel built without its package data) warns once, naming the
+    # file, and the PyTorch path runs
+    from models import _link_kernel
+
+    monkeypatch.delenv("NTM_BENCH_NO_CPP_KERNELS", raising=False)
+    monkeypatch.setattr(_link_kernel, "_state", {})
+    monkeypatch.setattr(_link_kernel, "SOURCE", tmp_path / "link_kernel.cpp")
+    with caplog.at_level("WARNING", logger=_link_kernel.__name__):
+        assert _link_kernel.link_ops() is None
+        assert _link_kernel.link_ops() is None
+    assert len([r for r in caplog.records if "link_kernel.cpp" in r.getMessage()]) == 1
 
 
 # ---- usage -----------------------------------------------------------------------------------------------------------

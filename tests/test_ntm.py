@@ -12,7 +12,7 @@ import torch
 from bench.metrics import loss_nats_per_seq, per_example
 from bench.registry import build_model, build_task
 from models.addressing import content_weighting, read_memory
-from models.ntm import NTM, NTMCell, NTMConfig, NTMState
+from models.ntm import NTM, NTMCell, NTMConfig, NTMState, _parts
 
 COPY_IN, COPY_OUT = 9, 8  # Copy with 8 bits: 8 data bits + the delimiter flag in, 8 bits out
 
@@ -278,6 +278,19 @@ def test_cell_alone_matches_the_sequence_model():
         torch.testing.assert_close(state.weights[:, :2], trace["read_weights"][:, t])
         torch.testing.assert_close(state.weights[:, 2:], trace["write_weights"][:, t])
     assert trace["read_weights"].shape == (2, 6, 2, 5) and trace["write_weights"].shape == (2, 6, 2, 5)
+
+
+def test_interface_parts_cover_the_interface_once_in_order():
+    # the named widths cut the interface into consecutive parts (a head's scalars lose their axis) that, put back
+    # together, are the interface again
+    cell = NTMCell(4, 3, **{**SMALL, "write_heads": 3, "shift_radius": 2})
+    raw = torch.arange(float(cell.interface_size)).expand(2, -1)
+    heads, writes = _parts(raw, cell.interface_widths)
+    blocks = [_parts(heads.unflatten(-1, (-1, cell.head_size)), cell.head_widths),
+              _parts(writes.unflatten(-1, (cell.write_heads, -1)), cell.write_widths)]
+    rebuilt = [torch.cat([p if p.dim() == 3 else p.unsqueeze(-1) for p in parts], -1).flatten(1) for parts in blocks]
+    assert torch.equal(torch.cat(rebuilt, -1), raw)
+    assert [p.shape for p in blocks[0]] == [(2, 5, 3), (2, 5), (2, 5), (2, 5, 5), (2, 5)]
 
 
 def test_output_is_clipped():

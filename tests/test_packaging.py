@@ -64,6 +64,21 @@ def test_the_installed_package_is_the_wheel_not_the_checkout(installed):
         assert str(bin_dir.parent) in line and str(REPO) not in line, where
 
 
+def test_the_link_kernel_source_ships_and_loads_from_the_installed_package(installed):
+    """models/link_kernel.cpp is package data: the installed `models` reads it from its own folder and, wherever this
+    checkout can build the DNC's C++ link kernel, loads the kernel built from it."""
+    from models import _link_kernel
+
+    bin_dir, work = installed
+    found = _ok(_run([str(bin_dir / "python"), "-c", "from models import _link_kernel as k; print(k.SOURCE); "
+                      "print(k.link_ops() is not None)"], cwd=work))
+    source, loaded = found.splitlines()
+    assert str(bin_dir.parent) in source and str(REPO) not in source, found
+    assert Path(source).read_text() == _link_kernel.SOURCE.read_text()
+    if _link_kernel.link_ops() is not None:
+        assert loaded == "True", found
+
+
 def test_version_list_and_usage(installed):
     bin_dir, work = installed
     import bench
