@@ -70,3 +70,11 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+# One torch thread in every test process. The harness and the scripts train at one thread, and most tests ran at one
+# already (the first training in the process set it for the rest of the session); fixed here, it no longer depends on
+# which tests ran before in the same process, parallel workers do not oversubscribe the cores, and inductor (whose
+# generated code, and so its on-disk cache key, depends on the thread count) compiles the same code in every run, so
+# a later run finds it in its cache.
+torch.set_num_threads(1)
