@@ -10,6 +10,8 @@ ARGS          ?=
 EXTRAS        ?= dev
 EXECUTOR      ?= local
 WORKERS       ?= 2
+# pytest-xdist processes for `make test`: auto = one per CPU core; TEST_WORKERS=0 runs every test in one process
+TEST_WORKERS  ?= auto
 STAMP          = $(VENV)/.installed-$(subst /,_,$(subst =,_,$(TORCH)))
 DEV_STAMP      = $(VENV)/.installed-dev
 RAY_STAMP      = $(VENV)/.installed-ray
@@ -20,7 +22,7 @@ help:
 	@echo "make bench [SUITE=quick] [ARGS='--set train.lr=3e-4 --workers 2']   train a suite and write its report"
 	@echo "make bench EXECUTOR=ray                                              the same on Ray (RAY_ADDRESS or local)"
 	@echo "make report SUITE=name                                                re-render a suite's report"
-	@echo "make test                                                             run the tests (CI runs this)"
+	@echo "make test [ARGS='-k name'] [TEST_WORKERS=auto]                         run the tests (CI runs this)"
 	@echo "make lint | perf | install [TORCH=torch==2.13.0] | clean"
 
 $(PY):
@@ -53,8 +55,9 @@ bench: $(STAMP) $(if $(filter ray,$(EXECUTOR)),$(RAY_STAMP))
 report: $(STAMP)
 	$(PY) -m bench report --suite $(SUITE) $(ARGS)
 
+# In parallel (pytest-xdist); --dist loadgroup keeps the tests that share a module fixture on one worker (tests/conftest.py)
 test: $(DEV_STAMP)
-	$(PY) -m pytest -q $(ARGS)
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup $(ARGS)
 
 lint: $(DEV_STAMP)
 	$(PY) -m ruff check bench models tasks tests scripts
