@@ -311,6 +311,11 @@ def test_pairwise_comparison(report):
     # converged first, the most extreme split, so p is the smallest this design can give: 2/16
     assert cells[4] == ["0.125", "exact,", "16;", "min", "p", "0.125"]
     assert "n = 4: no interval" in " ".join(cells[6])  # the hazard ratio needs 10 seeds a model
+    never = next(r for r in rows if r and r[0] == ["lstm"] and r[1] == ["ntm"])  # Copy: the LSTM never converges
+    assert never[2] == ["n/a"] and never[3] == ["ntm"]  # no ratio, but the NTM's KM median is the lower one
+    holm = [float(r[5][0]) for r in rows if len(r) > 5 and r[5] != ["n/a"]][:6]  # Copy's six pairs, Holm-adjusted
+    raw = [float(r[4][0]) for r in rows if len(r) > 5 and r[4] != ["n/a"]][:6]
+    assert all(h >= p for h, p in zip(holm, raw)) and max(holm) <= 1
 
 
 def test_the_kaplan_meier_panel_is_drawn(report, monkeypatch):

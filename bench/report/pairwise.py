@@ -15,7 +15,6 @@ beside the raw ones; a Holm-adjusted p below 0.05 is shaded.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -69,6 +68,7 @@ class Comparison:
     hazard: survival.HazardRatio | None
     solved: tuple[int, int, int, int] | None   # (k_a, n_a, k_b, n_b)
     fisher: float | None
+    lower: str = "—"            # the model with the lower median ("—": equal, or neither has one)
     notes: list[str] = field(default_factory=list)
     test_holm: float | None = None
     fisher_holm: float | None = None
@@ -86,6 +86,12 @@ def compare(task: TaskInfo, a: str, b: str, arm_a: Arm, arm_b: Arm, palette: dic
         notes.append("the median of B is 0: no ratio")
     else:
         ratio = arm_a.median / arm_b.median
+    medians = {m: arm.median for m, arm in ((a, arm_a), (b, arm_b)) if arm.median is not None and arm.seeds}
+    lower = "—"
+    if len(medians) == 1 and task.has_threshold:  # the other's KM median is past its longest run
+        lower = next(iter(medians))
+    elif len(medians) == 2 and medians[a] != medians[b]:
+        lower = min(medians, key=medians.get)
     hazard = None
     if task.has_threshold:
         test = survival.logrank((arm_a.values, arm_a.converged), (arm_b.values, arm_b.converged), paired)
@@ -101,18 +107,11 @@ def compare(task: TaskInfo, a: str, b: str, arm_a: Arm, arm_b: Arm, palette: dic
     if arm_a.solved is not None and arm_b.solved is not None:
         solved = (*arm_a.solved, *arm_b.solved)
         fisher = stats.fisher_exact(*solved)
-    return Comparison(a, b, palette, paired, ratio, test, hazard, solved, fisher, notes)
+    return Comparison(a, b, palette, paired, ratio, test, hazard, solved, fisher, lower, notes)
 
 
 def _model_cell(model: str, source: Comparison) -> Cell:
     return Cell(model, swatch=source.palette.get(model, ""), cls="name")
-
-
-def _lower(source: Comparison) -> str:
-    ratio = source.ratio
-    if ratio is None or not math.isfinite(ratio) or ratio == 1:
-        return "—"
-    return source.a if ratio < 1 else source.b
 
 
 def _ratio_cell(ratio: float | None, source: Comparison) -> Cell:
@@ -166,7 +165,7 @@ SURVIVAL_COLUMNS = [
     Column("b", "B", get=lambda c: c.b, show=_model_cell, cls="name"),
     Column("ratio", Markup("ratio of KM medians A&nbsp;/&nbsp;B"), "sequences; point estimate, no interval",
            get=lambda c: c.ratio, show=_ratio_cell),
-    Column("lower", "lower KM median", get=_lower, show=_model_cell, cls="name"),
+    Column("lower", "lower KM median", get=lambda c: c.lower, show=_model_cell, cls="name"),
     Column("p_value", Markup("log-rank&nbsp;p"), "permutation; paired: within seeds",
            get=lambda c: c.test, show=_test_cell),
     Column("p_holm", Markup("log-rank&nbsp;p, Holm"), "across this table",
@@ -183,7 +182,7 @@ SURVIVAL_COLUMNS = [
 _FINAL_ERROR = {
     "ratio": Column("ratio", Markup("ratio of median final {metric} A&nbsp;/&nbsp;B"), "point estimate, no interval",
                     get=lambda c: c.ratio, show=_ratio_cell),
-    "lower": Column("lower", "lower median", get=_lower, show=_model_cell, cls="name"),
+    "lower": Column("lower", "lower median", get=lambda c: c.lower, show=_model_cell, cls="name"),
     "p_value": Column("p_value", Markup("Mann–Whitney&nbsp;p"), "permutation on final {metric}",
                       get=lambda c: c.test, show=_test_cell),
     "p_holm": Column("p_holm", Markup("Mann–Whitney&nbsp;p, Holm"), "across this table",
