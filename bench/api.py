@@ -54,8 +54,9 @@ class Results:
     curves: pd.DataFrame
     #: one row per run x test size (generalization.csv)
     generalization: pd.DataFrame
-    #: one row per task x model (summary.csv): seeds, converged count, the censored median steps with its CI, the
-    #: error at each test size, the solved-length figures, params and wall time
+    #: one row per task x model (summary.csv): seeds, converged count with its Clopper–Pearson interval, the
+    #: Kaplan–Meier median steps and sequences with their interval (from 10 seeds), the error at each test size, the
+    #: solved-length figures, params and wall time
     summary: pd.DataFrame
     #: the suite's manifest (suite.json): name, run ids, task facts, the resolved YAML
     suite: dict[str, Any]

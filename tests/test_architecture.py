@@ -78,8 +78,8 @@ def test_models_and_tasks_stand_below_the_harness():
 LAYERS = [
     ("problems and networks", ("tasks", "models")),
     # `bench` alone is the package's __init__ (its version), which `from bench import registry` also names
-    ("leaf services", ("bench", "bench.metrics", "bench.stats", "bench.text", "bench.options", "bench.errors",
-                       "bench.provenance", "bench.results")),
+    ("leaf services", ("bench", "bench.metrics", "bench.stats", "bench.survival", "bench.text", "bench.options",
+                       "bench.errors", "bench.provenance", "bench.results")),
     ("registry", ("bench.registry",)),
     ("configuration", ("bench.config", "bench.grid")),
     ("training", ("bench.evaluate", "bench.forward", "bench.hooks", "bench.train", "bench.preflight")),

@@ -232,8 +232,9 @@ def _parse(path: Path) -> _Rows:
 def test_writes_the_page_and_every_figure(report):
     out_dir = report.parent
     figures = sorted(p.name for p in (out_dir / "figures").glob("*.png"))
-    expected = {"convergence.png"} | {f"{kind}_{task}.png" for task in TASKS
-                                      for kind in ("curves", "generalization", "samples", "memory")}
+    expected = ({"convergence.png"} | {f"{kind}_{task}.png" for task in TASKS
+                                       for kind in ("curves", "generalization", "samples", "memory")}
+                | {f"km_{task}.png" for task in TASKS if task != "priority_sort"})  # the one task without threshold
     assert set(figures) == expected  # the stale PNG of an earlier render is gone
     page = report.read_text()
     images = _parse(report).images
@@ -269,7 +270,7 @@ def test_header_facts(report):
 def test_diverged_failed_and_never_converged_are_plain(report):
     rows = _parse(report).rows
     copy_lstm = rows[("copy", "lstm")]
-    assert "0/4" in copy_lstm and "> budget" in copy_lstm
+    assert "0/4" in copy_lstm and "> 400" in copy_lstm and "> 3,200" in copy_lstm  # never half converged
     copy_dnc = rows[("copy", "dnc")]
     assert "1 diverged" in copy_dnc and "3/4" in copy_dnc  # seed 2 diverged; the others converged
     assert "1 failed" in rows[("repeat_copy", "ntm")]
@@ -282,7 +283,8 @@ def test_medians_cis_and_highlights(report):
     ntm_copy = rows[("copy", "ntm")]
     assert "4/4" in ntm_copy and re.search(r"\b150\b", ntm_copy)          # median steps
     assert "1,200" in ntm_copy                                            # median sequences = 150 x 8
-    assert "[" in ntm_copy                                                # a CI on the second line
+    assert "n = 4: no interval" in ntm_copy                               # too few seeds for the KM interval
+    assert "[0.398, 1]" in ntm_copy                                       # Clopper–Pearson of 4/4
     page = report.read_text()
     assert 'class="best"' in page
 
@@ -291,19 +293,67 @@ def test_a_task_without_threshold_says_so(report):
     rows = _parse(report).rows
     for model in MODELS:
         text = rows[("priority_sort", model)]
-        assert "no threshold" in text and "> budget" not in text and "0/4" not in text
+        assert "no threshold" in text and "> " not in text and "0/4" not in text
 
 
 def test_pairwise_comparison(report):
     page = report.read_text()
-    assert "Mann–Whitney" in page and "ratio&nbsp;A&nbsp;/&nbsp;B" in page
-    # on Copy the plain NTM needs 150 median steps and the long-labelled one 75: a ratio of 2, the latter faster
+    assert "Mann–Whitney" in page and "log-rank" in page and "ratio of KM medians A&nbsp;/&nbsp;B" in page
+    # on Copy the plain NTM's KM median is 150 steps and the long-labelled one's 50 (its KM curve reaches one half
+    # at 50: seeds at 50, 50, 100, 100): a ratio of 3, the latter faster
     section = page[page.index('id="pairwise"'):page.index('id="curves"')]
     rows = [[re.sub(r"<[^>]+>", " ", c).split() for c in re.findall(r"<td[^>]*>(.*?)</td>", row)]
             for row in re.findall(r"<tr>(.*?)</tr>", section, re.S)]
     cells = next(r for r in rows if r and r[0] == ["ntm"] and r[1] == [LONG_MODEL])  # the first: Copy
-    assert cells[2][0] == "2"
+    assert cells[2][0] == "3"
     assert cells[3] == [LONG_MODEL]  # the lower median
+    # log-rank, paired by seed (seeds 1-4 of both): 2^4 = 16 relabellings; in every pair the long-labelled NTM
+    # converged first, the most extreme split, so p is the smallest this design can give: 2/16
+    assert cells[4] == ["0.125", "exact,", "16;", "min", "p", "0.125"]
+    assert "n = 4: no interval" in " ".join(cells[6])  # the hazard ratio needs 10 seeds a model
+    never = next(r for r in rows if r and r[0] == ["lstm"] and r[1] == ["ntm"])  # Copy: the LSTM never converges
+    assert never[2] == ["n/a"] and never[3] == ["ntm"]  # no ratio, but the NTM's KM median is the lower one
+    holm = [float(r[5][0]) for r in rows if len(r) > 5 and r[5] != ["n/a"]][:6]  # Copy's six pairs, Holm-adjusted
+    raw = [float(r[4][0]) for r in rows if len(r) > 5 and r[4] != ["n/a"]][:6]
+    assert all(h >= p for h, p in zip(holm, raw)) and max(holm) <= 1
+
+
+def test_the_kaplan_meier_panel_is_drawn(report, monkeypatch):
+    """One step curve per model in its palette colour, rising from 0 at each converged seed; the censored seeds
+    ticked where they stopped (Copy's diverged DNC seed at step 150, the LSTM's at the budget)."""
+    from bench.report import figures
+    from bench.report.data import load_suite_data
+
+    page = report.read_text()
+    assert 'id="km"' in page and "Fraction of seeds converged on copy (Kaplan–Meier, 1 − S)." in page
+    drawn = []
+    monkeypatch.setattr(figures.FigureSink, "save", lambda self, fig, name: drawn.append((fig.axes[0], name)) or {})
+    data = load_suite_data(report.parent)
+    figures.figure_km(data, data.tasks["copy"], figures.FigureSink(report.parent))
+    assert figures.figure_km(data, data.tasks["priority_sort"], None) is None  # no threshold, no panel
+    (ax, name), = drawn
+    assert name == "km_copy"
+    lines = ax.get_lines()
+    steps = {line.get_color(): line for line in lines if line.get_linestyle() == "-"}
+    assert set(steps) == {data.palette[m] for m in MODELS}
+    ntm = steps[data.palette["ntm"]]
+    assert ntm.get_ydata()[:4] == pytest.approx([0, 0.25, 0.75, 1.0])  # seeds at 100, 150, 150, 200 steps
+    ticks = {line.get_color(): list(line.get_xdata()) for line in lines if line.get_marker() == "|"}
+    assert ticks[data.palette["dnc"]] == [150 * BATCH]      # the diverged seed, censored at its divergence
+    assert ticks[data.palette["lstm"]] == [STEPS * BATCH] * 4
+
+
+def test_no_header_claims_95_percent_without_its_method(report):
+    """Every header or second line that says 95 % names a method whose nominal level is 95 %; nothing is a
+    bootstrap; the interval of a KM median appears only from MIN_SEEDS_FOR_INTERVAL seeds."""
+    page = report.read_text()
+    headers = [re.sub(r"<[^>]+>", " ", h).replace("&nbsp;", " ") for h in re.findall(r"<th[^>]*>(.*?)</th>", page)]
+    claims = [h for h in headers if "95" in h]
+    assert claims  # the summary and pairwise tables carry intervals
+    methods = ("Clopper–Pearson", "log(−log) band", "Wald CI")
+    assert all(any(m in h for m in methods) for h in claims), claims
+    assert "bootstrap" not in page.replace("No interval here is a bootstrap", "").lower()
+    assert "95% CI" not in page and "[95 % CI]" not in page
 
 
 def test_long_model_labels_wrap():
@@ -445,20 +495,25 @@ def test_summary_exports_match_the_html(report):
         assert cells["model"]["main"] == row["model"]
         assert row["seeds"] == len(SEEDS)
         if row["task"] != "priority_sort":   # the one task without a threshold
-            assert cells["converged"]["main"] == f"{int(row['converged'])}/{int(row['seeds'])}"
+            assert cells["converged"]["main"] == f"{int(row['converged'])}/{int(row['converged_n'])}"
+            assert cells["converged"]["sub"] == f"[{fmt(row['converged_ci_low'])}, {fmt(row['converged_ci_high'])}]"
         median = cells["median_steps"]["main"]
-        if median not in ("> budget", "no threshold", "—"):
-            assert median.lstrip("≥ ") == fmt(row["median_steps"])
-            assert fmt(row["median_sequences"]) == cells["median_sequences"]["main"].lstrip("≥ ")
-            if pd.notna(row["median_steps_ci_low"]):
-                assert cells["median_steps"]["sub"].startswith(f"[{fmt(row['median_steps_ci_low'])},")
+        if median.startswith("> "):
+            assert median == f"> {fmt(row['median_steps_exceeds'])}" and pd.isna(row["median_steps"])
+            assert cells["median_sequences"]["main"] == f"> {fmt(row['median_sequences_exceeds'])}"
+        elif median not in ("no threshold", "—"):
+            assert median == fmt(row["median_steps"])
+            assert fmt(row["median_sequences"]) == cells["median_sequences"]["main"]
+            assert cells["median_steps"]["sub"] == f"n = {int(row['converged_n'])}: no interval"  # 4 seeds
+            assert pd.isna(row["median_steps_ci_low"])
         assert cells["final_error"]["main"] == fmt(row["final_error"])
         size = cells["generalization"]["main"].split(": ")[0]
         assert cells["generalization"]["main"] == f"{size}: {fmt(row['generalization_' + size])}"
         assert fmt(row["generalization"]) == fmt(row["generalization_" + size])
         if pd.notna(row["solved_2x"]):
-            assert cells["solved_2x"]["main"] == f"{int(row['solved_2x'])}/{int(row['seeds'])}"
-            assert cells["solved_2x"]["sub"] == f"at {row['solved_2x_size']}"
+            assert cells["solved_2x"]["main"] == f"{int(row['solved_2x'])}/{int(row['solved_2x_n'])}"
+            assert cells["solved_2x"]["sub"] == (f"at {row['solved_2x_size']} "
+                                                 f"[{fmt(row['solved_2x_ci_low'])}, {fmt(row['solved_2x_ci_high'])}]")
         if pd.notna(row["solved_up_to"]):
             assert cells["solved_up_to"]["main"] == row["solved_up_to"]
         assert cells["params"]["main"] == fmt(row["params"])
@@ -632,7 +687,7 @@ def test_summary_columns_shade_by_their_direction(report):
         return sorted(row["key"] for row in rows if "best" in row["by_key"][key].cls)
 
     assert best("seq_per_s") == ["lstm"]                  # the highest throughput
-    assert best("median_steps") == [LONG_MODEL]           # the fewest steps (75 against 150 and more)
+    assert best("median_steps") == [LONG_MODEL]           # the fewest steps (50 against 150 and more)
     assert best("converged") == sorted(["ntm", LONG_MODEL])   # 4/4 each
     assert best("params") == []                           # not a scored column
 

@@ -2,8 +2,10 @@
 
 - `bench.report.data`: `load_suite_data` → `SuiteData`, `TaskInfo`, the censored convergence sample (no plotting);
 - `bench.report.legacy`: task facts written by earlier versions of suite.json;
-- `bench.report.tables`: `Cell`, `Column`, the summary, pairwise, generalisation and runs tables, `summary_frame`;
-- `bench.report.figures`: learning curves, steps to converge, generalisation (matplotlib and seaborn);
+- `bench.report.tables`: `Cell`, `Column`, the summary, generalisation and runs tables, `summary_frame`;
+- `bench.report.pairwise`: the pairwise table (log-rank, hazard ratio, Fisher, Mann–Whitney, Holm);
+- `bench.report.figures`: learning curves, steps to converge, the Kaplan–Meier panel, generalisation (matplotlib and
+  seaborn);
 - `bench.report.panels`: sample outputs and memory heat maps of single sequences (also used by `bench.trained`);
 - `bench.report.page`: the HTML page, summary.csv, summary.md and `write_report`.
 

@@ -238,12 +238,20 @@ def usable_runs(runs: pd.DataFrame) -> pd.DataFrame:
 
 @dataclass(frozen=True)
 class ConvergenceSample:
-    """One model's steps to converge on one task over its seeds, as right-censored data: the only place the report
-    turns runs into that sample (the summary's medians, the pairwise tests and the convergence figure all use it).
-    The steps are runs.csv's, scored by `tasks.base.convergence`."""
+    """One model's time to converge on one task over its seeds, as right-censored survival data: the only place the
+    report turns runs into that sample (the summary's KM medians, the pairwise tests, the Kaplan–Meier panel and the
+    convergence figure all use it).
+
+    One entry per run with a result (done or diverged), seeds in order. A converged run's duration is when it
+    converged (runs.csv's `converge_sequences` / `converge_step`, scored by `tasks.base.convergence`); a run that
+    did not converge is censored at what it actually trained (runs.csv's `steps` × its batch size): its own budget,
+    so runs with unequal budgets each count at theirs, or the step it diverged at."""
 
     seeds: list[int]
-    steps: list[float | None]   # the step each seed converged at, None for a seed that did not (censored)
+    converged: list[bool]       # the event: the run converged
+    steps: list[float]          # steps to converge, or steps trained (censored)
+    sequences: list[float]      # the same in sequences seen: the report's unit of time
+    statuses: list[str]         # done or diverged
     budgets: list[int]          # each seed's own step budget (spec.json)
 
     @property
@@ -251,13 +259,32 @@ class ConvergenceSample:
         """The largest step budget among the seeds (0 when there are none)."""
         return max(self.budgets, default=0)
 
+    def survival(self, unit: str = "sequences") -> tuple[list[float], list[bool]]:
+        """(durations, converged) in `unit` ("sequences" or "steps"), as `bench.survival` takes them."""
+        return (self.sequences if unit == "sequences" else self.steps), self.converged
+
 
 def convergence_sample(data: SuiteData, task: str, model: str) -> ConvergenceSample:
-    """The `ConvergenceSample` of `model` on the task labelled `task`, seeds in order. Runs that carry a result
-    (done or diverged) count; failed and unfinished runs say nothing about convergence."""
+    """The `ConvergenceSample` of `model` on the task labelled `task`. Failed and unfinished runs say nothing about
+    convergence and are left out."""
     runs = usable_runs(data.runs_of(task, model)).sort_values("seed", kind="stable")
-    steps = [float(s) if c and pd.notna(s) else None for s, c in zip(runs["converge_step"], runs["converged"])]
-    return ConvergenceSample([int(s) for s in runs["seed"]], steps, [data.budget(r)[0] for r in runs["run_id"]])
+    seeds, converged, steps, sequences, budgets = [], [], [], [], []
+    for _, run in runs.iterrows():
+        budget, batch = data.budget(str(run["run_id"]))
+        event = bool(run["converged"]) and pd.notna(run["converge_step"])
+        if event:
+            step = float(run["converge_step"])
+            seen = run.get("converge_sequences")
+            seen = float(seen) if pd.notna(seen) else step * batch
+        else:  # censored at the steps it trained: its budget, or where it diverged (or stopped)
+            step = float(run["steps"]) if pd.notna(run["steps"]) else float(budget)
+            seen = step * batch
+        seeds.append(int(run["seed"]))
+        converged.append(event)
+        steps.append(step)
+        sequences.append(seen)
+        budgets.append(budget)
+    return ConvergenceSample(seeds, converged, steps, sequences, [str(s) for s in runs["status"]], budgets)
 
 
 def convergence_tasks(data: SuiteData) -> tuple[list[TaskInfo], list[str]]:

@@ -1,4 +1,5 @@
-"""The report's suite-level figures: learning curves, steps to converge, and generalisation by test size.
+"""The report's suite-level figures: learning curves, steps to converge, the fraction of seeds converged
+(Kaplan–Meier), and generalisation by test size.
 
 A figure is a function `figure_x(data, task, sink)` that draws on a `matplotlib.figure.Figure` with the Agg canvas,
 never through pyplot (so rendering leaves no global figure state behind, and does not switch the backend of a
@@ -24,7 +25,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Rectangle
 from matplotlib.ticker import EngFormatter, FuncFormatter, LogFormatter, MaxNLocator
 
-from bench import stats
+from bench import stats, survival
 from bench.report.data import (
     SuiteData,
     TaskInfo,
@@ -212,8 +213,8 @@ def figure_convergence(data: SuiteData, sink: FigureSink) -> dict[str, str] | No
         for model in models:
             sample = convergence_sample(data, task.label, model)
             budget_line = max(budget_line, sample.budget)
-            rows += [{"model": model, "steps": budget if step is None else step, "converged": step is not None}
-                     for step, budget in zip(sample.steps, sample.budgets)]
+            rows += [{"model": model, "steps": step, "converged": converged}
+                     for step, converged in zip(sample.steps, sample.converged)]
         frame = pd.DataFrame(rows)
         positions = {m: i for i, m in enumerate(models)}
         with warnings.catch_warnings():
@@ -243,10 +244,43 @@ def figure_convergence(data: SuiteData, sink: FigureSink) -> dict[str, str] | No
         matplotlib.lines.Line2D([], [], marker="o", ls="none", color="grey", markeredgecolor="black",
                                 label="converged seed"),
         matplotlib.lines.Line2D([], [], marker="^", ls="none", markerfacecolor="white", markeredgecolor="grey",
-                                markeredgewidth=1.8, ms=8, label="not converged (censored at the budget)"),
+                                markeredgewidth=1.8, ms=8, label="not converged (censored where it stopped)"),
         matplotlib.lines.Line2D([], [], color="grey", ls="--", label="step budget")],
         loc="outside lower center", ncols=3, frameon=False)
     return sink.save(fig, "convergence")
+
+
+def figure_km(data: SuiteData, task: TaskInfo, sink: FigureSink) -> dict[str, str] | None:
+    """The fraction of seeds converged against sequences seen: the Kaplan–Meier estimate 1 − S(t), a step curve per
+    model, with a tick where a seed was censored (stopped unconverged: at its own budget, or where it diverged)."""
+    if not task.has_threshold:
+        return None
+    samples = {m: convergence_sample(data, task.label, m) for m in data.models_of(task.label)}
+    samples = {m: s for m, s in samples.items() if s.seeds}
+    if not samples:
+        return None
+    fig = new_figure(FIG_WIDTH * 0.75, 3.6)
+    ax = fig.subplots()
+    right = max(max(s.sequences) for s in samples.values())
+    for model, sample in samples.items():
+        durations, converged = sample.survival("sequences")
+        times, fraction = survival.fraction_converged(durations, converged)
+        colour = data.palette[model]
+        xs, ys = np.append(times, right), np.append(fraction, fraction[-1])  # the last level runs to the right edge
+        ax.step(xs, ys, where="post", color=colour, lw=2)
+        censored = [t for t, c in zip(durations, converged) if not c]
+        if censored:
+            at = np.searchsorted(times, censored, side="right") - 1
+            ax.plot(censored, fraction[at], ls="none", marker="|", ms=14, mew=2, color=colour)
+    ax.set_xlim(0, right * 1.02)
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_xlabel("sequences seen")
+    ax.xaxis.set_major_formatter(EngFormatter(sep=""))
+    ax.set_ylabel("fraction of seeds converged")
+    ax.set_title(f"Kaplan–Meier: {task.label}")
+    _model_legend(fig, data, list(samples), [Line2D([], [], ls="none", marker="|", ms=12, mew=2, color="grey",
+                                                    label="censored seed (stopped unconverged)")])
+    return sink.save(fig, f"km_{slug(task.label)}")
 
 
 def figure_generalization(data: SuiteData, task: TaskInfo, sink: FigureSink) -> dict[str, str] | None:

@@ -17,13 +17,14 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
+import lifelines
 import matplotlib
 import pandas as pd
 import scipy
 import seaborn as sns
 import yaml
 
-from bench import stats
+from bench import stats, survival
 from bench.report.data import (
     CSV_FILES,
     SUMMARY_FILES,
@@ -37,12 +38,20 @@ from bench.report.data import (
     sample_runs,
     slug,
 )
-from bench.report.figures import LOG_FLOOR, STYLE, FigureSink, figure_convergence, figure_curves, figure_generalization
+from bench.report.figures import (
+    LOG_FLOOR,
+    STYLE,
+    FigureSink,
+    figure_convergence,
+    figure_curves,
+    figure_generalization,
+    figure_km,
+)
+from bench.report.pairwise import pairwise_table
 from bench.report.panels import figure_memory, figure_samples
 from bench.report.tables import (
     generalization_table,
     not_started,
-    pairwise_table,
     problems,
     runs_table,
     summary_frame,
@@ -74,7 +83,7 @@ def header_facts(data: SuiteData) -> dict[str, Any]:
     devices = sorted(set(distinct("device_name")) | {str(d) for d in data.runs.get("device", pd.Series()).dropna()})
     versions = {key: ", ".join(distinct(key)) for key in ("python", "torch", "numpy", "pandas") if distinct(key)}
     rendering = {"matplotlib": matplotlib.__version__, "seaborn": sns.__version__, "scipy": scipy.__version__,
-                 "jinja2": jinja2.__version__}
+                 "lifelines": lifelines.__version__, "jinja2": jinja2.__version__}
     finished = data.runs[data.runs["status"] != RUNNING]
     counts = finished["status"].value_counts().to_dict()
     expected = len(data.manifest.get("run_ids", []))
@@ -112,6 +121,7 @@ def build_context(data: SuiteData, sink: FigureSink) -> dict[str, Any]:
                 "summary": summary_table(data, task),
                 "pairwise": pairwise_table(data, task),
                 "curves": figure_curves(data, task, sink),
+                "km": figure_km(data, task, sink),
                 "generalization": figure_generalization(data, task, sink),
                 "generalization_table": generalization_table(data, task),
                 "grid": grid_shape([s for _, s in ordered_sizes(generalization_frame(data, task), task)])
@@ -138,8 +148,11 @@ def build_context(data: SuiteData, sink: FigureSink) -> dict[str, Any]:
                                default_flow_style=None, width=110),
         "csvs": [name for name in CSV_FILES if (data.out_dir / name).exists()] + list(SUMMARY_FILES),
         "log_floor": LOG_FLOOR,
-        "min_seeds": stats.MIN_SEEDS_FOR_CI,
-        "confidence": int(stats.CONFIDENCE * 100),
+        "methods": {"min_seeds": survival.MIN_SEEDS_FOR_INTERVAL, "km": survival.KM_MEDIAN_METHOD,
+                    "cox": survival.COX_METHOD, "clopper_pearson": stats.CLOPPER_PEARSON_METHOD,
+                    "fisher": stats.FISHER_METHOD, "mann_whitney": stats.MANN_WHITNEY_METHOD,
+                    "holm": stats.HOLM_METHOD, "max_exact": stats.MAX_EXACT_RELABELLINGS,
+                    "draws": stats.MONTE_CARLO_DRAWS, "seed": stats.PERMUTATION_SEED},
     }
 
 

@@ -12,9 +12,8 @@ from functools import cached_property
 from typing import Any
 
 import pandas as pd
-from markupsafe import Markup
 
-from bench import stats
+from bench import stats, survival
 from bench.report.data import (
     SuiteData,
     TaskInfo,
@@ -107,30 +106,30 @@ def shade_best(rows: list[dict[str, Any]], columns: list[Column]) -> None:
                 cell.cls = (cell.cls + " best").strip()
 
 
-def _median_cell(summary: stats.CensoredMedian, scale: float, budget_text: str) -> Cell:
-    """A censored median (in steps or sequences: `scale`) with its CI on a second line."""
+def _median_cell(summary: survival.KMMedian, unit: str) -> Cell:
+    """A KM median time to converge (in `unit`) with its interval, or the reason it has none, on a second line."""
     if summary.n == 0:
         return Cell("—", title="no finished runs")
+    title = (f"{summary.n_events} of {summary.n} runs converged. {survival.KM_MEDIAN_METHOD}. Runs that did not "
+             "converge are censored where they stopped: at their own budget, or at the step they diverged.")
+    extra = {"exceeds": None, "ci_low": None, "ci_high": None, "ci_high_open": None}
     if summary.median is None:
-        return Cell("> budget", sub=budget_text, cls="muted", value=f"> {fmt(summary.budget * scale)}",
-                    title=f"{summary.n_converged} of {summary.n} seeds converged; the median needs at least half")
-    prefix = "≥ " if summary.median_is_bound else ""
-    text = prefix + fmt(summary.median * scale)
-    title = ("exactly half the seeds converged, so the median rests on a censored seed and is a lower bound"
-             if summary.median_is_bound else "")
+        extra["exceeds"] = summary.followed
+        text, sort, value = f"> {fmt(summary.followed)}", None, None
+        title = f"the KM curve never falls to half by {fmt(summary.followed)} {unit}. " + title
+    else:
+        text, sort, value = fmt(summary.median), summary.median, summary.median
     if summary.ci is None:
         sub = summary.reason
     else:
-        high = ("≥ " if summary.ci_high_censored else "") + fmt(summary.ci[1] * scale)
-        sub = f"[{fmt(summary.ci[0] * scale)}, {high}]"
-    extra = {"is_lower_bound": summary.median_is_bound,
-             "ci_low": None if summary.ci is None else summary.ci[0] * scale,
-             "ci_high": None if summary.ci is None else summary.ci[1] * scale,
-             "ci_high_is_budget": summary.ci_high_censored}
-    return Cell(text, sub=sub, title=title, sort=summary.median * scale, value=summary.median * scale, extra=extra)
+        low, high = summary.ci
+        extra.update(ci_low=low, ci_high=None if high is None else high, ci_high_open=high is None)
+        sub = f"[{fmt(low)}, {'> ' + fmt(summary.followed) if high is None else fmt(high)}]"
+    return Cell(text, sub=sub, cls="muted" if value is None else "", title=title, sort=sort, value=value,
+                extra=extra)
 
 
-def _final_metric(data: SuiteData, task: TaskInfo, runs: pd.DataFrame) -> pd.Series:
+def final_metric(data: SuiteData, task: TaskInfo, runs: pd.DataFrame) -> pd.Series:
     """Each run's final error (`TaskInfo.error`) on the evaluation set: from runs.csv's ``final_<metric>`` column,
     or for a gap to a reference (N-Grams) from the run's last evaluation row; wrong bits/seq when neither is
     there."""
@@ -174,12 +173,13 @@ class ModelRuns:
         return max([self.data.budget(r)[1] for r in self.runs["run_id"]] or [1])
 
     @cached_property
-    def steps_to_converge(self) -> stats.CensoredMedian | None:
-        """The censored median of steps to converge; None when the task has no threshold."""
-        if not self.task.has_threshold:
-            return None
-        return stats.censored_median(convergence_sample(self.data, self.task.label, self.model).steps,
-                                     self.budget_steps)
+    def sample(self):
+        """The censored sample of time to converge (`convergence_sample`); None when the task has no threshold."""
+        return convergence_sample(self.data, self.task.label, self.model) if self.task.has_threshold else None
+
+    def km_median(self, unit: str) -> survival.KMMedian | None:
+        """The KM median time to converge in `unit` ("steps" or "sequences"); None when the task has no threshold."""
+        return None if self.sample is None else survival.km_median(*self.sample.survival(unit))
 
     @property
     def badges(self) -> list[tuple[str, str]]:
@@ -190,25 +190,33 @@ class ModelRuns:
         return badges
 
 
+def _proportion_cell(k: int, n: int, what: str, **fields: Any) -> Cell:
+    """k of n seeds, with the Clopper–Pearson interval of the proportion on the second line (and in summary.csv as
+    ``_n``, ``_ci_low``, ``_ci_high``)."""
+    ci = stats.clopper_pearson(k, n)
+    sub = "" if ci is None else f"[{fmt(ci[0])}, {fmt(ci[1])}]"
+    extra = {**fields.pop("extra", {}), "n": n, "ci_low": None if ci is None else ci[0],
+             "ci_high": None if ci is None else ci[1]}
+    lines = [fields.pop("sub", ""), sub]
+    return Cell(f"{k}/{n}", sub="\n".join(line for line in lines if line), sort=k / max(1, n), value=k, extra=extra,
+                title=f"{what}, of the {n} runs with a result (failed runs carry none); second line: the "
+                      f"{stats.CLOPPER_PEARSON_METHOD} of the proportion", **fields)
+
+
 def _converged_cell(n_converged: int | None, source: ModelRuns) -> Cell:
     if n_converged is None:
         return Cell("no threshold", cls="muted", badges=source.badges,
                     title="this task has no convergence threshold, so no run is 'converged'")
-    n_runs = len(source.runs)
-    return Cell(f"{n_converged}/{n_runs}", badges=source.badges, sort=n_converged / max(1, n_runs),
-                title=f"seeds converged ({source.task.rule}) / seeds run", value=n_converged)
+    return _proportion_cell(n_converged, len(source.usable), f"seeds converged ({source.task.rule})",
+                            badges=source.badges)
 
 
-def _steps_cell(summary: stats.CensoredMedian | None, source: ModelRuns) -> Cell:
-    if summary is None:
-        return Cell("no threshold", cls="muted")
-    return _median_cell(summary, 1.0, f"budget {fmt(source.budget_steps)} steps")
+def _steps_cell(summary: survival.KMMedian | None, source: ModelRuns) -> Cell:
+    return Cell("no threshold", cls="muted") if summary is None else _median_cell(summary, "steps")
 
 
-def _sequences_cell(summary: stats.CensoredMedian | None, source: ModelRuns) -> Cell:
-    if summary is None:
-        return Cell("no threshold", cls="muted")
-    return _median_cell(summary, float(source.batch), f"budget {fmt(source.budget_steps * source.batch)} seq")
+def _sequences_cell(summary: survival.KMMedian | None, source: ModelRuns) -> Cell:
+    return Cell("no threshold", cls="muted") if summary is None else _median_cell(summary, "sequences")
 
 
 def _final_cell(final: pd.Series, source: ModelRuns) -> Cell:
@@ -222,17 +230,15 @@ def _final_cell(final: pd.Series, source: ModelRuns) -> Cell:
 
 def _solved_2x_cell(solved: pd.Series | None, source: ModelRuns) -> Cell:
     """Seeds whose final model solves the smallest test size at twice the training range."""
-    task, n_runs = source.task, len(source.runs)
+    task = source.task
     where = "" if task.test_size_2x is None else ",".join(
         f"{p}={v}" for p, v in zip(task.size_parts, task.test_size_2x))
     if task.solved is None:
         return Cell("no rule", cls="muted", title="this task has no notion of a solved size")
     if not where or solved is None:
         return Cell("—", cls="muted", title="no test size is at least twice the training range")
-    k = int(solved.sum())
-    return Cell(f"{k}/{n_runs}", sub=f"at {where}", sort=k / max(1, n_runs), value=k,
-                extra={"size": where},
-                title=f"seeds whose final model meets the solved rule ({task.solved.text()}) at {where}")
+    return _proportion_cell(int(solved.sum()), len(solved), f"seeds whose final model meets the solved rule "
+                            f"({task.solved.text()}) at {where}", sub=f"at {where}", extra={"size": where})
 
 
 def _solved_up_to_cell(labels: list[str] | None, source: ModelRuns) -> Cell:
@@ -309,22 +315,24 @@ def _throughput_cell(seq_s: pd.Series, source: ModelRuns) -> Cell:
 
 
 #: the summary table's columns. The HTML page, summary.csv and summary.md are all built from the same cells, so the
-#: three can never disagree. Header placeholders: {metric} (the task's error), {ci} (the CI level), {solved} (the
-#: task's solved rule).
+#: three can never disagree. Header placeholders: {metric} (the task's error), {min_n} (the fewest runs a KM median's
+#: interval needs), {solved} (the task's solved rule). Every interval names its method in its header and its cells'
+#: titles: Clopper–Pearson for counts of seeds, the KM band for medians (`bench.survival`).
 SUMMARY_COLUMNS = [
     Column("model", "model", get=lambda s: s.model,
            show=lambda model, s: Cell(model, swatch=s.data.palette[model], value=model)),
-    Column("converged", "seeds converged", better="higher", show=_converged_cell,
+    Column("converged", "seeds converged", "95 % Clopper–Pearson", better="higher", show=_converged_cell,
            get=lambda s: int(s.usable["converged"].sum()) if s.task.has_threshold else None),
-    Column("median_steps", "median steps", "[{ci}% CI]", get=lambda s: s.steps_to_converge, show=_steps_cell,
-           better="lower"),
-    Column("median_sequences", "median sequences", "[{ci}% CI]", get=lambda s: s.steps_to_converge,
-           show=_sequences_cell, better="lower"),
+    Column("median_steps", "KM median steps", "95 % CI: log(−log) band; n ≥ {min_n}", show=_steps_cell,
+           get=lambda s: s.km_median("steps"), better="lower"),
+    Column("median_sequences", "KM median sequences", "95 % CI: log(−log) band; n ≥ {min_n}",
+           get=lambda s: s.km_median("sequences"), show=_sequences_cell, better="lower"),
     Column("final_error", "final {metric}", "median [min–max]", show=_final_cell, better="lower",
-           get=lambda s: _final_metric(s.data, s.task, s.usable).dropna()),
+           get=lambda s: final_metric(s.data, s.task, s.usable).dropna()),
     Column("generalization", "generalisation {metric}", "median at the largest test size; other sizes below",
            get=_generalization_values, show=_generalization_cell, better="lower"),
-    Column("solved_2x", "seeds solving 2× training size", "{solved}", show=_solved_2x_cell, better="higher",
+    Column("solved_2x", "seeds solving 2× training size", "{solved}; 95 % Clopper–Pearson", show=_solved_2x_cell,
+           better="higher",
            get=lambda s: s.usable["solved_2x"].map(truthy) if "solved_2x" in s.usable.columns else None),
     Column("solved_up_to", "longest size solved", "per seed, in seed order", get=_solved_up_to,
            show=_solved_up_to_cell),
@@ -343,84 +351,11 @@ def summary_table(data: SuiteData, task: TaskInfo) -> dict[str, Any]:
     further raw columns (a CI's bounds, the error at each test size) for summary.csv."""
     sizes, gen_medians = _generalization_medians(data, task)
     sources = [(model, ModelRuns(data, task, model, sizes, gen_medians)) for model in data.models_of(task.label)]
-    summary = table(SUMMARY_COLUMNS, sources, metric=task.metric_label, ci=int(stats.CONFIDENCE * 100),
+    summary = table(SUMMARY_COLUMNS, sources, metric=task.metric_label, min_n=survival.MIN_SEEDS_FOR_INTERVAL,
                     solved="no solved rule" if task.solved is None else task.solved.text())
     for row, (_, source) in zip(summary["rows"], sources):
         row["seeds"] = len(source.runs)
     return summary
-
-
-@dataclass
-class Comparison:
-    """The source of one pairwise row: models `a` and `b` on one task, compared by `stats.compare`."""
-
-    a: str
-    b: str
-    result: stats.MedianRatio
-    palette: dict[str, str]
-
-
-def _model_cell(model: str, source: Comparison) -> Cell:
-    return Cell(model, swatch=source.palette.get(model, ""), cls="name")
-
-
-def _ratio_cell(result: stats.MedianRatio, source: Comparison) -> Cell:
-    if result.ratio is None:
-        return Cell("n/a", cls="muted", title=result.note)
-    sub = (f"[{fmt(result.ci[0])}, {fmt(result.ci[1])}]" if result.ci else
-           f"n/a (CI needs ≥ {stats.MIN_SEEDS_FOR_CI} seeds)")
-    return Cell(fmt(result.ratio), sub=sub)
-
-
-def _lower_median(source: Comparison) -> str:
-    ratio = source.result.ratio
-    if ratio is None or not math.isfinite(ratio) or ratio == 1:
-        return "—"
-    return source.a if ratio < 1 else source.b
-
-
-def _p_value_cell(p_value: float | None, source: Comparison) -> Cell:
-    """The Mann–Whitney p-value, shaded when below 0.05 (a test per row, not a best value of the column)."""
-    if p_value is None:
-        return Cell("n/a", cls="muted")
-    return Cell(fmt(p_value), cls="best" if p_value < 0.05 else "")
-
-
-PAIRWISE_COLUMNS = [
-    Column("a", "A", get=lambda c: c.a, show=_model_cell),
-    Column("b", "B", get=lambda c: c.b, show=_model_cell, cls="name"),
-    Column("ratio", Markup("ratio&nbsp;A&nbsp;/&nbsp;B"), "[{ci}% CI]", get=lambda c: c.result, show=_ratio_cell),
-    Column("lower", "lower median", get=_lower_median, show=_model_cell, cls="name"),
-    Column("p_value", Markup("Mann–Whitney&nbsp;p"), get=lambda c: c.result.p_value, show=_p_value_cell),
-    Column("notes", "notes", cls="name", get=lambda c: c.result,
-           show=lambda result, c: Cell(("paired by seed" if result.paired else "unpaired")
-                                       + (f"; {result.note}" if result.note else ""), cls="muted notes")),
-]
-
-
-def pairwise_table(data: SuiteData, task: TaskInfo) -> dict[str, Any]:
-    """Each pair of the task's models: ratio of median steps to converge (or of final error) with CI and p."""
-    models = data.models_of(task.label)
-    samples = {}
-    for model in models:
-        if task.has_threshold:
-            sample = convergence_sample(data, task.label, model)
-            samples[model] = (sample.seeds, sample.steps, sample.budget)
-        else:
-            usable = usable_runs(data.runs_of(task.label, model)).sort_values("seed")
-            samples[model] = (list(usable["seed"]), list(_final_metric(data, task, usable).to_numpy(dtype=float)),
-                              math.inf)
-    sources = []
-    for i, a in enumerate(models):
-        for b in models[i + 1:]:
-            seeds_a, values_a, budget_a = samples[a]
-            seeds_b, values_b, budget_b = samples[b]
-            if not task.has_threshold:
-                values_a = [v for v in values_a if math.isfinite(v)]
-                values_b = [v for v in values_b if math.isfinite(v)]
-            result = stats.compare(values_a, values_b, budget_a, budget_b, paired=seeds_a == seeds_b)
-            sources.append((f"{a} / {b}", Comparison(a, b, result, data.palette)))
-    return table(PAIRWISE_COLUMNS, sources, ci=int(stats.CONFIDENCE * 100))
 
 
 def _quartiles_cell(values: pd.Series, source: Any) -> Cell:
