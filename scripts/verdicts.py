@@ -1,0 +1,207 @@
+"""Each published claim's verdict, computed from the per-run data committed under results/ by the rules that
+docs/RESULTS.md declares ("How a verdict is decided"), so the page cannot drift from the data.
+
+    python scripts/verdicts.py                 print the verdict table (Markdown)
+    python scripts/verdicts.py --write         rewrite the table between the markers in docs/RESULTS.md
+    python scripts/verdicts.py --check         exit 1 when docs/RESULTS.md's table differs from the data's
+
+A claim is data (`CLAIMS`): which committed folder, task and models it is judged on, and which kind of test. A claim
+whose data are not committed yet gets "not shown" and says what is missing. The tests (tests/test_verdicts.py) check
+the rules on small known cases and that docs/RESULTS.md holds what this script computes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from bench import stats  # noqa: E402
+from bench.report.data import convergence_sample, load_suite_data, truthy  # noqa: E402
+from bench.survival import logrank  # noqa: E402
+
+RESULTS = REPO / "results"
+PAGE = REPO / "docs" / "RESULTS.md"
+START, END = "<!-- verdicts:start -->", "<!-- verdicts:end -->"
+ALPHA = 0.05
+#: a model "generalises" when at least this share of its seeds solves twice the training length (the declared reading
+#: of claims (a) and (c); RESULTS.md, "How a verdict is decided")
+MAJORITY = 0.5
+#: a NaN claim is about long training: fewer steps per run than this cannot show it
+LONG_TRAINING_STEPS = 100_000
+
+REPLICATES, DOES_NOT, NOT_SHOWN = "replicates", "does not replicate", "not shown"
+
+
+@dataclass(frozen=True)
+class Claim:
+    key: str                    # (a), (b), ...
+    text: str
+    kind: str                   # "solves_2x" (A solves 2x, B does not), "faster" (A converges sooner), "no_nan"
+    folder: str | None          # under results/; None: no committed data yet
+    task: str = ""
+    better: str = ""            # the model the claim favours
+    other: str = ""             # the model it is compared with ("" for one-model claims)
+    missing: str = ""           # what has to be run for a verdict, when `folder` is None
+
+
+#: the claims of docs/RESULTS.md, each judged on data nobody tuned on
+CLAIMS = [
+    Claim("(a)", "The NTM's Copy generalises to twice its training length, the LSTM's does not (Graves 2014), "
+                 "default suite", "solves_2x", "quick_heldout", "copy", "ntm", "lstm"),
+    Claim("(a')", "The same claim at the paper's sizes (L 1-20, 1 x 100 controller, 128 x 20 memory)", "solves_2x",
+          None, missing="paper-size Copy on fresh seeds, with an LSTM that fits its training range"),
+    Claim("(b)", "Copy trained on L 1-20 degrades around output position 36 at L = 40 (Collier & Beel)", "position",
+          None, missing="per-run position errors of paper-size Copy on fresh seeds"),
+    Claim("(c)", "Associative Recall trained on 2-6 items generalises to 12 (Graves 2014)", "solves_2x", None,
+          missing="paper-size Associative Recall on fresh seeds"),
+    Claim("(d)", "Constant memory initialisation converges about 2x faster than the next best (Collier & Beel)",
+          "faster", None, missing="the init_schemes study on fresh seeds"),
+    Claim("(e)", "No NaN in training with gradient and controller clipping (Collier & Beel)", "no_nan",
+          "quick_heldout", "copy", "ntm", "dnc"),
+    Claim("(f)", "The LSTM learns Associative Recall far more slowly than the NTM (Graves 2014)", "faster", None,
+          missing="paper-size Associative Recall on fresh seeds, NTM and LSTM"),
+]
+
+
+@dataclass(frozen=True)
+class Verdict:
+    evidence: str
+    test: str
+    verdict: str
+
+
+def fmt_ci(ci: tuple[float, float] | None) -> str:
+    return "—" if ci is None else f"[{ci[0]:.2f}, {ci[1]:.2f}]"
+
+
+def smallest_significant(n_a: int, n_b: int) -> int | None:
+    """The fewest of A's n_a seeds that must solve, with none of B's n_b, for Fisher's p to fall below ALPHA."""
+    for k in range(n_a + 1):
+        p = stats.fisher_exact(k, n_a, 0, n_b)
+        if p is not None and p < ALPHA:
+            return k
+    return None
+
+
+def solve_rate_verdict(k_a: int, n_a: int, k_b: int, n_b: int) -> str:
+    """The declared rule for "A solves 2x, B does not": replicates when Fisher's two-sided p < ALPHA with A ahead;
+    does not replicate when B is significantly ahead, or A's Clopper–Pearson upper bound is below MAJORITY (at
+    most a minority of A's seeds can solve it); not shown otherwise."""
+    p = stats.fisher_exact(k_a, n_a, k_b, n_b)
+    ahead = k_a / n_a > k_b / n_b
+    if p is not None and p < ALPHA:
+        return REPLICATES if ahead else DOES_NOT
+    ci = stats.clopper_pearson(k_a, n_a)
+    if ci is not None and ci[1] < MAJORITY:
+        return DOES_NOT
+    return NOT_SHOWN
+
+
+def _solves_2x(data, task: str, model: str) -> tuple[int, int]:
+    runs = data.runs_of(task, model)
+    runs = runs[runs["status"] == "done"]
+    return int(runs["solved_2x"].map(truthy).sum()), len(runs)
+
+
+def judge_solves_2x(claim: Claim, data) -> Verdict:
+    (k_a, n_a), (k_b, n_b) = _solves_2x(data, claim.task, claim.better), _solves_2x(data, claim.task, claim.other)
+    p = stats.fisher_exact(k_a, n_a, k_b, n_b)
+    size = data.tasks[claim.task].test_size_2x
+    where = "" if size is None else " at " + ",".join(f"{part}={v}" for part, v in
+                                                        zip(data.tasks[claim.task].size_parts, size))
+    evidence = (f"seeds solving 2×{where}: {claim.better} {k_a}/{n_a} {fmt_ci(stats.clopper_pearson(k_a, n_a))}, "
+                f"{claim.other} {k_b}/{n_b} {fmt_ci(stats.clopper_pearson(k_b, n_b))} (Clopper–Pearson 95 %)")
+    need = smallest_significant(n_a, n_b)
+    test = f"Fisher exact, two-sided: p = {p:.3g}" + ("" if need is None else
+                                                      f" (this design needs ≥ {need}/{n_a} against 0/{n_b})")
+    return Verdict(evidence, test, solve_rate_verdict(k_a, n_a, k_b, n_b))
+
+
+def judge_faster(claim: Claim, data) -> Verdict:
+    a = convergence_sample(data, claim.task, claim.better)
+    b = convergence_sample(data, claim.task, claim.other)
+    result = logrank((a.sequences, a.converged), (b.sequences, b.converged), paired=a.seeds == b.seeds)
+    evidence = (f"converged: {claim.better} {sum(a.converged)}/{len(a.seeds)}, "
+                f"{claim.other} {sum(b.converged)}/{len(b.seeds)}")
+    if result is None:
+        return Verdict(evidence, "log-rank: no run converged", NOT_SHOWN)
+    sooner = sum(a.converged) / max(1, len(a.seeds)) > sum(b.converged) / max(1, len(b.seeds))
+    verdict = NOT_SHOWN if result.p_value >= ALPHA else REPLICATES if sooner else DOES_NOT
+    return Verdict(evidence, f"log-rank permutation test: p = {result.p_value:.3g} (min p {result.min_p:.3g})",
+                   verdict)
+
+
+def judge_no_nan(claim: Claim, data) -> Verdict:
+    runs = data.runs[data.runs["model"].isin([claim.better, claim.other]) & (data.runs["status"] != "failed")]
+    with_nan = int((pd.to_numeric(runs["nonfinite_steps"], errors="coerce").fillna(0) > 0).sum())
+    steps = pd.to_numeric(runs["steps"], errors="coerce")
+    ci = stats.clopper_pearson(with_nan, len(runs))
+    evidence = (f"{with_nan} of {len(runs)} {claim.better}/{claim.other} runs had a non-finite update (rate "
+                f"{fmt_ci(ci)}); {int(steps.max()):,} steps per run at most, {int(steps.sum()):,} in all")
+    if with_nan:
+        return Verdict(evidence, "count of runs with a skipped update", DOES_NOT)
+    if steps.max() < LONG_TRAINING_STEPS:
+        return Verdict(evidence, f"runs shorter than {LONG_TRAINING_STEPS:,} steps cannot show it (NaNs were "
+                                 "reported after about 350,000 steps)", NOT_SHOWN)
+    return Verdict(evidence, "count of runs with a skipped update", REPLICATES)
+
+
+JUDGES = {"solves_2x": judge_solves_2x, "faster": judge_faster, "no_nan": judge_no_nan}
+
+
+def verdict_of(claim: Claim, results: Path = RESULTS) -> Verdict:
+    if claim.folder is None:
+        return Verdict("no per-run data committed yet", f"needs {claim.missing}", NOT_SHOWN)
+    return JUDGES[claim.kind](claim, load_suite_data(results / claim.folder))
+
+
+def table(results: Path = RESULTS) -> str:
+    lines = ["| claim | data (`results/`) | evidence | test | verdict |", "|---|---|---|---|---|"]
+    for claim in CLAIMS:
+        verdict = verdict_of(claim, results)
+        lines.append(f"| {claim.key} {claim.text} | {claim.folder or '—'} | {verdict.evidence} | {verdict.test} | "
+                     f"**{verdict.verdict}** |")
+    return "\n".join(lines)
+
+
+def page_table(page: Path = PAGE) -> str | None:
+    text = page.read_text()
+    if START not in text or END not in text:
+        return None
+    return text.split(START, 1)[1].split(END, 1)[0].strip()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    action = parser.add_mutually_exclusive_group()
+    action.add_argument("--write", action="store_true", help="rewrite the table in docs/RESULTS.md")
+    action.add_argument("--check", action="store_true", help="exit 1 if docs/RESULTS.md's table is not the data's")
+    args = parser.parse_args(argv)
+    computed = table()
+    if args.write:
+        text = PAGE.read_text()
+        if START not in text:
+            print(f"{PAGE}: no '{START}' marker; add the markers where the table goes", file=sys.stderr)
+            return 2
+        head, rest = text.split(START, 1)
+        PAGE.write_text(f"{head}{START}\n{computed}\n{END}{rest.split(END, 1)[1]}")
+        return 0
+    if args.check:
+        if page_table() != computed:
+            print(f"{PAGE}: the verdict table differs from the data; run python scripts/verdicts.py --write",
+                  file=sys.stderr)
+            return 1
+        return 0
+    print(computed)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

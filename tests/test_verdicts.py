@@ -1,0 +1,62 @@
+"""docs/RESULTS.md's verdicts follow from the committed per-run data by the declared rules (scripts/verdicts.py)."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+
+import pandas as pd
+import pytest
+
+from tests.conftest import REPO
+
+spec = importlib.util.spec_from_file_location("verdicts", REPO / "scripts" / "verdicts.py")
+verdicts = sys.modules["verdicts"] = importlib.util.module_from_spec(spec)  # dataclasses look their module up
+spec.loader.exec_module(verdicts)
+
+
+def test_results_md_holds_the_verdicts_the_committed_data_give():
+    assert verdicts.page_table() == verdicts.table(), "run python scripts/verdicts.py --write"
+    assert verdicts.main(["--check"]) == 0
+
+
+def test_every_claim_with_data_points_at_a_committed_folder():
+    for claim in verdicts.CLAIMS:
+        if claim.folder is not None:
+            folder = verdicts.RESULTS / claim.folder
+            for name in ("runs.csv", "curves.csv", "generalization.csv", "suite.json"):
+                assert (folder / name).is_file(), f"{claim.key}: {folder / name} is not committed"
+        else:
+            assert claim.missing, f"{claim.key}: say what has to be run"
+
+
+@pytest.mark.parametrize("counts, verdict", [
+    ((5, 10, 0, 10), "replicates"),          # Fisher p = 0.0325
+    ((4, 10, 0, 10), "not shown"),           # p = 0.087, and 4/10's upper bound (0.74) is above one half
+    ((0, 10, 5, 10), "does not replicate"),  # significant the other way
+    ((0, 10, 0, 10), "does not replicate"),  # 0/10: at most 0.31 of A's seeds can solve it
+    ((1, 3, 0, 3), "not shown"),             # 3 seeds a model cannot decide
+])
+def test_the_solve_rate_rule(counts, verdict):
+    assert verdicts.solve_rate_verdict(*counts) == verdict
+
+
+def test_the_smallest_split_a_design_can_detect():
+    assert verdicts.smallest_significant(10, 10) == 5
+    assert verdicts.smallest_significant(3, 3) is None      # no split of 3 against 3 reaches p < 0.05
+
+
+def test_a_nan_claim_needs_long_runs(tmp_path):
+    source = verdicts.RESULTS / "quick_heldout"
+    for name in ("curves.csv", "generalization.csv", "suite.json"):
+        (tmp_path / name).write_bytes((source / name).read_bytes())
+    runs = pd.read_csv(source / "runs.csv")
+    claim = next(c for c in verdicts.CLAIMS if c.key == "(e)")
+    runs.to_csv(tmp_path / "runs.csv", index=False)
+    assert verdicts.judge_no_nan(claim, verdicts.load_suite_data(tmp_path)).verdict == "not shown"  # 4,000 steps
+    runs["steps"] = 200_000
+    runs.to_csv(tmp_path / "runs.csv", index=False)
+    assert verdicts.judge_no_nan(claim, verdicts.load_suite_data(tmp_path)).verdict == "replicates"
+    runs.loc[runs["model"] == "ntm", "nonfinite_steps"] = [3] + [0] * 9
+    runs.to_csv(tmp_path / "runs.csv", index=False)
+    assert verdicts.judge_no_nan(claim, verdicts.load_suite_data(tmp_path)).verdict == "does not replicate"
