@@ -60,7 +60,7 @@ def _build():
 
     source = SOURCE.read_text()
     # the name carries a hash of the source, flags and torch version: a built library of that name is loaded directly
-    # (about 0.1 s; load_inline's up-to-date check runs ninja and takes about 1 s); otherwise load_inline builds it
+    # (skipping load_inline's up-to-date check, which runs ninja and costs far more); otherwise load_inline builds it
     digest = hashlib.sha256("\0".join([source, *_CFLAGS, torch.__version__]).encode()).hexdigest()[:16]
     name = f"{_NAME}_{digest}"
     library = os.path.join(get_default_build_root(), name, f"{name}.so")
@@ -161,8 +161,8 @@ class _LinkUpdateAndRead(torch.autograd.Function):
         w_i = write_weights.unsqueeze(-1)
         w_j = write_weights.unsqueeze(-2)
         weighted = grad * link  # d/dw_k of -(w_i + w_j) L[i, j]: row k and column k of grad * L
-        # sum_j grad[k, j] p_j as a row vector times grad^T: the same product, but torch's CPU matmul takes about 3x as
-        # long for a [B, N, N] @ [B, N, 1] column as for this [B, 1, N] @ [B, N, N]^T row
+        # sum_j grad[k, j] p_j as a row vector times grad^T: the same product, but torch's CPU matmul is much slower
+        # for a [B, N, N] @ [B, N, 1] column than for this [B, 1, N] @ [B, N, N]^T row
         grad_write = (torch.matmul(precedence.unsqueeze(-2), grad.transpose(-1, -2)).squeeze(-2)
                       - weighted.sum(-1) - weighted.sum(-2))
         grad_precedence = torch.matmul(write_weights.unsqueeze(-2), grad).squeeze(-2)  # sum_i grad[i, j] w_i

@@ -118,9 +118,8 @@ class DNC(RecurrentModel):
 
     config_class = DNCConfig
     has_memory = True
-    #: compiled 4 steps per call: with the link in its own C++ kernel (opaque to the compiler), 4 steps gave 356
-    #: seq/s against 345 for 2 and 324 for 1 (paper config, 1 thread, interleaved; docs/PERFORMANCE.md), for about
-    #: 60 s of compiling once. Before that kernel, unrolling gained nothing.
+    #: compiled 4 steps per call: with the link in its own C++ kernel (opaque to the compiler), unrolling pays for its
+    #: longer compile; before that kernel it gained nothing (measurements in docs/PERFORMANCE.md)
     compile_unroll = 4
 
     def __init__(self, input_size: int, output_size: int, config: DNCConfig | None = None, **params: Any):

@@ -259,8 +259,8 @@ class NTM(RecurrentModel):
 
     config_class = NTMConfig
     has_memory = True
-    #: compiled 4 steps at a time: 648 vs 528 seq/s training at the paper config on a 2-core CPU (compiling takes
-    #: about 45 s instead of 15 s); see docs/PERFORMANCE.md
+    #: compiled 4 steps at a time: faster training at the paper config than 1 step per call, for a longer compile
+    #: (measurements in docs/PERFORMANCE.md)
     compile_unroll = 4
 
     def __init__(self, input_size: int, output_size: int, config: NTMConfig | None = None, **params: Any):
