@@ -60,3 +60,9 @@ def test_a_nan_claim_needs_long_runs(tmp_path):
     runs.loc[runs["model"] == "ntm", "nonfinite_steps"] = [3] + [0] * 9
     runs.to_csv(tmp_path / "runs.csv", index=False)
     assert verdicts.judge_no_nan(claim, verdicts.load_suite_data(tmp_path)).verdict == "does not replicate"
+
+
+def test_a_claim_with_one_arm_committed_is_not_shown_and_says_what_is_missing():
+    claim = next(c for c in verdicts.CLAIMS if c.key == "(a')")
+    verdict = verdicts.verdict_of(claim)
+    assert verdict.verdict == "not shown" and "not run yet" in verdict.evidence and claim.missing in verdict.test
