@@ -29,20 +29,21 @@ def _chunks(task: Task, size: Size, count: int, generator: torch.Generator) -> l
     return batches
 
 
-def evaluation_set(task: Task, sequences: int, eval_seed: int, task_key: str) -> list[Batch]:
-    """`sequences` examples from the training distribution, grouped by size into batches."""
-    return _cached_set(task, sequences, eval_seed, task_key, "eval")
+def evaluation_set(task: Task, sequences: int, eval_seed: int, task_key: str, cache: bool = True) -> list[Batch]:
+    """`sequences` examples from the training distribution, grouped by size into batches. `cache=False` draws them
+    afresh and keeps no copy (the protocol fingerprint, `bench.protocol`, which only hashes them)."""
+    return _cached_set(task, sequences, eval_seed, task_key, "eval", cache=cache)
 
 
 def generalization_set(task: Task, sequences: int, eval_seed: int, task_key: str,
-                       sizes: list[Size] | None = None) -> dict[Size, list[Batch]]:
-    """`sequences` examples at each of `sizes` (default: the task's test sizes).
+                       sizes: list[Size] | None = None, cache: bool = True) -> dict[Size, list[Batch]]:
+    """`sequences` examples at each of `sizes` (default: the task's test sizes); `cache` as for `evaluation_set`.
 
     A size's sequences depend only on the evaluation seed, the task and the size, so a size is scored on the very
     same sequences whether the suite asks for it or a later `ntm-bench evaluate` does (bench/trained.py).
     """
     sizes = task.test_sizes if sizes is None else [task.check_size(size) for size in sizes]
-    return {size: _cached_set(task, sequences, eval_seed, task_key, "gen", size) for size in sizes}
+    return {size: _cached_set(task, sequences, eval_seed, task_key, "gen", size, cache) for size in sizes}
 
 
 def generalization_rows(model: torch.nn.Module, task: Task, sets: dict[Size, list[Batch]],
@@ -57,7 +58,9 @@ _CACHE: dict[tuple, list[Batch]] = {}
 
 
 def _cached_set(task: Task, sequences: int, eval_seed: int, task_key: str, kind: str,
-                size: Size | None = None) -> list[Batch]:
+                size: Size | None = None, cache: bool = True) -> list[Batch]:
+    if not cache:
+        return _draw(task, sequences, eval_seed, task_key, kind, size)
     key = (sequences, eval_seed, task_key, kind, size)
     if key not in _CACHE:
         if len(_CACHE) > 64:

@@ -51,6 +51,21 @@ def derive_seed(*parts: Any) -> int:
     return int.from_bytes(digest[:8], "little") >> 1
 
 
+def task_key(task_type: str, task_params: dict[str, Any]) -> str:
+    """The key that, with the evaluation seed, decides a task's evaluation and generalisation sequences
+    (`bench.evaluate`): its registry name and its parameters as the suite gives them. Training, `ntm-bench evaluate`
+    and the protocol fingerprint (`bench.protocol`) all draw their sets under this one key."""
+    return json.dumps([task_type, task_params], sort_keys=True, default=str)
+
+
+def task_train(suite: Suite, label: str, base: TrainConfig | None = None, swept: set[str] | frozenset = frozenset()
+               ) -> TrainConfig:
+    """The training settings of task `label`'s runs: `base` (the suite's `train:`, or a sweep variant's) with the
+    task's own `train:` keys on top, except the `swept` keys, which keep the sweep's value."""
+    overrides = {k: v for k, v in suite.tasks[label].train.items() if k not in swept}
+    return train_with(suite.train if base is None else base, overrides, f"tasks.{label}.train", suite.path)
+
+
 @dataclass(frozen=True)
 class RunSpec:
     """Everything one training run needs, resolved."""
@@ -171,8 +186,7 @@ def expand(suite: Suite) -> list[RunSpec]:
         swept = {key.split(".", 1)[1] for key in suite.sweep if key.startswith("train.")}
         for variant, variant_train in variants:
             # the task's own training keys apply on top of the suite's; a swept key keeps the sweep's value
-            overrides = {k: v for k, v in task.train.items() if k not in swept}
-            train = train_with(variant_train, overrides, f"tasks.{task.label}.train", suite.path)
+            train = task_train(suite, task.label, variant_train, swept)
             _check_sizes(suite, task.label, built_task, train)
             model = Component(variant.label, variant.type, variant.params_for(task.label))
             _check_model(suite, model, built_task, train.batch_size)

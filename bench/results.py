@@ -26,10 +26,10 @@ import pandas as pd
 from bench.errors import ConfigError
 from tasks.base import Rule, convergence
 
-RUNS_COLUMNS = ["suite", "task", "task_type", "model", "model_type", "seed", "run_id", "status", "converged",
-                "converge_step", "converge_sequences", "final_loss_bits_per_seq", "final_wrong_bits_per_seq",
-                "solved_up_to", "test_size_2x", "solved_2x", "nonfinite_steps", "params", "steps", "device", "wall_s",
-                "seq_per_s"]
+RUNS_COLUMNS = ["suite", "task", "task_type", "protocol", "model", "model_type", "seed", "run_id", "status",
+                "converged", "converge_step", "converge_sequences", "final_loss_bits_per_seq",
+                "final_wrong_bits_per_seq", "solved_up_to", "test_size_2x", "solved_2x", "nonfinite_steps", "params",
+                "steps", "device", "wall_s", "seq_per_s"]
 CURVES_COLUMNS = ["suite", "task", "model", "seed", "run_id", "step", "sequences_seen", "loss_bits_per_seq",
                   "wrong_bits_per_seq", "seq_accuracy", "wall_s"]
 GENERALIZATION_COLUMNS = ["suite", "task", "model", "seed", "run_id", "size", "loss_bits_per_seq",
@@ -328,6 +328,7 @@ def collect(suite_dir: Path, run_ids: list[str] | None = None, unfinished: bool 
     convergence_rules = {label: _rule_or_none(fact.get("convergence"))
                          for label, fact in (suite_json.get("tasks") or {}).items()
                          if isinstance(fact, dict) and "convergence" in fact}
+    protocols = task_protocols(suite_json)
     runs_dir = suite_dir / "runs"
     folders = sorted(p for p in runs_dir.glob("*") if p.is_dir()) if runs_dir.exists() else []
     if run_ids is not None:
@@ -345,8 +346,8 @@ def collect(suite_dir: Path, run_ids: list[str] | None = None, unfinished: bool 
                 spec, curve = partial
                 keys = {"suite": suite_name if suite_name is not None else spec.get("suite"), "task": spec["task"],
                         "model": spec["model"], "seed": spec["seed"], "run_id": spec["run_id"]}
-                runs.append({**keys, "task_type": spec["task_type"], "model_type": spec["model_type"],
-                             **_unfinished_result(curve)})
+                runs.append({**keys, "task_type": spec["task_type"], "protocol": protocols.get(spec["task"], ""),
+                             "model_type": spec["model_type"], **_unfinished_result(curve)})
                 curves.append(curve.assign(**keys))
                 continue
         if not (folder / "result.json").exists():
@@ -361,7 +362,8 @@ def collect(suite_dir: Path, run_ids: list[str] | None = None, unfinished: bool 
             result.update(scored_convergence(curve, convergence_rules.get(spec["task"], _UNKNOWN), spec))
         keys = {"suite": suite_name if suite_name is not None else spec.get("suite"), "task": spec["task"],
                 "model": spec["model"], "seed": spec["seed"], "run_id": spec["run_id"]}
-        runs.append({**keys, "task_type": spec["task_type"], "model_type": spec["model_type"], **result})
+        runs.append({**keys, "task_type": spec["task_type"], "protocol": protocols.get(spec["task"], ""),
+                     "model_type": spec["model_type"], **result})
         if curve is not None:
             curves.append(curve.assign(**keys))
         if gen is not None:
@@ -378,6 +380,17 @@ def collect(suite_dir: Path, run_ids: list[str] | None = None, unfinished: bool 
     for name, frame in frames.items():
         atomic_write_csv(suite_dir / f"{name}.csv", frame)
     return frames
+
+
+def task_protocols(suite_json: dict) -> dict[str, str]:
+    """Each task label's short protocol fingerprint (`bench.protocol`) as suite.json records it: runs.csv's
+    `protocol` column. A task whose entry records none (written before protocols were versioned) is left out."""
+    protocols = {}
+    for label, fact in (suite_json.get("tasks") or {}).items():
+        entry = fact.get("protocol") if isinstance(fact, dict) else None
+        if isinstance(entry, dict) and entry.get("short"):
+            protocols[label] = str(entry["short"])
+    return protocols
 
 
 #: a task whose convergence rule suite.json does not record (written before the rules were data)

@@ -30,9 +30,10 @@ from tqdm import tqdm
 
 from bench import registry
 from bench.config import ConfigError, Suite
-from bench.grid import RunSpec, expand, memory_overflows
+from bench.grid import RunSpec, expand, memory_overflows, task_key, task_train
 from bench.options import DEFAULT_OPTIONS, WorkerOptions
 from bench.preflight import check_memory, estimate_seconds
+from bench.protocol import protocol
 from bench.provenance import device_name, resolve_device
 from bench.results import atomic_write_json, claim_output_folder, collect, read_json, run_is_finished
 from bench.text import format_duration
@@ -171,9 +172,19 @@ def stopped_under_another_rule(run_dir: Path, rule: dict[str, Any] | None) -> bo
 
 
 def task_facts(suite: Suite) -> dict[str, dict[str, Any]]:
-    """What the report needs to know of each task without building it: its registry name and `Task.facts()`."""
-    return {label: {"type": component.type, **registry.build_task(component.type, **component.params).facts()}
-            for label, component in suite.tasks.items()}
+    """What the report needs to know of each task without building it: its registry name, `Task.facts()` and its
+    `protocol` (`bench.protocol`), under the task's own training settings (`bench.grid.task_train`: its evaluation
+    and generalisation sizes) and the suite's evaluation seed. Drawing the sets to fingerprint them takes well under
+    a second per task at the default sizes."""
+    facts = {}
+    for label, component in suite.tasks.items():
+        task = registry.build_task(component.type, **component.params)
+        train = task_train(suite, label)
+        fingerprint = protocol(task, component.type, component.params, train.eval_sequences,
+                               train.generalization_sequences, suite.eval_seed,
+                               task_key(component.type, component.params))
+        facts[label] = {"type": component.type, **task.facts(), "protocol": fingerprint}
+    return facts
 
 
 def resolve_parallel_seeds(suite: Suite, device_type: str) -> int:

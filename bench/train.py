@@ -17,7 +17,6 @@ run as `diverged`.
 from __future__ import annotations
 
 import io
-import json
 import logging
 import math
 import os
@@ -34,6 +33,7 @@ from bench import registry
 from bench.evaluate import evaluation_set, example_arrays, generalization_rows, generalization_set, score
 from bench.forward import begin_iteration, compile_options, make_forward, repair_compile_cache
 from bench.grid import RunSpec, derive_seed
+from bench.grid import task_key as grid_task_key
 from bench.hooks import HookList, TensorBoardLog, TrainingHooks
 from bench.metrics import loss_nats_per_seq
 from bench.options import WorkerOptions
@@ -50,7 +50,8 @@ class FaultInjected(RuntimeError):
 
 
 def task_key(spec: RunSpec) -> str:
-    return json.dumps([spec.task_type, spec.task_params], sort_keys=True, default=str)
+    """The run's task key (`bench.grid.task_key`): with its evaluation seed, it decides its evaluation sets."""
+    return grid_task_key(spec.task_type, spec.task_params)
 
 
 def build_task(spec: RunSpec) -> Task:

@@ -29,7 +29,6 @@ import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -38,6 +37,7 @@ import torch
 
 from bench import registry
 from bench.evaluate import example_arrays, generalization_rows, generalization_set
+from bench.grid import task_key
 from bench.results import FINISHED, atomic_write_bytes, read_json
 from tasks.base import Size, Task
 
@@ -67,9 +67,7 @@ class TrainedRun:
     @property
     def task_key(self) -> str:
         """The key that, with the evaluation seed, decides the run's evaluation and generalisation sequences."""
-        from bench.train import task_key
-
-        return task_key(SimpleNamespace(task_type=self.spec["task_type"], task_params=self.spec["task_params"]))
+        return task_key(self.spec["task_type"], self.spec["task_params"])
 
     @property
     def eval_seed(self) -> int:

@@ -24,6 +24,7 @@ class AssociativeRecall(Task):
     The query is item i with i uniform in 0..k-2; the target is item i+1 at the 3 answer steps.
     """
 
+    version = 1  # bump when the evaluation data or rules change (tests/data/protocols.json, CHANGELOG.md)
     size_parts = ("items",)
 
     def __init__(self, bits: int = 6, train_sizes=(2, 6), test_sizes=(2, 4, 6, 8, 10, 12, 15, 20),

@@ -199,9 +199,13 @@ class Task:
 
     The rules are data: `convergence` and `solved_when` are `Rule`s (or None), built from `converge_below` and
     `solved_at_most`; `error` is the `Measure` the report shows. `facts()` gives all of it as plain JSON data.
+    `version` numbers the task's protocol (its evaluation data and rules); `bench.protocol` fingerprints it.
     """
 
     name: str = "task"
+    #: the version of the task's protocol: its evaluation data and rules (docs/TASKS.md, "Protocol versions and
+    #: fingerprints"). A task bumps it whenever what it is evaluated on or scored by changes.
+    version: int = 1
     input_size: int
     output_size: int
     size_parts: tuple[str, ...] = ("L",)

@@ -28,6 +28,7 @@ class Copy(Task):
     uses).
     """
 
+    version = 1  # bump when the evaluation data or rules change (tests/data/protocols.json, CHANGELOG.md)
     size_parts = ("L",)
 
     def __init__(self, bits: int = 8, train_sizes=(1, 20), test_sizes=(10, 20, 30, 40, 50, 60, 80, 100, 120),

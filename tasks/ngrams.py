@@ -106,6 +106,7 @@ class NGrams(Task):
     choice: 1 bit).
     """
 
+    version = 1  # bump when the evaluation data or rules change (tests/data/protocols.json, CHANGELOG.md)
     size_parts = ("length",)
     error = GAP_TO_OPTIMUM
     converge_below = None  # this task's rule is `converge_within` of the optimum, not a wrong-bits threshold

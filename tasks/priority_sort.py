@@ -36,6 +36,7 @@ class PrioritySort(Task):
     range capped at the drawn n_in, so that outputs <= inputs always holds.
     """
 
+    version = 1  # bump when the evaluation data or rules change (tests/data/protocols.json, CHANGELOG.md)
     size_parts = ("inputs", "outputs")
 
     def __init__(self, bits: int = 8, train_sizes=None, test_sizes=((20, 16), (30, 24), (40, 32)),

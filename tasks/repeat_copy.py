@@ -31,6 +31,7 @@ class RepeatCopy(Task):
     DeepMind's encode it.
     """
 
+    version = 1  # bump when the evaluation data or rules change (tests/data/protocols.json, CHANGELOG.md)
     size_parts = ("L", "n")
 
     def __init__(self, bits: int = 8, train_sizes=None, test_sizes=((10, 10), (10, 20), (20, 10), (20, 20)),

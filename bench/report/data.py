@@ -53,11 +53,15 @@ def truthy(value: Any) -> bool:
     return str(value).strip().lower() in ("true", "1", "1.0")
 
 
+#: text columns whose values may read as numbers (a hex fingerprint of digits only, or with one "e")
+TEXT_COLUMNS = {"protocol": str}
+
+
 def _read_csv(path: Path) -> pd.DataFrame:
     if not path.exists() or path.stat().st_size == 0:
         return pd.DataFrame()
     try:
-        return pd.read_csv(path)
+        return pd.read_csv(path, dtype=TEXT_COLUMNS)
     except pd.errors.EmptyDataError:
         return pd.DataFrame()
 
@@ -182,6 +186,8 @@ def load_suite_data(out_dir: Path) -> SuiteData:
     if len(runs):
         runs["converged"] = runs["converged"].map(truthy) if "converged" in runs else False
         runs["status"] = runs["status"].fillna("failed").astype(str)
+    # the task's short protocol fingerprint (bench.protocol); empty for a folder written before protocols
+    runs["protocol"] = runs["protocol"].fillna("").astype(str) if "protocol" in runs.columns else ""
     for column in ("converge_step", "converge_sequences", "final_wrong_bits_per_seq", "final_loss_bits_per_seq",
                    "nonfinite_steps", "params", "wall_s", "seq_per_s", "steps"):
         if column in runs.columns:
