@@ -172,14 +172,17 @@ def run_suite(suite: str | Path | dict, out: str | Path | None = None, *, seeds:
               device: str | None = None, overrides: Mapping[str, Any] | Iterable[str] = (),
               executor: str = "local", workers: int = 1, threads: int = 1, plugins: Iterable[str] = (),
               fresh: bool = False, report: bool = True, estimate: bool = False,
-              tensorboard: str | Path | None = None) -> Results:
+              tensorboard: str | Path | None = None, reuse: Iterable[str | Path] = (),
+              reference: Iterable[str | Path] = (), prefix: str = "") -> Results:
     """Train every pending run of `suite` into `out` (default ``reports/<suite name>``) and return its results.
 
     `overrides` are suite keys to change, as a mapping (``{"train.lr": 3e-4}``) or ``--set`` strings; `seeds` uses
     seeds 1..N; `device` is auto, cpu, cuda or cuda:N. `executor`, `workers`, `threads`, `plugins` and `fresh` mean
     what the command line's options of the same names mean; `report` writes index.html, summary.csv and summary.md;
     `estimate` logs the up-front training-time estimate; `tensorboard` is a folder where each run also logs its
-    curves (needs the tensorboard package). Finished runs in `out` are kept, and interrupted ones resume
+    curves (needs the tensorboard package). `reuse` takes every run of these bundles (names of shipped bundles or
+    folders) that this suite has as finished instead of training it; `reference` shows the runs of these bundles
+    beside the suite's in the report, their model labels prefixed by `prefix`. Finished runs in `out` are kept, and interrupted ones resume
     from their checkpoints, exactly as with ``ntm-bench run``. Runs that fail are recorded in the results (status
     "failed"); it does not raise for them.
     """
@@ -192,13 +195,33 @@ def run_suite(suite: str | Path | dict, out: str | Path | None = None, *, seeds:
     out_dir = Path(out) if out is not None else REPORTS_DIR / loaded.name
     check_out_dir(out_dir)
     check_device(loaded, executor)
+    reuse_dirs, references = check_bundles(loaded, reuse, reference, prefix)
     options = WorkerOptions(threads=threads, plugins=plugins, tensorboard=logdir)
-    runner.run_suite(loaded, out_dir, make_backend(executor, workers, options, fresh), fresh=fresh, estimate=estimate)
+    runner.run_suite(loaded, out_dir, make_backend(executor, workers, options, fresh), fresh=fresh, estimate=estimate,
+                     reuse=reuse_dirs)
     if report:
         from bench.report import write_report
 
-        write_report(out_dir)
+        write_report(out_dir, references=references or None)
     return load_results(out_dir)
+
+
+def check_bundles(suite: Suite, reuse: Iterable[str | Path], reference: Iterable[str | Path],
+                  prefix: str = "") -> tuple[list[Path], list[tuple[str, str]]]:
+    """The folders of the `reuse` bundles, and the (reference, prefix) pairs for the report, each checked against
+    `suite` before anything trains (a reference must share a task that is the same test, and no model label)."""
+    from bench import bundles
+    from bench.runner import task_facts
+
+    reuse_dirs = [bundles.resolve(r, "--reuse") for r in reuse]
+    references = [str(r) for r in reference]
+    if prefix and not references:
+        raise UsageError("--prefix: only with --reference (it prefixes the reference's model labels)")
+    if references:
+        facts = task_facts(suite)
+        for name in references:
+            bundles.check_reference(bundles.resolve(name, "--reference"), facts, list(suite.models), prefix)
+    return reuse_dirs, [(name, prefix) for name in references]
 
 
 def load_results(folder: str | Path) -> Results:

@@ -19,6 +19,7 @@ from pathlib import Path
 from bench.api import (
     REPORTS_DIR,
     UsageError,
+    check_bundles,
     check_device,
     check_options,
     check_out_dir,
@@ -144,6 +145,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--no-estimate", action="store_true", help="skip the up-front cost estimate")
     run.add_argument("--fresh", action="store_true", help="delete this suite's run folders and start over")
     run.add_argument("--no-report", action="store_true", help="skip writing the HTML report")
+    run.add_argument("--reuse", action="append", default=[], metavar="BUNDLE",
+                     help="take every run of this bundle (a shipped bundle's name or a folder) that the suite has as "
+                          "finished, and train only the rest (repeatable)")
+    _reference_args(run)
     run.add_argument("--tensorboard", metavar="DIR",
                      help="also log each run's loss and error curves for TensorBoard, at every evaluation, under "
                           "DIR/<suite>/<task>/<model>/seed<k> (needs the tensorboard package)")
@@ -156,6 +161,18 @@ def build_parser() -> argparse.ArgumentParser:
     report = sub.add_parser("report", help="(re)write the HTML report from a suite's CSVs")
     report.add_argument("--suite", default="quick")
     report.add_argument("--out", help="the suite's output folder (default: reports/<suite name>)")
+    _reference_args(report)
+
+    export = sub.add_parser("export", help="write a compact reference bundle of a suite's results (no checkpoints)")
+    export.add_argument("folder", metavar="OUT_DIR", help="a suite's output folder (finished or partly finished)")
+    export.add_argument("--to", required=True, metavar="BUNDLE_DIR", help="the bundle folder to write (or refresh)")
+
+    compare = sub.add_parser("compare", help="one report from several output folders or bundles")
+    compare.add_argument("sources", nargs="+", metavar="DIR_OR_BUNDLE",
+                         help="output folders, bundle folders or shipped bundle names (at least two)")
+    compare.add_argument("--out", required=True, help="the folder to write the report into")
+    compare.add_argument("--prefix", action="append", default=[], metavar="TEXT",
+                         help="a prefix for each source's model labels, in order (give one per source)")
 
     evaluate = sub.add_parser("evaluate", help="score a finished run's model at any test sizes (and draw figures)")
     evaluate.add_argument("run_folder", metavar="RUN_FOLDER", help="a finished run's folder, <out>/runs/<run_id>")
@@ -170,10 +187,18 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--plugin", dest="plugins", action="append", default=[], metavar="MODULE",
                           help="import MODULE first, for a run of a plugin's model or task (repeatable)")
 
-    sub.add_parser("list", help="list registered tasks, models and suites")
+    sub.add_parser("list", help="list registered tasks, models, suites and shipped reference bundles")
     keys = sub.add_parser("keys", help="print the suite-file reference (markdown)")
     keys.add_argument("--write-readme", action="store_true", help="rewrite the table in README.md in place")
     return parser
+
+
+def _reference_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--reference", action="append", default=[], metavar="NAME|PATH",
+                        help="show this bundle's runs on the suite's tasks beside its own, marked as reference, "
+                             "without training them (a shipped bundle's name, see `list`, or a folder; repeatable)")
+    parser.add_argument("--prefix", default="", metavar="TEXT",
+                        help="prefix the reference's model labels (needed when one equals a model of yours)")
 
 
 def _out_dir(args, suite_name: str) -> Path:
@@ -196,16 +221,17 @@ def cmd_run(args) -> int:
     check_device(suite, args.executor)
     from bench.runner import run_suite
 
+    reuse, references = check_bundles(suite, args.reuse, args.reference, args.prefix)
     options = WorkerOptions(threads=args.threads, plugins=tuple(args.plugins), tensorboard=tensorboard)
     backend = make_backend(args.executor, args.workers, options, args.fresh)
-    outcome = run_suite(suite, out_dir, backend, fresh=args.fresh, estimate=not args.no_estimate)
+    outcome = run_suite(suite, out_dir, backend, fresh=args.fresh, estimate=not args.no_estimate, reuse=reuse)
     if outcome.failed:
         print(f"{len(outcome.failed)} run(s) failed; see their result.json; rerun to retry them", file=sys.stderr)
     print(f"results: {out_dir}/runs.csv, curves.csv, generalization.csv")
     if not args.no_report:
         from bench.report import write_report
 
-        print(f"report: {write_report(out_dir)}")  # the last line: what to open
+        print(f"report: {write_report(out_dir, references=references or None)}")  # the last line: what to open
     return 1 if outcome.failed else 0
 
 
@@ -227,7 +253,32 @@ def cmd_report(args) -> int:
     out_dir = Path(args.out) if args.out else REPORTS_DIR / Path(args.suite).stem
     if not (out_dir / "suite.json").exists():
         raise CliError(f"{out_dir}: no results to report (run `{program_name()} run --suite {args.suite}` first)")
-    print(f"report: {write_report(out_dir)}")
+    if args.prefix and not args.reference:
+        raise CliError("--prefix: only with --reference (it prefixes the reference's model labels)")
+    references = [(r, args.prefix) for r in args.reference] or None
+    print(f"report: {write_report(out_dir, references=references)}")
+    return 0
+
+
+def cmd_export(args) -> int:
+    from bench import bundles
+    from bench.report.page import write_summaries
+
+    manifest = bundles.export(Path(args.folder), Path(args.to), version())
+    write_summaries(Path(args.to))
+    size = sum(p.stat().st_size for p in Path(args.to).rglob("*") if p.is_file())
+    print(f"bundle: {args.to} ({manifest['runs']} of {manifest['runs_in_suite']} runs, {size / 1024:.0f} kB): "
+          f"{bundles.describe(manifest)}")
+    return 0
+
+
+def cmd_compare(args) -> int:
+    from bench.report.page import write_comparison
+
+    if args.prefix and len(args.prefix) != len(args.sources):
+        raise CliError(f"--prefix: give one per source ({len(args.sources)}), got {len(args.prefix)}")
+    prefixes = args.prefix or [""] * len(args.sources)
+    print(f"report: {write_comparison(list(zip(args.sources, prefixes)), Path(args.out))}")
     return 0
 
 
@@ -277,6 +328,12 @@ def cmd_list(args) -> int:
     print("tasks:  " + ", ".join(sorted(registry.TASKS)))
     print("models: " + ", ".join(sorted(registry.MODELS)))
     print("suites: " + ", ".join(available_suites()))
+    from bench import bundles
+
+    shipped = bundles.shipped()
+    print("reference bundles (--reference NAME, --reuse NAME):" + ("" if shipped else " none"))
+    for manifest in shipped:
+        print(f"  {manifest['name']}: {bundles.describe(manifest)}")
     return 0
 
 
@@ -308,7 +365,7 @@ def reference_markdown(rows) -> str:
 
 
 COMMANDS = {"run": cmd_run, "validate": cmd_validate, "report": cmd_report, "evaluate": cmd_evaluate,
-            "list": cmd_list, "keys": cmd_keys}
+            "list": cmd_list, "keys": cmd_keys, "export": cmd_export, "compare": cmd_compare}
 
 
 def main(argv: list[str] | None = None) -> int:

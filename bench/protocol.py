@@ -139,5 +139,5 @@ def describe_difference(label: str, mine: dict[str, Any], theirs: dict[str, Any]
     changed = _changes(ours.get("evaluation") or {}, other.get("evaluation") or {}, EVALUATION_KEYS)
     if changed:
         return f"{head} evaluation settings differ: " + ", ".join(changed)
-    return (f"{head} the evaluation or generalisation sets differ (fingerprint {ours.get('short')} vs "
-            f"{other.get('short')})")
+    return (f"{head} the evaluation or generalisation sets differ (fingerprint "
+            f"{str(ours.get('fingerprint'))[:SHORT]} vs {str(other.get('fingerprint'))[:SHORT]})")

@@ -34,6 +34,27 @@ def device_name(device: torch.device) -> str:
     return f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
 
 
+def cpu_model() -> dict[str, str]:
+    """The CPU's model name and the widest vector instruction set it has (float results of the same run differ
+    between CPU models, so a run records which one it trained on): ``{"model": ..., "isa": ...}``."""
+    model, flags = platform.processor() or platform.machine(), set()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as info:
+            for line in info:
+                key, _, value = line.partition(":")
+                if key.strip() == "model name" and value.strip():
+                    model = value.strip()
+                elif key.strip() in ("flags", "Features") and not flags:
+                    flags = set(value.split())
+                if model and flags and key.strip() == "":  # the first processor's block is enough
+                    break
+    except OSError:
+        pass
+    isa = next((name for name in ("avx512f", "avx2", "avx", "sse4_2", "asimd", "neon") if name in flags),
+               platform.machine())
+    return {"model": model, "isa": isa, "machine": platform.machine()}
+
+
 def git(folder: str | Path, *args: str) -> str | None:
     """The output of ``git args`` in the work tree at `folder` (stripped), or None when git fails or is missing."""
     try:
@@ -54,4 +75,4 @@ def provenance(device: torch.device) -> dict[str, Any]:
     return {"git_commit": git(REPO, "rev-parse", "HEAD"), "git_dirty": bool(status) if status is not None else None,
             "python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__,
             "pandas": pd.__version__, "device_name": device_name(device), "command": " ".join(sys.argv),
-            "hostname": platform.node()}
+            "hostname": platform.node(), "cpu": cpu_model()}

@@ -29,7 +29,7 @@ from tasks.base import Rule, convergence
 RUNS_COLUMNS = ["suite", "task", "task_type", "protocol", "model", "model_type", "seed", "run_id", "status",
                 "converged", "converge_step", "converge_sequences", "final_loss_bits_per_seq",
                 "final_wrong_bits_per_seq", "solved_up_to", "test_size_2x", "solved_2x", "nonfinite_steps", "params",
-                "steps", "device", "wall_s", "seq_per_s"]
+                "steps", "device", "wall_s", "seq_per_s", "source"]
 CURVES_COLUMNS = ["suite", "task", "model", "seed", "run_id", "step", "sequences_seen", "loss_bits_per_seq",
                   "wrong_bits_per_seq", "seq_accuracy", "wall_s"]
 GENERALIZATION_COLUMNS = ["suite", "task", "model", "seed", "run_id", "size", "loss_bits_per_seq",
@@ -363,7 +363,7 @@ def collect(suite_dir: Path, run_ids: list[str] | None = None, unfinished: bool 
         keys = {"suite": suite_name if suite_name is not None else spec.get("suite"), "task": spec["task"],
                 "model": spec["model"], "seed": spec["seed"], "run_id": spec["run_id"]}
         runs.append({**keys, "task_type": spec["task_type"], "protocol": protocols.get(spec["task"], ""),
-                     "model_type": spec["model_type"], **result})
+                     "model_type": spec["model_type"], **result, "source": run_source(folder)})
         if curve is not None:
             curves.append(curve.assign(**keys))
         if gen is not None:
@@ -391,6 +391,22 @@ def task_protocols(suite_json: dict) -> dict[str, str]:
         if isinstance(entry, dict) and entry.get("short"):
             protocols[label] = str(entry["short"])
     return protocols
+
+
+#: in a run folder: the bundle a reused run was copied from (`bench.bundles.reuse` writes it)
+REUSED_FROM = "source.json"
+
+
+def run_source(run_dir: Path) -> str:
+    """runs.csv's `source` of a finished run: ``trained`` here, or ``reused from <bundle>``."""
+    path = Path(run_dir) / REUSED_FROM
+    if not path.is_file():
+        return "trained"
+    try:
+        bundle = read_json(path).get("bundle")
+    except (OSError, ValueError, AttributeError):
+        bundle = None
+    return f"reused from {bundle}" if isinstance(bundle, str) and bundle else "reused"
 
 
 #: a task whose convergence rule suite.json does not record (written before the rules were data)

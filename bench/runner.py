@@ -28,7 +28,7 @@ from typing import Any, Protocol
 import torch
 from tqdm import tqdm
 
-from bench import registry
+from bench import bundles, registry
 from bench.config import ConfigError, Suite
 from bench.grid import RunSpec, expand, memory_overflows, task_key, task_train
 from bench.options import DEFAULT_OPTIONS, WorkerOptions
@@ -88,15 +88,16 @@ class SuiteOutcome:
 
 
 def run_suite(suite: Suite, out_dir: Path, backend: Backend, fresh: bool = False,
-              estimate: bool = True) -> SuiteOutcome:
+              estimate: bool = True, reuse: Sequence[Path] = ()) -> SuiteOutcome:
     """Train every pending run of `suite` under ``out_dir/runs`` on `backend`, then rebuild the suite CSVs.
-    `fresh` deletes this suite's run folders first; `estimate` logs a training-time estimate before starting."""
+    `fresh` deletes this suite's run folders first; `estimate` logs a training-time estimate before starting;
+    `reuse` (bundle folders, `bench.bundles`) supplies finished runs that are copied in instead of trained."""
     out_dir = Path(out_dir)
     specs = expand(suite)
     group_size = resolve_parallel_seeds(suite, backend.device_type(suite))
     check_memory(suite, specs, backend.memory(suite), group_size)  # before anything is written
     claim_output_folder(out_dir)  # refuses a folder of someone else's files before anything is written
-    pending = prepare(suite, specs, out_dir, fresh)
+    pending = prepare(suite, specs, out_dir, fresh, reuse)
     pending = [backend.adapt(suite, spec) for spec in pending]
     groups = group_seeds(pending, group_size)
     outcome = SuiteOutcome(out_dir, len(specs), len(specs) - len(pending))
@@ -130,9 +131,10 @@ def run_suite(suite: Suite, out_dir: Path, backend: Backend, fresh: bool = False
 
 # ---- before training ----------------------------------------------------------------------------------------------
 
-def prepare(suite: Suite, specs: list[RunSpec], out_dir: Path, fresh: bool = False) -> list[RunSpec]:
+def prepare(suite: Suite, specs: list[RunSpec], out_dir: Path, fresh: bool = False,
+            reuse: Sequence[Path] = ()) -> list[RunSpec]:
     """Write the manifest of `suite` (expanded to `specs`); returns the pending runs. `fresh` deletes this suite's
-    run folders first."""
+    run folders first; the finished runs of the `reuse` bundles are then copied in (`bench.bundles.reuse`)."""
     for problem in memory_overflows(suite):
         log.warning("%s", problem)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -155,6 +157,9 @@ def prepare(suite: Suite, specs: list[RunSpec], out_dir: Path, fresh: bool = Fal
                         "task's current one, so its curve cannot be rescored; it is trained again", spec.run_id,
                         spec.task, spec.model, spec.seed)
             shutil.rmtree(run_dir)
+    for bundle in reuse:
+        reused = bundles.reuse(bundle, specs, facts, out_dir)
+        log.info("reused %d finished run(s) from %s; they are not trained again", len(reused), bundle)
     return [s for s in specs if not run_is_finished(out_dir / "runs" / s.run_id)]
 
 

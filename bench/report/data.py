@@ -156,6 +156,13 @@ class SuiteData:
     models: list[str]
     palette: dict[str, str]
     errors: dict[str, str] = field(default_factory=dict)   # run_id -> error of a failed run
+    #: run_id -> its folder, where it is not ``out_dir/runs/<run_id>`` (a combined report: bench.report.combine)
+    run_dirs: dict[str, Path] = field(default_factory=dict)
+    #: model -> the source it comes from, for models that are not this folder's own (a reference, a compared folder)
+    origins: dict[str, str] = field(default_factory=dict)
+
+    def run_dir(self, run_id: str) -> Path:
+        return self.run_dirs.get(str(run_id), self.out_dir / "runs" / str(run_id))
 
     def budget(self, run_id: str) -> tuple[int, int]:
         """(steps budget, batch size) of a run, from its spec.json, else the suite's."""
@@ -353,7 +360,7 @@ def sample_runs(data: SuiteData, task: TaskInfo) -> list[tuple[str, int, dict[st
     for model in data.models_of(task.label):
         runs = data.runs_of(task.label, model).sort_values("seed")
         for _, run in runs.iterrows():
-            path = data.out_dir / "runs" / str(run["run_id"]) / "samples.npz"
+            path = data.run_dir(run["run_id"]) / "samples.npz"
             if path.exists():
                 try:
                     with np.load(path) as npz:

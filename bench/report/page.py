@@ -12,6 +12,7 @@ to the network. summary.csv and summary.md are built from the same table cells a
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -25,16 +26,21 @@ import seaborn as sns
 import yaml
 
 from bench import stats, survival
+from bench.bundles import read_manifest, resolve
+from bench.errors import ConfigError
+from bench.report.combine import COMPARED, HERE, REFERENCE, Source, combine
 from bench.report.data import (
     CSV_FILES,
     SUMMARY_FILES,
     SuiteData,
+    TaskInfo,
     convergence_tasks,
     fmt,
     generalization_frame,
     grid_shape,
     load_suite_data,
     ordered_sizes,
+    read_json_or_none,
     sample_runs,
     slug,
 )
@@ -61,6 +67,7 @@ from bench.report.tables import (
 from bench.results import (
     RUNNING,
     atomic_write_csv,
+    atomic_write_json,
     atomic_write_text,
     claim_output_folder,
     collect,
@@ -107,7 +114,37 @@ def header_facts(data: SuiteData) -> dict[str, Any]:
         "seeds": data.manifest.get("seeds", []),
         "steps": data.manifest.get("steps"),
         "batch_size": data.manifest.get("batch_size"),
+        "sources": data.manifest.get("sources") or [],
+        "reused": reused_runs(data),
     }
+
+
+def reused_runs(data: SuiteData) -> list[str]:
+    """One line per bundle that runs of this folder were reused from (`run --reuse`), saying when they were trained
+    on another CPU model than the runs trained here (float results differ between CPU models)."""
+    if "source" not in data.runs.columns:
+        return []
+
+    def cpu(run_id: str) -> str:
+        found = (data.specs.get(run_id, {}).get("provenance") or {}).get("cpu") or {}
+        return f"{found.get('model', '?')} ({found.get('isa', '?')})" if found else "CPU not recorded"
+
+    sources = data.runs["source"].fillna("").astype(str)
+    here = {cpu(str(rid)) for rid in data.runs.loc[sources == "trained", "run_id"]}
+    lines = []
+    for source in sorted({s for s in sources if s.startswith("reused")}):
+        ids = [str(rid) for rid in data.runs.loc[sources == source, "run_id"]]
+        theirs = sorted({cpu(rid) for rid in ids})
+        other = [c for c in theirs if here and c not in here]
+        lines.append(f"{len(ids)} run(s) {source}, trained on {', '.join(theirs)}"
+                     + (f"; the runs trained here used {', '.join(sorted(here))}: float results differ between "
+                        "CPU models, so these runs are not bit-identical to what this machine would give"
+                        if other else ""))
+    return lines
+
+
+def train_range(task: TaskInfo) -> str:
+    return ", ".join(f"{p} {lo}–{hi}" for p, (lo, hi) in task.train_sizes.items())
 
 
 def build_context(data: SuiteData, sink: FigureSink) -> dict[str, Any]:
@@ -129,7 +166,7 @@ def build_context(data: SuiteData, sink: FigureSink) -> dict[str, Any]:
                 "samples": figure_samples(data.palette, task, samples, sink),
                 "sample_seeds": [(m, s) for m, s, _ in samples],
                 "memory": figure_memory(data.palette, task, samples, sink),
-                "train_range": ", ".join(f"{p} {lo}–{hi}" for p, (lo, hi) in task.train_sizes.items()),
+                "train_range": train_range(task),
                 "threshold_line": task.threshold(),
             })
         convergence = figure_convergence(data, sink)
@@ -188,17 +225,109 @@ def summary_markdown(sections: list[dict[str, Any]], header: dict[str, Any]) -> 
     return "\n".join(lines)
 
 
-def write_report(out_dir: Path, collect_runs: bool = True) -> Path:
+#: in an output folder: the reference bundles its report shows beside its own runs (`--reference`)
+REFERENCES = "references.json"
+
+
+def write_report(out_dir: Path, collect_runs: bool = True,
+                 references: list[tuple[str, str]] | None = None) -> Path:
     """Render out_dir/index.html (self-contained) and out_dir/figures/*.png from the suite's files; returns the path.
 
     `collect_runs` first rebuilds the suite CSVs from its run folders, unfinished runs included (a suite that is still
-    running, or was interrupted); off, the CSVs are read as they are."""
+    running, or was interrupted); off, the CSVs are read as they are. `references` ((bundle name or path, model-label
+    prefix) pairs) replaces the folder's recorded references (references.json; [] removes them): their runs on this
+    folder's tasks join every table and figure, marked as reference. A folder written by `write_comparison` is
+    compared again from its sources."""
     started = time.perf_counter()
     out_dir = Path(out_dir)
     claim_output_folder(out_dir)  # refuses a folder of the user's own files before anything is written
+    manifest = read_json_or_none(out_dir / "suite.json") or {}
+    if isinstance(manifest, dict) and manifest.get("compare"):
+        return write_comparison([(s["path"], s.get("prefix", "")) for s in manifest["compare"]], out_dir)
     if collect_runs and (out_dir / "runs").is_dir() and (out_dir / "suite.json").is_file():
         collect(out_dir, unfinished=True)
     data = load_suite_data(out_dir)
+    if references is not None:
+        data = with_references(data, out_dir, references)  # checked before it is recorded
+        atomic_write_json(out_dir / REFERENCES,
+                          {"references": [{"reference": r, "prefix": p} for r, p in references]})
+    else:
+        data = with_references(data, out_dir, recorded_references(out_dir))
+    return _render(data, out_dir, started)
+
+
+def recorded_references(out_dir: Path) -> list[tuple[str, str]]:
+    """The (bundle, prefix) pairs recorded in out_dir/references.json; a damaged file is a one-line error."""
+    path = Path(out_dir) / REFERENCES
+    if not path.is_file():
+        return []
+    recorded = read_json_or_none(path)
+    entries = recorded.get("references") if recorded is not None else None
+    if not isinstance(entries, list) or not all(isinstance(e, dict) and isinstance(e.get("reference"), str)
+                                                for e in entries):
+        raise ConfigError(f"{path}: expected {{\"references\": [{{\"reference\": NAME_OR_PATH, \"prefix\": TEXT}}]}}; "
+                          "delete it, or pass --reference again")
+    return [(e["reference"], str(e.get("prefix") or "")) for e in entries]
+
+
+def with_references(data: SuiteData, out_dir: Path, references: list[tuple[str, str]]) -> SuiteData:
+    """`data` with the runs of each reference bundle on its tasks (`bench.report.combine`)."""
+    if not references:
+        return data
+    parts = [(data, Source(Path(out_dir), Path(out_dir).name, HERE))]
+    for reference, prefix in references:
+        path = resolve(reference, "--reference")
+        parts.append((load_suite_data(path), Source(path, read_manifest(path)["name"], REFERENCE, prefix)))
+    return combine(parts, only_first_tasks=True)
+
+
+def write_comparison(sources: list[tuple[str | Path, str]], out_dir: Path) -> Path:
+    """One report in `out_dir` from several output folders or bundles ((path or bundle name, prefix) pairs): every
+    task of every source, a task two sources share only when it is the same test. `out_dir` also gets the combined
+    runs.csv, curves.csv and generalization.csv, and a suite.json that records the sources (so `ntm-bench report`
+    redoes the comparison)."""
+    started = time.perf_counter()
+    out_dir = Path(out_dir)
+    if len(sources) < 2:
+        raise ConfigError("compare: give at least two folders or bundles")
+    paths = [resolve(path, "compare") for path, _ in sources]
+    for path in paths:
+        if path.resolve() == out_dir.resolve():
+            raise ConfigError(f"--out {out_dir}: is one of the compared folders; choose another folder")
+    names: list[str] = []
+    for path in paths:
+        name = read_manifest(path)["name"]
+        names.append(name if name not in names else f"{name}-{len(names) + 1}")
+    parts = [(load_suite_data(path), Source(path, name, COMPARED, prefix))
+             for path, name, (_, prefix) in zip(paths, names, sources)]
+    data = combine(parts, only_first_tasks=False)
+    claim_output_folder(out_dir)
+    title = " vs ".join(names)
+    manifest = {**data.manifest, "name": f"comparison: {title}",
+                "description": "One report from " + ", ".join(
+                    f"{s['name']} ({s['suite'] or 'suite ?'}, {', '.join(s['devices']) or 'device ?'})"
+                    for s in data.manifest["sources"]) + ".",
+                "compare": [{"path": str(path.resolve()), "prefix": prefix}
+                            for path, (_, prefix) in zip(paths, sources)],
+                "seeds": sorted({int(s) for s in data.runs["seed"].dropna()})}
+    data = replace(data, out_dir=out_dir, manifest=manifest)
+    atomic_write_json(out_dir / "suite.json", manifest)
+    for name, frame in (("runs", data.runs), ("curves", data.curves), ("generalization", data.gen)):
+        atomic_write_csv(out_dir / f"{name}.csv", frame)
+    return _render(data, out_dir, started)
+
+
+def write_summaries(out_dir: Path) -> None:
+    """summary.csv and summary.md of a folder (a bundle) from its CSVs as they are, without figures or a page."""
+    data = load_suite_data(Path(out_dir))
+    sections = [{"task": task, "summary": summary_table(data, task), "train_range": train_range(task)}
+                for task in data.tasks.values()]
+    csv_name, md_name = SUMMARY_FILES
+    atomic_write_csv(Path(out_dir) / csv_name, summary_frame(sections))
+    atomic_write_text(Path(out_dir) / md_name, summary_markdown(sections, header_facts(data)))
+
+
+def _render(data: SuiteData, out_dir: Path, started: float) -> Path:
     sink = FigureSink(out_dir)
     context = build_context(data, sink)
     sink.remove_stale()

@@ -353,8 +353,11 @@ def summary_table(data: SuiteData, task: TaskInfo) -> dict[str, Any]:
     sources = [(model, ModelRuns(data, task, model, sizes, gen_medians)) for model in data.models_of(task.label)]
     summary = table(SUMMARY_COLUMNS, sources, metric=task.metric_label, min_n=survival.MIN_SEEDS_FOR_INTERVAL,
                     solved="no solved rule" if task.solved is None else task.solved.text())
-    for row, (_, source) in zip(summary["rows"], sources):
+    for row, (model, source) in zip(summary["rows"], sources):
         row["seeds"] = len(source.runs)
+        if data.origins:  # a combined report: where each model's runs come from
+            row["source"] = data.origins.get(model) or "this folder"
+            row["cells"][0].sub = data.origins.get(model, "")
     return summary
 
 
@@ -471,6 +474,8 @@ def summary_frame(sections: list[dict[str, Any]]) -> pd.DataFrame:
     for section in sections:
         for row in section["summary"]["rows"]:
             record: dict[str, Any] = {"task": section["task"].label, "model": row["key"], "seeds": row["seeds"]}
+            if "source" in row:
+                record["source"] = row["source"]
             for column in SUMMARY_COLUMNS[1:]:
                 cell = row["by_key"][column.key]
                 record[column.key] = cell.value

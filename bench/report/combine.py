@@ -1,0 +1,109 @@
+"""Several results folders or bundles as one `SuiteData`, so one report shows them side by side.
+
+Two uses, one function (`combine`):
+- **reference overlay** (`ntm-bench run/report --reference NAME|PATH`): a folder's own runs plus the runs of a
+  reference bundle on the folder's tasks, marked as reference, so a user who adds one model trains only that model;
+- **compare** (`ntm-bench compare A B ... --out DIR`): every task of every source (e.g. a GPU run beside a CPU run
+  of the same suite).
+
+A task that two sources share must be the same test: its protocol fingerprints must agree
+(`bench.protocol.describe_difference`), else a one-line ConfigError names the task and what differs. A model label
+that two sources share is refused unless a prefix tells them apart. The first source keeps its run ids; every other
+source's run ids are namespaced ``<source name>/<run_id>`` (two folders of one suite share run ids).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from bench.bundles import read_manifest
+from bench.errors import ConfigError
+from bench.protocol import describe_difference
+from bench.report.data import SuiteData, model_palette
+
+#: the roles a source plays in a combined report
+HERE, REFERENCE, COMPARED = "this folder", "reference", "compared"
+
+
+@dataclass(frozen=True)
+class Source:
+    """One folder or bundle in a combined report: where, how the page names it, its role and the prefix given to
+    its model labels."""
+
+    path: Path
+    name: str
+    role: str
+    prefix: str = ""
+
+    def describe(self) -> dict[str, Any]:
+        manifest = read_manifest(self.path)
+        return {"name": self.name, "role": self.role, "path": str(self.path), "prefix": self.prefix,
+                "suite": manifest.get("suite"), "package_version": manifest.get("package_version"),
+                "devices": manifest.get("devices") or [], "cpus": manifest.get("cpus") or [],
+                "commits": [c[:12] for c in manifest.get("commits") or []]}
+
+
+def combine(parts: list[tuple[SuiteData, Source]], only_first_tasks: bool) -> SuiteData:
+    """One SuiteData from `parts` (the first is the folder the report is written into). `only_first_tasks` keeps
+    only the tasks of the first part (a reference overlay); otherwise every task of every part (compare)."""
+    first, first_source = parts[0]
+    tasks = dict(first.tasks)
+    facts = dict(first.manifest.get("tasks") or {})
+    owner: dict[str, str] = {}
+    frames: dict[str, list[pd.DataFrame]] = {"runs": [], "curves": [], "gen": []}
+    specs, errors, run_dirs, origins, sources = {}, {}, {}, {}, []
+    for index, (data, source) in enumerate(parts):
+        sources.append(source.describe())
+        theirs = data.manifest.get("tasks") or {}
+        keep = [label for label in data.tasks if not only_first_tasks or label in first.tasks]
+        for label in keep:
+            if label in facts:
+                problem = describe_difference(label, facts[label] or {}, theirs.get(label) or {})
+                if problem:
+                    raise ConfigError(f"{source.path}: {problem}; its results are another test than "
+                                      f"{first_source.path}'s")
+            else:
+                facts[label], tasks[label] = theirs.get(label), data.tasks[label]
+        runs = data.runs[data.runs["task"].astype(str).isin(keep)]
+        labels = {m: source.prefix + m for m in dict.fromkeys(runs["model"].astype(str))}
+        for model, label in labels.items():
+            if label in owner:
+                raise ConfigError(f"model {label!r} is in both {owner[label]} and {source.path}; give "
+                                  f"--prefix to tell them apart")
+            owner[label] = str(source.path)
+            origins[label] = "" if source.role == HERE else \
+                f"reference: {source.name}" if source.role == REFERENCE else source.name
+
+        def renamed(frame: pd.DataFrame) -> pd.DataFrame:
+            frame = frame[frame["task"].astype(str).isin(keep)].copy()
+            frame["model"] = frame["model"].astype(str).map(lambda m: source.prefix + m)
+            if index:
+                frame["run_id"] = frame["run_id"].astype(str).map(lambda rid: f"{source.name}/{rid}")
+            return frame
+
+        for key, frame in (("runs", data.runs), ("curves", data.curves), ("gen", data.gen)):
+            frames[key].append(renamed(frame))
+        for rid in runs["run_id"].astype(str):
+            new = f"{source.name}/{rid}" if index else rid
+            specs[new] = data.specs.get(rid, {})
+            run_dirs[new] = data.run_dir(rid)
+            if rid in data.errors:
+                errors[new] = data.errors[rid]
+    runs = pd.concat(frames["runs"], ignore_index=True)
+    models = list(dict.fromkeys(runs["model"].astype(str)))
+    expected = [str(r) for r in first.manifest.get("run_ids") or []]
+    expected += [rid for rid in specs if rid not in set(expected)]
+    manifest = {**first.manifest, "tasks": facts, "run_ids": expected, "sources": sources}
+    return replace(first, manifest=manifest, runs=runs, curves=_concat(frames["curves"]),
+                   gen=_concat(frames["gen"]), specs=specs, tasks=tasks, models=models,
+                   palette=model_palette(models), errors=errors, run_dirs=run_dirs,
+                   origins={m: o for m, o in origins.items() if o})
+
+
+def _concat(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    frames = [f for f in frames if len(f.columns)]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
