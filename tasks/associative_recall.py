@@ -51,6 +51,9 @@ class AssociativeRecall(Task):
     def vectors_to_store(self, size: Size) -> int:
         return size[0] * ITEM_VECTORS  # every item, 3 vectors each
 
+    def scored_steps(self, size: Size) -> int:
+        return ITEM_VECTORS  # the recalled item, whatever the number of items
+
     def check_size(self, size) -> Size:
         size = super().check_size(size)
         if size[0] < 2:

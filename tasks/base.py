@@ -10,6 +10,8 @@ This package imports nothing from `bench`: the harness finds the tasks through `
 
 from __future__ import annotations
 
+import itertools
+import math
 import operator
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
@@ -280,8 +282,10 @@ class Task:
 
     def facts(self) -> dict[str, Any]:
         """What a report needs to know of this task without building it, as plain JSON data: the sizes, the error
-        measure, the convergence and solved rules (`Rule.to_json`, or None) and the test size at twice the
-        training range."""
+        measure, the convergence and solved rules (`Rule.to_json`, or None), the test size at twice the training
+        range, and the trivial predictor's expected error (`trivial_error`) at each test size (in the order of
+        ``test_sizes``) and over the training distribution (`trivial_train_error`), which the report's scorecard
+        scores against."""
         convergence, solved, double = self.convergence, self.solved_when, self.double_size()
         return {"name": self.name, "size_parts": list(self.size_parts),
                 "train_sizes": {p: list(r) for p, r in self.train_sizes.items()},
@@ -289,7 +293,37 @@ class Task:
                 "error": self.error.to_json(),
                 "convergence": None if convergence is None else convergence.to_json(),
                 "solved": None if solved is None else solved.to_json(),
-                "test_size_2x": None if double is None else list(double)}
+                "test_size_2x": None if double is None else list(double),
+                "trivial_errors": [self.trivial_error(s) for s in self.test_sizes],
+                "trivial_error_train": self.trivial_train_error()}
+
+    # ---- the trivial predictor: what the scorecard's 0 is (docs/TASKS.md, "Scores") -------------------------------
+    def scored_steps(self, size: Size) -> int:
+        """How many time steps of an example of `size` are scored (mask 1). This default counts the mask of one
+        example drawn from a fixed generator, which is exact for a task whose mask depends on the size alone; the
+        built-in tasks give the count by formula."""
+        return int(self.example(self.check_size(size), torch.Generator().manual_seed(0))[2].sum())
+
+    def trivial_error(self, size: Size) -> float:
+        """The trivial predictor's expected value, at `size`, of the error measure's metric column (`error.metric`,
+        before any reference is subtracted). The trivial predictor is the best constant output: the same value at
+        every scored step of every sequence, whatever the input. Where the targets are fair random bits, every
+        constant gets half of them wrong, so this default is scored steps × output bits / 2. A task whose targets
+        hold anything else overrides it (Repeat Copy's end marker, N-Grams' loss)."""
+        return self.scored_steps(self.check_size(size)) * self.output_size / 2
+
+    def train_size_distribution(self) -> dict[Size, float]:
+        """Every size the training distribution draws, with its probability: each part uniform on its range,
+        independently of the others (as the built-in `sample_size`s draw them). A task that draws otherwise
+        overrides it (Priority Sort)."""
+        ranges = [range(low, high + 1) for low, high in (self.train_sizes[p] for p in self.size_parts)]
+        count = math.prod(len(r) for r in ranges)
+        return {size: 1.0 / count for size in itertools.product(*ranges)}
+
+    def trivial_train_error(self) -> float:
+        """The trivial predictor's expected error (as `trivial_error`) on one sequence of the training
+        distribution."""
+        return float(sum(p * self.trivial_error(size) for size, p in self.train_size_distribution().items()))
 
     def ordered_test_sizes(self, sizes: Sequence[Size] | None = None) -> list[Size]:
         """Test sizes from the shortest sequence to the longest (ties by the size itself)."""

@@ -55,6 +55,9 @@ class Copy(Task):
     def vectors_to_store(self, size: Size) -> int:
         return size[0]  # every item, until the copy is written back
 
+    def scored_steps(self, size: Size) -> int:
+        return size[0]  # the copy
+
     def example(self, size: Size, generator: torch.Generator):
         (length,) = size
         data = random_bits((length, self.bits), generator)  # [L, bits]

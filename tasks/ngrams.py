@@ -142,6 +142,14 @@ class NGrams(Task):
     def steps_for(self, size: Size) -> int:
         return size[0] - 1
 
+    def scored_steps(self, size: Size) -> int:
+        return size[0] - self.context_bits  # the bits with a full context
+
+    def trivial_error(self, size: Size) -> float:
+        """The loss (the error's metric) of predicting 1/2 at every scored bit, the best constant (a bit is 1 with
+        probability 1/2 under the symmetric prior): 1 bit each."""
+        return float(self.scored_steps(self.check_size(size)))
+
     def _draw(self, length: int, generator: torch.Generator) -> tuple[torch.Tensor, ...]:
         """The random numbers behind one sequence: its table, its first bits and one uniform per later bit."""
         table = random_table(self.contexts, generator)  # [2^c]

@@ -77,6 +77,19 @@ class PrioritySort(Task):
     def vectors_to_store(self, size: Size) -> int:
         return size[0]  # every input vector, until the sorted ones are written
 
+    def scored_steps(self, size: Size) -> int:
+        return size[1]  # the n_out sorted vectors
+
+    def train_size_distribution(self) -> dict[Size, float]:
+        """n_in uniform on its range, then n_out uniform on its range capped at n_in (as `sample_size`)."""
+        (in_low, in_high), (out_low, out_high) = self.train_sizes["inputs"], self.train_sizes["outputs"]
+        sizes = {}
+        for inputs in range(in_low, in_high + 1):
+            outputs = range(out_low, min(out_high, inputs) + 1)
+            for count in outputs:
+                sizes[(inputs, count)] = 1.0 / (in_high - in_low + 1) / len(outputs)
+        return sizes
+
     def example(self, size: Size, generator: torch.Generator):
         inputs_count, outputs = size
         data = random_bits((inputs_count, self.bits), generator)  # [n_in, bits]

@@ -71,6 +71,16 @@ class RepeatCopy(Task):
     def vectors_to_store(self, size: Size) -> int:
         return size[0]  # the sequence, read n times
 
+    def scored_steps(self, size: Size) -> int:
+        length, repeats = size
+        return repeats * length + 1  # the n copies, then the end marker's step
+
+    def trivial_error(self, size: Size) -> float:
+        """Half the n·L·bits random data bits, plus the end marker: it is 1 at one scored step of n·L + 1, so the
+        best constant output there is 0, wrong once. The bits' 0 at the marker's step is right for that constant."""
+        length, repeats = self.check_size(size)
+        return repeats * length * self.bits / 2 + 1.0
+
     def example(self, size: Size, generator: torch.Generator):
         length, repeats = size
         data = random_bits((length, self.bits), generator)  # [L, bits]

@@ -232,7 +232,7 @@ def _parse(path: Path) -> _Rows:
 def test_writes_the_page_and_every_figure(report):
     out_dir = report.parent
     figures = sorted(p.name for p in (out_dir / "figures").glob("*.png"))
-    expected = ({"convergence.png"} | {f"{kind}_{task}.png" for task in TASKS
+    expected = ({"convergence.png", "scorecard.png"} | {f"{kind}_{task}.png" for task in TASKS
                                        for kind in ("curves", "generalization", "samples", "memory")}
                 | {f"km_{task}.png" for task in TASKS if task != "priority_sort"})  # the one task without threshold
     assert set(figures) == expected  # the stale PNG of an earlier render is gone

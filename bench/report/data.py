@@ -90,6 +90,10 @@ class TaskInfo:
     solved: Rule | None = None              # when a test size counts as solved; None: the task has no such notion
     test_size_2x: list[int] | None = None   # the smallest test size at twice the training range
     rule_text: str | None = None            # an older suite.json's words for the convergence rule, shown as recorded
+    #: the trivial predictor's expected `error.metric` at each test size, in the order of `test_sizes`, and over the
+    #: training distribution (`Task.trivial_error`); None in a suite.json written before they were recorded
+    trivial_errors: list[float] | None = None
+    trivial_error_train: float | None = None
 
     @property
     def has_threshold(self) -> bool:
@@ -116,6 +120,23 @@ class TaskInfo:
         rule = self.solved
         return rule.threshold if rule is not None and rule.bounds(self.error) else None
 
+    def trivial_error(self, size: Iterable[float]) -> float | None:
+        """The trivial predictor's expected error at the test size `size` (None: not recorded for it)."""
+        if self.trivial_errors is None or len(self.trivial_errors) != len(self.test_sizes):
+            return None
+        size = tuple(float(v) for v in size)
+        for test_size, value in zip(self.test_sizes, self.trivial_errors):
+            if tuple(float(v) for v in test_size) == size:
+                return float(value)
+        return None
+
+    def within_training(self, size: Iterable[float]) -> bool:
+        """Whether no part of `size` exceeds the largest training value of that part (the scorecard's learning
+        sizes; the other test sizes are its generalisation sizes)."""
+        size = list(size)
+        highs = [self.train_sizes.get(p, [math.inf, -math.inf])[1] for p in self.size_parts]
+        return len(size) == len(highs) and all(v <= high for v, high in zip(size, highs))
+
     def in_training_range(self, size: Iterable[float]) -> bool:
         size = list(size)
         if len(size) != len(self.size_parts):
@@ -135,7 +156,19 @@ def task_info(label: str, fact: dict[str, Any], has_optimum: bool = False) -> Ta
                     error=Measure.from_json(fact["error"]) if fact.get("error") else WRONG_BITS,
                     convergence=None if rule is None else Rule.from_json(rule),
                     solved=None if solved is None else Rule.from_json(solved),
-                    test_size_2x=fact.get("test_size_2x"))
+                    test_size_2x=fact.get("test_size_2x"),
+                    trivial_errors=_numbers(fact.get("trivial_errors")),
+                    trivial_error_train=_number(fact.get("trivial_error_train")))
+
+
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def _numbers(values: Any) -> list[float] | None:
+    if not isinstance(values, list) or any(_number(v) is None for v in values):
+        return None
+    return [float(v) for v in values]
 
 
 def _sizes(fact: dict[str, Any]) -> dict[str, Any]:
@@ -309,6 +342,12 @@ def convergence_tasks(data: SuiteData) -> tuple[list[TaskInfo], list[str]]:
             continue
         (shown if usable["converged"].any() else none).append(task)
     return shown, [t.label for t in none]
+
+
+def last_evaluations(data: SuiteData, run_ids: Iterable[str]) -> pd.DataFrame:
+    """Each run's last evaluation row on the fixed evaluation set (curves.csv), indexed by run_id."""
+    curves = data.curves[data.curves["run_id"].isin(list(run_ids))]
+    return curves.sort_values("step").groupby("run_id").last()
 
 
 def error_values(frame: pd.DataFrame, task: TaskInfo) -> pd.Series:

@@ -1,5 +1,5 @@
-"""The report's suite-level figures: learning curves, steps to converge, the fraction of seeds converged
-(Kaplan–Meier), and generalisation by test size.
+"""The report's suite-level figures: the scorecard, learning curves, steps to converge, the fraction of seeds
+converged (Kaplan–Meier), and generalisation by test size.
 
 A figure is a function `figure_x(data, task, sink)` that draws on a `matplotlib.figure.Figure` with the Agg canvas,
 never through pyplot (so rendering leaves no global figure state behind, and does not switch the backend of a
@@ -38,6 +38,7 @@ from bench.report.data import (
     ordered_sizes,
     slug,
 )
+from bench.report.scorecard import Scorecard
 from bench.results import (
     RUNNING,
     atomic_write_bytes,
@@ -375,3 +376,65 @@ def _generalization_heatmaps(data, task, models, medians, sizes, grid, sink):
     if image is not None:
         fig.colorbar(image, ax=axes[:len(models)].tolist(), label=f"median {task.metric_label}", shrink=0.9)
     return sink.save(fig, f"generalization_{slug(task.label)}")
+
+
+SCORE_KINDS = (("learning", "learning"), ("generalization", "generalisation"))
+SCORE_TASKS_PER_ROW = 3     # tasks side by side in the scorecard (two columns each); more tasks wrap to a new row
+
+
+def figure_scorecard(data: SuiteData, card: Scorecard, sink: FigureSink) -> dict[str, str] | None:
+    """The scorecard as a dot plot: a row per model, a column per task × {learning, generalisation}; each seed a
+    small dot (spread vertically so that equal scores stay visible), the median over seeds a large diamond, and
+    beside it k/n, the seeds at or above the threshold (dashed)."""
+    tasks = [label for label in card.table["task"].drop_duplicates()]
+    if not tasks:
+        return None
+    models = [m for m in data.models if (card.table["model"] == m).any()]
+    rows = math.ceil(len(tasks) / SCORE_TASKS_PER_ROW)
+    per_row = math.ceil(len(tasks) / rows)   # balanced: four tasks are two rows of two
+    width = min(FIG_WIDTH, 2 * per_row * 1.75 + 1.6)   # one task's two panels need not fill the page
+    fig = new_figure(width, rows * (0.42 * len(models) + 1.1) + 0.4)
+    axes = np.atleast_2d(fig.subplots(rows, 2 * per_row, squeeze=False))
+    for index, task in enumerate(tasks):
+        for offset, (kind, word) in enumerate(SCORE_KINDS):
+            ax = axes[index // per_row, 2 * (index % per_row) + offset]
+            _score_axes(ax, data, card, task, models, kind)
+            ax.set_title(f"{task}\n{word}", fontsize=9)
+            if index % per_row or offset:
+                ax.tick_params(axis="y", labelleft=False)
+    for ax in axes.ravel()[2 * len(tasks):]:
+        ax.set_visible(False)
+    fig.legend(handles=[
+        Line2D([], [], marker="o", ls="none", ms=4, color="grey", label="one seed"),
+        Line2D([], [], marker="D", ls="none", ms=9, color="grey", markeredgecolor="black",
+               label="median over seeds"),
+        Line2D([], [], color="black", ls="--", lw=0.8, label=f"threshold {card.threshold:g}"),
+        Line2D([], [], ls="none", label=f"k/n: seeds scoring ≥ {card.threshold:g}")],
+        loc="outside lower center", ncols=4 if width >= 8 else 2, frameon=False, handlelength=1.5)
+    return sink.save(fig, "scorecard")
+
+
+def _score_axes(ax, data: SuiteData, card: Scorecard, task: str, models: list[str], kind: str) -> None:
+    ax.set_xlim(-0.06, 1.06)
+    ax.set_ylim(len(models) - 0.5, -0.5)   # the first model on top
+    ax.set_yticks(range(len(models)), [wrap_label(m) for m in models])
+    ax.set_xticks([0, 0.5, 1], ["0", "0.5", "1"])
+    ax.axvline(card.threshold, color="black", ls="--", lw=0.8, zorder=1)
+    ax.grid(axis="y", visible=False)
+    shown = False
+    for row, model in enumerate(models):
+        scores = card.scores(task, model, kind)
+        if not scores:
+            continue
+        shown = True
+        colour = data.palette[model]
+        spread = np.linspace(-0.22, 0.22, len(scores)) if len(scores) > 1 else np.zeros(1)
+        ax.plot(float(np.median(scores)), row, marker="D", ms=11, color=colour, alpha=0.55,
+                markeredgecolor="black", markeredgewidth=0.9, ls="none", zorder=2)
+        ax.scatter(scores, row + spread, s=16, color=colour, edgecolors="white", linewidths=0.4, zorder=3)
+        above = sum(s >= card.threshold for s in scores)
+        ax.annotate(f"{above}/{len(scores)}", (1.0, row), xycoords=("axes fraction", "data"), xytext=(3, 0),
+                    textcoords="offset points", ha="left", va="center", fontsize=8, annotation_clip=False)
+    if not shown:
+        what = "no test size beyond training" if kind == "generalization" else "nothing scored"
+        ax.text(0.5, 0.5, what, transform=ax.transAxes, ha="center", va="center", fontsize=8, color="grey")

@@ -1,4 +1,5 @@
-"""The page: `write_report(out_dir)` renders reports/<suite>/index.html, figures/*.png, summary.csv and summary.md.
+"""The page: `write_report(out_dir)` renders reports/<suite>/index.html, figures/*.png, summary.csv, summary.md and
+scorecard.csv.
 
 It reads only files: suite.json, the suite CSVs (runs.csv, curves.csv, generalization.csv) and, from each run folder,
 spec.json (provenance, budget), result.json (the error of a failed run) and samples.npz (sample outputs and memory
@@ -52,9 +53,11 @@ from bench.report.figures import (
     figure_curves,
     figure_generalization,
     figure_km,
+    figure_scorecard,
 )
 from bench.report.pairwise import pairwise_table
 from bench.report.panels import figure_memory, figure_samples
+from bench.report.scorecard import SCORECARD_FILE, Scorecard, scorecard
 from bench.report.tables import (
     generalization_table,
     not_started,
@@ -147,8 +150,22 @@ def train_range(task: TaskInfo) -> str:
     return ", ".join(f"{p} {lo}–{hi}" for p, (lo, hi) in task.train_sizes.items())
 
 
+def scorecard_context(data: SuiteData, card: Scorecard, sink: FigureSink) -> dict[str, Any]:
+    """The scorecard panel: its figure (None when no task is scored), the threshold, and a one-line note naming
+    the tasks whose suite.json facts lack the trivial errors (an older folder)."""
+    note = ""
+    if card.unscored:
+        note = (f"{'No scorecard' if card.table.empty else 'Not scored'}: this folder's suite.json records no "
+                f"trivial-predictor errors for {', '.join(card.unscored)} (written before the scorecard existed); "
+                "running the suite again into this folder records them without retraining finished runs.")
+    return {"figure": figure_scorecard(data, card, sink) if not card.table.empty else None, "note": note,
+            "threshold": card.threshold, "table": card.table}
+
+
 def build_context(data: SuiteData, sink: FigureSink) -> dict[str, Any]:
+    card = scorecard(data)
     with matplotlib.rc_context(STYLE):
+        score_panel = scorecard_context(data, card, sink)
         sections = []
         for task in data.tasks.values():
             samples = sample_runs(data, task)
@@ -175,6 +192,7 @@ def build_context(data: SuiteData, sink: FigureSink) -> dict[str, Any]:
     return {
         "header": header_facts(data),
         "problems": problems(data),
+        "scorecard": score_panel,
         "sections": sections,
         "convergence": convergence,
         "no_threshold": no_threshold,
@@ -183,7 +201,8 @@ def build_context(data: SuiteData, sink: FigureSink) -> dict[str, Any]:
         "runs_table": runs_table(data),
         "yaml": yaml.safe_dump(data.manifest.get("resolved", {}), sort_keys=False, allow_unicode=True,
                                default_flow_style=None, width=110),
-        "csvs": [name for name in CSV_FILES if (data.out_dir / name).exists()] + list(SUMMARY_FILES),
+        "csvs": [name for name in CSV_FILES if (data.out_dir / name).exists()] + list(SUMMARY_FILES)
+        + ([] if card.table.empty else [SCORECARD_FILE]),
         "log_floor": LOG_FLOOR,
         "methods": {"min_seeds": survival.MIN_SEEDS_FOR_INTERVAL, "km": survival.KM_MEDIAN_METHOD,
                     "cox": survival.COX_METHOD, "clopper_pearson": stats.CLOPPER_PEARSON_METHOD,
@@ -339,6 +358,8 @@ def _render(data: SuiteData, out_dir: Path, started: float) -> Path:
     csv_name, md_name = SUMMARY_FILES
     atomic_write_csv(out_dir / csv_name, summary_frame(context["sections"]))
     atomic_write_text(out_dir / md_name, summary_markdown(context["sections"], context["header"]))
+    if not context["scorecard"]["table"].empty:
+        atomic_write_csv(out_dir / SCORECARD_FILE, context["scorecard"]["table"])
     path = out_dir / "index.html"
     atomic_write_text(path, page)
     return path

@@ -20,6 +20,7 @@ from bench.report.data import (
     convergence_sample,
     fmt,
     generalization_frame,
+    last_evaluations,
     ordered_sizes,
     slug,
     truthy,
@@ -137,7 +138,7 @@ def final_metric(data: SuiteData, task: TaskInfo, runs: pd.DataFrame) -> pd.Seri
     if error.reference is None:
         column = f"final_{error.metric}"
         return runs[column if column in runs.columns else "final_wrong_bits_per_seq"]
-    last = data.curves[data.curves["run_id"].isin(runs["run_id"])].sort_values("step").groupby("run_id").last()
+    last = last_evaluations(data, runs["run_id"])
     if error.metric not in last.columns or error.reference not in last.columns:
         return runs["final_wrong_bits_per_seq"]
     gap = last[error.metric] - last[error.reference]
