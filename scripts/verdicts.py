@@ -2,8 +2,10 @@
 docs/RESULTS.md declares ("How a verdict is decided"), so the page cannot drift from the data.
 
     python scripts/verdicts.py                 print the verdict table (Markdown)
-    python scripts/verdicts.py --write         rewrite the table between the markers in docs/RESULTS.md
-    python scripts/verdicts.py --check         exit 1 when docs/RESULTS.md's table differs from the data's
+    python scripts/verdicts.py --write         rewrite the tables between the markers in docs/RESULTS.md and README.md
+    python scripts/verdicts.py --check         exit 1 when a page's table differs from the data's
+
+It also writes the README's table of the shipped bundles' scorecards (`scorecard_table`).
 
 A claim is data (`CLAIMS`): which committed folder, task and models it is judged on, and which kind of test. A claim
 whose data are not committed yet gets "not shown" and says what is missing. The tests (tests/test_verdicts.py) check
@@ -176,36 +178,68 @@ def table(results: Path = RESULTS) -> str:
     return "\n".join(lines)
 
 
-def page_table(page: Path = PAGE) -> str | None:
+README = REPO / "README.md"
+SCORE_START, SCORE_END = "<!-- scorecards:start -->", "<!-- scorecards:end -->"
+
+
+def scorecard_table() -> str:
+    """The README's table of the shipped bundles' scorecards: per bundle, task and model, the median score over
+    seeds and how many seeds reach the threshold, for learning in range and for generalisation beyond it."""
+    lines = ["| bundle | task | model | seeds | learning: median (seeds ≥ threshold) | generalisation: median "
+             "(seeds ≥ threshold) |", "|---|---|---|---|---|---|"]
+    for folder in sorted(p for p in RESULTS.iterdir() if (p / "scorecard.csv").is_file()):
+        card = pd.read_csv(folder / "scorecard.csv")
+        for _, row in card.iterrows():
+            seeds = int(row["seeds"])
+
+            def cell(kind: str) -> str:
+                median, share = row[f"{kind}_median"], row[f"{kind}_at_or_above"]
+                if pd.isna(median):
+                    return "—"
+                return f"{median:.2f} ({round(share * seeds)}/{seeds})"
+
+            lines.append(f"| `{folder.name}` | {row['task']} | {row['model']} | {seeds} | {cell('learning')} | "
+                         f"{cell('generalization')} |")
+    threshold = {float(pd.read_csv(p)["threshold"].iloc[0]) for p in RESULTS.glob("*/scorecard.csv")}
+    return "\n".join(lines) + f"\n\nThreshold: {', '.join(f'{t:g}' for t in sorted(threshold))}."
+
+
+#: (page, start marker, end marker, the function that computes the block)
+BLOCKS = ((PAGE, START, END, lambda: table()), (README, SCORE_START, SCORE_END, scorecard_table))
+
+
+def page_table(page: Path = PAGE, start: str = START, end: str = END) -> str | None:
     text = page.read_text()
-    if START not in text or END not in text:
+    if start not in text or end not in text:
         return None
-    return text.split(START, 1)[1].split(END, 1)[0].strip()
+    return text.split(start, 1)[1].split(end, 1)[0].strip()
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     action = parser.add_mutually_exclusive_group()
-    action.add_argument("--write", action="store_true", help="rewrite the table in docs/RESULTS.md")
-    action.add_argument("--check", action="store_true", help="exit 1 if docs/RESULTS.md's table is not the data's")
+    action.add_argument("--write", action="store_true",
+                        help="rewrite the tables in docs/RESULTS.md (verdicts) and README.md (scorecards)")
+    action.add_argument("--check", action="store_true", help="exit 1 if a page's table is not the data's")
     args = parser.parse_args(argv)
-    computed = table()
-    if args.write:
-        text = PAGE.read_text()
-        if START not in text:
-            print(f"{PAGE}: no '{START}' marker; add the markers where the table goes", file=sys.stderr)
-            return 2
-        head, rest = text.split(START, 1)
-        PAGE.write_text(f"{head}{START}\n{computed}\n{END}{rest.split(END, 1)[1]}")
-        return 0
-    if args.check:
-        if page_table() != computed:
-            print(f"{PAGE}: the verdict table differs from the data; run python scripts/verdicts.py --write",
-                  file=sys.stderr)
-            return 1
-        return 0
-    print(computed)
-    return 0
+    status = 0
+    for page, start, end, compute in BLOCKS:
+        computed = compute()
+        if args.write:
+            text = page.read_text()
+            if start not in text:
+                print(f"{page}: no '{start}' marker; add the markers where the table goes", file=sys.stderr)
+                return 2
+            head, rest = text.split(start, 1)
+            page.write_text(f"{head}{start}\n{computed}\n{end}{rest.split(end, 1)[1]}")
+        elif args.check:
+            if page_table(page, start, end) != computed:
+                print(f"{page}: a table differs from the data; run python scripts/verdicts.py --write",
+                      file=sys.stderr)
+                status = 1
+        else:
+            print(computed + "\n")
+    return status
 
 
 if __name__ == "__main__":

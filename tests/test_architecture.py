@@ -84,7 +84,7 @@ LAYERS = [
     ("configuration", ("bench.config", "bench.grid")),
     ("training", ("bench.evaluate", "bench.forward", "bench.hooks", "bench.train", "bench.preflight",
                   "bench.protocol")),
-    ("running a suite", ("bench.runner", "bench.local_backend", "bench.ray_backend")),
+    ("running a suite", ("bench.runner", "bench.local_backend", "bench.ray_backend", "bench.bundles")),
     ("output", ("bench.report",)),
     ("entry points", ("bench.trained", "bench.perf", "bench.api", "bench.cli", "bench.__main__")),
 ]

@@ -146,3 +146,41 @@ def test_run_smoke_from_an_empty_folder_with_a_plugin_and_an_include(installed):
     with open(work / "eval.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
     assert [row["size"] for row in rows] == ["L=6", "L=10"], rows
+
+
+def test_adding_a_baseline_beside_the_shipped_reference(installed):
+    """The README's "Adding a baseline" from an empty folder: a model plugin trained alone on the quick suite's
+    Copy, its report showing the shipped quick bundle's LSTM, NTM and DNC beside it without training them."""
+    bin_dir, work = installed
+    (work / "mygru.py").write_text(textwrap.dedent("""
+        import torch
+        from bench.registry import register_model
+
+
+        @register_model("mygru")
+        class MyGRU(torch.nn.Module):
+            def __init__(self, input_size, output_size, units=32):
+                super().__init__()
+                self.gru = torch.nn.GRU(input_size, units, batch_first=True)
+                self.out = torch.nn.Linear(units, output_size)
+
+            def forward(self, inputs):
+                return self.out(self.gru(inputs)[0])
+    """))
+    listing = _ok(_run([str(bin_dir / "ntm-bench"), "list"], cwd=work))
+    assert "  quick: suite quick" in listing, listing
+    # the quick suite's own Copy task (so it is the same test), one seed and a few steps to keep the test short
+    mine = _run([str(bin_dir / "ntm-bench"), "run", "--suite", "quick", "--plugin", "mygru", "--out", "mine",
+                 "--no-estimate", "--set", "models={mygru: {units: 8}}", "--set", "seeds=[1]",
+                 "--set", "train.steps=20", "--set",
+                 "tasks={copy: {bits: 6, train_sizes: [1, 8], test_sizes: [4, 8, 12, 16, 20, 24]}}",
+                 "--reference", "quick"], cwd=work)
+    _ok(mine)
+    with open(work / "mine" / "runs.csv", newline="") as handle:
+        assert [row["model"] for row in csv.DictReader(handle)] == ["mygru"]  # only the new model trained
+    with open(work / "mine" / "summary.csv", newline="") as handle:
+        rows = {row["model"]: row for row in csv.DictReader(handle)}
+    assert set(rows) == {"mygru", "lstm", "ntm", "dnc"}
+    assert rows["ntm"]["source"] == "reference: quick" and rows["mygru"]["source"] == "this folder"
+    assert int(rows["ntm"]["seeds"]) == 3
+    assert "reference: quick" in (work / "mine" / "index.html").read_text()

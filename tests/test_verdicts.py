@@ -17,6 +17,8 @@ spec.loader.exec_module(verdicts)
 
 def test_results_md_holds_the_verdicts_the_committed_data_give():
     assert verdicts.page_table() == verdicts.table(), "run python scripts/verdicts.py --write"
+    assert verdicts.page_table(verdicts.README, verdicts.SCORE_START, verdicts.SCORE_END) == \
+        verdicts.scorecard_table(), "run python scripts/verdicts.py --write"
     assert verdicts.main(["--check"]) == 0
 
 

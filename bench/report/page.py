@@ -344,6 +344,9 @@ def write_summaries(out_dir: Path) -> None:
     csv_name, md_name = SUMMARY_FILES
     atomic_write_csv(Path(out_dir) / csv_name, summary_frame(sections))
     atomic_write_text(Path(out_dir) / md_name, summary_markdown(sections, header_facts(data)))
+    card = scorecard(data)
+    if not card.table.empty:
+        atomic_write_csv(Path(out_dir) / SCORECARD_FILE, card.table)
 
 
 def _render(data: SuiteData, out_dir: Path, started: float) -> Path:
