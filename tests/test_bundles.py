@@ -171,3 +171,17 @@ def test_shipped_bundles_are_listed_and_still_the_same_test(capsys):
                 f"shipped bundle {manifest['name']}: task {label} is no longer the test it was trained on; "
                 "bump the task's version and re-export or retire the bundle")
         assert manifest["runs"] == len(pd.read_csv(bundle / "runs.csv"))
+
+
+def test_runs_reused_from_another_cpu_model_are_marked_in_the_report(half_bundle, tmp_path):
+    bundle = tmp_path / "other_cpu"
+    main(["export", str(half_bundle), "--to", str(bundle)])
+    for spec_path in (bundle / "runs").glob("*/spec.json"):
+        spec = json.loads(spec_path.read_text())
+        spec["provenance"]["cpu"] = {"model": "AMD EPYC 7B13", "isa": "avx2", "machine": "x86_64"}
+        spec_path.write_text(json.dumps(spec))
+    out = tmp_path / "out"
+    run(out, *TWO_MODELS, "--reuse", str(bundle), report=True)
+    page = (out / "index.html").read_text()
+    assert "2 run(s) reused from other_cpu, trained on AMD EPYC 7B13 (avx2)" in page
+    assert "not bit-identical" in page
