@@ -25,6 +25,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench import stats  # noqa: E402
+from bench.report.combine import COMPARED, Source, combine  # noqa: E402
 from bench.report.data import convergence_sample, load_suite_data, truthy  # noqa: E402
 from bench.survival import logrank  # noqa: E402
 
@@ -46,7 +47,7 @@ class Claim:
     key: str                    # (a), (b), ...
     text: str
     kind: str                   # "solves_2x" (A solves 2x, B does not), "faster" (A converges sooner), "no_nan"
-    folder: str | None          # under results/; None: no committed data yet
+    folder: str | tuple[str, ...] | None  # under results/ (several: one report of them); None: no data yet
     task: str = ""
     better: str = ""            # the model the claim favours
     other: str = ""             # the model it is compared with ("" for one-model claims)
@@ -58,8 +59,8 @@ CLAIMS = [
     Claim("(a)", "The NTM's Copy generalises to twice its training length, the LSTM's does not (Graves 2014), "
                  "default suite", "solves_2x", "quick_heldout", "copy", "ntm", "lstm"),
     Claim("(a')", "The same claim at the paper's sizes (L 1-20, 1 x 100 controller, 128 x 20 memory)", "solves_2x",
-          "paper_copy_fresh", "copy", "ntm_constant", "lstm_1x256",
-          missing="the LSTM arm on the same fresh seeds, with an LSTM that fits its training range"),
+          ("paper_copy_fresh", "paper_copy_fresh_lstm"), "copy", "ntm_constant", "lstm_2x256",
+          missing="the LSTM arm (2 x 256, Adam 3e-3, 25,000 steps) on the same fresh seeds"),
     Claim("(b)", "Copy trained on L 1-20 degrades around output position 36 at L = 40 (Collier & Beel)", "position",
           None, missing="per-run position errors of paper-size Copy on fresh seeds"),
     Claim("(c)", "Associative Recall trained on 2-6 items generalises to 12 (Graves 2014)", "solves_2x", None,
@@ -107,14 +108,21 @@ def solve_rate_verdict(k_a: int, n_a: int, k_b: int, n_b: int) -> str:
     return NOT_SHOWN
 
 
-def _solves_2x(data, task: str, model: str) -> tuple[int, int]:
+def _finished(data, task: str, model: str) -> pd.DataFrame:
     runs = data.runs_of(task, model)
-    runs = runs[runs["status"] == "done"]
+    return runs[runs["status"] == "done"]
+
+
+def _solves_2x(runs: pd.DataFrame) -> tuple[int, int]:
     return int(runs["solved_2x"].map(truthy).sum()), len(runs)
 
 
 def judge_solves_2x(claim: Claim, data) -> Verdict:
-    (k_a, n_a), (k_b, n_b) = _solves_2x(data, claim.task, claim.better), _solves_2x(data, claim.task, claim.other)
+    a, b = _finished(data, claim.task, claim.better), _finished(data, claim.task, claim.other)
+    if len(a) and len(b):  # the declared rule counts the seeds both arms have finished
+        common = set(a["seed"]) & set(b["seed"])
+        a, b = a[a["seed"].isin(common)], b[b["seed"].isin(common)]
+    (k_a, n_a), (k_b, n_b) = _solves_2x(a), _solves_2x(b)
     if not n_a or not n_b:  # one arm is committed, the other still to run
         done, (k, n) = (claim.better, (k_a, n_a)) if n_a else (claim.other, (k_b, n_b))
         return Verdict(f"seeds solving 2×: {done} {k}/{n} {fmt_ci(stats.clopper_pearson(k, n))} (Clopper–Pearson "
@@ -163,17 +171,28 @@ def judge_no_nan(claim: Claim, data) -> Verdict:
 JUDGES = {"solves_2x": judge_solves_2x, "faster": judge_faster, "no_nan": judge_no_nan}
 
 
+def folders(claim: Claim, results: Path = RESULTS) -> list[str]:
+    """The claim's committed folders (those of a several-folder claim that exist so far)."""
+    named = [] if claim.folder is None else [claim.folder] if isinstance(claim.folder, str) else list(claim.folder)
+    return [name for name in named if (results / name / "suite.json").is_file()]
+
+
 def verdict_of(claim: Claim, results: Path = RESULTS) -> Verdict:
-    if claim.folder is None:
+    present = folders(claim, results)
+    if not present:
         return Verdict("no per-run data committed yet", f"needs {claim.missing}", NOT_SHOWN)
-    return JUDGES[claim.kind](claim, load_suite_data(results / claim.folder))
+    if len(present) == 1:
+        return JUDGES[claim.kind](claim, load_suite_data(results / present[0]))
+    # several folders, one report of them: a task they share must be the same test (protocol fingerprints)
+    parts = [(load_suite_data(results / name), Source(results / name, name, COMPARED)) for name in present]
+    return JUDGES[claim.kind](claim, combine(parts, only_first_tasks=False))
 
 
 def table(results: Path = RESULTS) -> str:
     lines = ["| claim | data (`results/`) | evidence | test | verdict |", "|---|---|---|---|---|"]
     for claim in CLAIMS:
         verdict = verdict_of(claim, results)
-        lines.append(f"| {claim.key} {claim.text} | {claim.folder or '—'} | {verdict.evidence} | {verdict.test} | "
+        lines.append(f"| {claim.key} {claim.text} | {' + '.join(folders(claim, results)) or '—'} | {verdict.evidence} | {verdict.test} | "
                      f"**{verdict.verdict}** |")
     return "\n".join(lines)
 
