@@ -89,10 +89,13 @@ def resolve(reference: str | Path, what: str = "--reference") -> Path:
 def read_manifest(folder: Path) -> dict[str, Any]:
     """A bundle's manifest, or for a plain output folder a stand-in with its name; `name` is always set."""
     folder = Path(folder)
-    manifest = read_json(folder / MANIFEST) if (folder / MANIFEST).is_file() else {}
+    if not (folder / MANIFEST).is_file():  # an output folder: its suite's name, the rest is in its run folders
+        suite = read_json(folder / "suite.json") if (folder / "suite.json").is_file() else {}
+        return {"name": folder.resolve().name, "suite": suite.get("name") if isinstance(suite, dict) else None}
+    manifest = read_json(folder / MANIFEST)
     if not isinstance(manifest, dict):
         raise ConfigError(f"{folder / MANIFEST}: not a JSON object")
-    return {"name": folder.name, **manifest}
+    return {"name": folder.resolve().name, **manifest}
 
 
 def describe(manifest: dict[str, Any]) -> str:
