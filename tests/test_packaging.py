@@ -155,17 +155,19 @@ def test_adding_a_baseline_beside_the_shipped_reference(installed):
     (work / "mygru.py").write_text(textwrap.dedent("""
         import torch
         from bench.registry import register_model
+        from models.base import SequenceModel
 
 
         @register_model("mygru")
-        class MyGRU(torch.nn.Module):
+        class MyGRU(SequenceModel):
             def __init__(self, input_size, output_size, units=32):
                 super().__init__()
                 self.gru = torch.nn.GRU(input_size, units, batch_first=True)
                 self.out = torch.nn.Linear(units, output_size)
 
-            def forward(self, inputs):
-                return self.out(self.gru(inputs)[0])
+            def forward(self, inputs, trace=False):
+                logits = self.out(self.gru(inputs)[0])
+                return (logits, {}) if trace else logits
     """))
     listing = _ok(_run([str(bin_dir / "ntm-bench"), "list"], cwd=work))
     assert "  quick: suite quick" in listing, listing
