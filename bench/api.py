@@ -197,12 +197,14 @@ def run_suite(suite: str | Path | dict, out: str | Path | None = None, *, seeds:
     check_device(loaded, executor)
     reuse_dirs, references = check_bundles(loaded, reuse, reference, prefix)
     options = WorkerOptions(threads=threads, plugins=plugins, tensorboard=logdir)
-    runner.run_suite(loaded, out_dir, make_backend(executor, workers, options, fresh), fresh=fresh, estimate=estimate,
-                     reuse=reuse_dirs)
-    if report:
+
+    def write(outcome) -> None:  # while this process is still the folder's one writer (bench.folders.output_lock)
         from bench.report import write_report
 
         write_report(out_dir, references=references or None)
+
+    runner.run_suite(loaded, out_dir, make_backend(executor, workers, options, fresh), fresh=fresh, estimate=estimate,
+                     reuse=reuse_dirs, then=write if report else None)
     return load_results(out_dir)
 
 

@@ -23,22 +23,23 @@ from __future__ import annotations
 
 import platform
 import re
-import shutil
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from bench.errors import ConfigError
+from bench.folders import make_folder, refuse_links_within, remove_file, remove_tree
 from bench.protocol import describe_difference
 from bench.provenance import cpu_model, git_commit
 from bench.results import (
+    REUSED_FROM,
     atomic_write_bytes,
     atomic_write_json,
-    claim_output_folder,
     collect,
-    REUSED_FROM,
     read_json,
     run_is_finished,
+    writing_output_folder,
 )
 
 FORMAT = "ntm-bench-bundle"
@@ -111,10 +112,13 @@ def describe(manifest: dict[str, Any]) -> str:
 
 # ---- export -------------------------------------------------------------------------------------------------------
 
-def export(out_dir: Path, to_dir: Path, package_version: str) -> dict[str, Any]:
+def export(out_dir: Path, to_dir: Path, package_version: str,
+           then: Callable[[Path], Any] | None = None) -> dict[str, Any]:
     """Write the bundle of the output folder `out_dir` into `to_dir` (created, or refreshed when it is a bundle
     already): the finished runs' files, suite.json, the CSVs rebuilt from them and the manifest. Returns the
-    manifest. A partly finished suite exports what has finished; run it again later to add the rest."""
+    manifest. A partly finished suite exports what has finished; run it again later to add the rest. `to_dir` is
+    claimed and locked while it is written (`bench.results.writing_output_folder`); `then` (the summaries) is called
+    with it at the end, still locked."""
     out_dir, to_dir = Path(out_dir), Path(to_dir)
     if not (out_dir / "suite.json").is_file():
         raise ConfigError(f"{out_dir}: no suite.json, so no results to export")
@@ -122,18 +126,26 @@ def export(out_dir: Path, to_dir: Path, package_version: str) -> dict[str, Any]:
         raise ConfigError(f"--to {to_dir}: must be outside the folder it exports ({out_dir})")
     suite = read_json(out_dir / "suite.json")
     run_ids = [str(rid) for rid in suite.get("run_ids") or []]
-    claim_output_folder(to_dir)
+    with writing_output_folder(to_dir):
+        manifest = _write_bundle(out_dir, to_dir, suite, run_ids, package_version)
+        if then is not None:
+            then(to_dir)
+    return manifest
+
+
+def _write_bundle(out_dir: Path, to_dir: Path, suite: dict[str, Any], run_ids: list[str],
+                  package_version: str) -> dict[str, Any]:
+    """`export` into its claimed and locked bundle folder."""
     runs_dir = to_dir / "runs"
-    if runs_dir.is_symlink():
-        raise ConfigError(f"{runs_dir}: is a symbolic link; the bundle writes only into its own folder")
     finished = [rid for rid in run_ids if _RUN_ID.fullmatch(rid) and run_is_finished(out_dir / "runs" / rid)]
+    refuse_links_within(to_dir, [f"runs/{rid}" for rid in finished], entries=True)
     for rid in finished:
         _copy_run(out_dir / "runs" / rid, runs_dir / rid, extra=(SOURCE,))
     if runs_dir.is_dir():  # runs of an earlier export that this suite no longer has
         for stale in runs_dir.iterdir():
             if stale.name not in finished and _RUN_ID.fullmatch(stale.name) and stale.is_dir() \
                     and not stale.is_symlink():
-                shutil.rmtree(stale)
+                remove_tree(stale)
     atomic_write_json(to_dir / "suite.json", suite)
     frames = collect(to_dir, run_ids)
     manifest = build_manifest(to_dir, suite, frames["runs"].to_dict("records"), package_version)
@@ -145,12 +157,12 @@ def _copy_run(source: Path, target: Path, extra: tuple[str, ...] = (), origin: d
     """Copy a run's bundle files (and `extra` ones where present) into `target`, with `origin` as its source.json,
     result.json last; a checkpoint or samples left in `target` by a run that trained there before are removed
     (they belong to other weights)."""
-    if target.is_symlink() or (target.exists() and not target.is_dir()):
+    if target.exists() and not target.is_dir():
         raise ConfigError(f"{target}: not a plain folder; refusing to write a run into it")
-    target.mkdir(parents=True, exist_ok=True)
+    make_folder(target)  # refuses a link (`bench.folders.refuse_links`), as every write and delete below does
     for name in ("result.json", "checkpoint.pt", "samples.npz", SOURCE):
-        if (target / name).is_file() and not (target / name).is_symlink():
-            (target / name).unlink()
+        if (target / name).is_file():
+            remove_file(target / name)
     for name in (*extra, *RUN_FILES):
         path = source / name
         if name == "result.json" and origin is not None:

@@ -224,14 +224,18 @@ def cmd_run(args) -> int:
     reuse, references = check_bundles(suite, args.reuse, args.reference, args.prefix)
     options = WorkerOptions(threads=args.threads, plugins=tuple(args.plugins), tensorboard=tensorboard)
     backend = make_backend(args.executor, args.workers, options, args.fresh)
-    outcome = run_suite(suite, out_dir, backend, fresh=args.fresh, estimate=not args.no_estimate, reuse=reuse)
-    if outcome.failed:
-        print(f"{len(outcome.failed)} run(s) failed; see their result.json; rerun to retry them", file=sys.stderr)
-    print(f"results: {out_dir}/runs.csv, curves.csv, generalization.csv")
-    if not args.no_report:
-        from bench.report import write_report
 
-        print(f"report: {write_report(out_dir, references=references or None)}")  # the last line: what to open
+    def finish(outcome) -> None:  # still the folder's one writer (bench.folders.output_lock)
+        if outcome.failed:
+            print(f"{len(outcome.failed)} run(s) failed; see their result.json; rerun to retry them", file=sys.stderr)
+        print(f"results: {out_dir}/runs.csv, curves.csv, generalization.csv")
+        if not args.no_report:
+            from bench.report import write_report
+
+            print(f"report: {write_report(out_dir, references=references or None)}")  # the last line: what to open
+
+    outcome = run_suite(suite, out_dir, backend, fresh=args.fresh, estimate=not args.no_estimate, reuse=reuse,
+                        then=finish)
     return 1 if outcome.failed else 0
 
 
@@ -264,8 +268,7 @@ def cmd_export(args) -> int:
     from bench import bundles
     from bench.report.page import write_summaries
 
-    manifest = bundles.export(Path(args.folder), Path(args.to), version())
-    write_summaries(Path(args.to))
+    manifest = bundles.export(Path(args.folder), Path(args.to), version(), then=write_summaries)
     size = sum(p.stat().st_size for p in Path(args.to).rglob("*") if p.is_file())
     print(f"bundle: {args.to} ({manifest['runs']} of {manifest['runs_in_suite']} runs, {size / 1024:.0f} kB): "
           f"{bundles.describe(manifest)}")

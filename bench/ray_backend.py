@@ -18,7 +18,6 @@ import dataclasses
 import json
 import logging
 import os
-import shutil
 import signal
 import threading
 import uuid
@@ -28,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.config import ConfigError, Suite
+from bench.folders import make_folder, remove_tree
 from bench.grid import RunSpec
 from bench.options import DEFAULT_OPTIONS, WorkerOptions
 from bench.results import atomic_write_bytes, atomic_write_json, read_json, run_is_finished
@@ -190,10 +190,10 @@ def _count_attempt(work_dir: Path, run_id: str, submission: str, fresh: bool) ->
     else:
         attempt = 1
         if fresh:
-            shutil.rmtree(work_dir, ignore_errors=True)
+            remove_tree(work_dir, ignore_errors=True)
     record = {"submission": submission, "attempts": attempt,
               "resumed_from_step": _checkpoint_step(work_dir, run_id) if attempt > 1 else None}
-    work_dir.mkdir(parents=True, exist_ok=True)
+    make_folder(work_dir)
     atomic_write_json(marker, record)
     return record
 

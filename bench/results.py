@@ -7,7 +7,8 @@ Every write is atomic: a temp file in the same folder, then `os.replace`, and a 
 umask gives a new file (0644 under the usual umask 022).
 
 An output folder belongs to the harness: `claim_output_folder` marks a new or empty folder with a `.ntm-bench` file
-and refuses a non-empty folder that is not one of its own, so the harness never overwrites or deletes a user's files.
+and refuses a non-empty folder that is not one of its own, so the harness never overwrites or deletes a user's files;
+no write goes through a symbolic link inside it (`bench.folders.refuse_links`).
 """
 
 from __future__ import annotations
@@ -18,12 +19,15 @@ import logging
 import os
 import re
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from bench.errors import ConfigError
+from bench.folders import LOCK_FILE, MARKER, output_lock, refuse_links, refuse_links_within
 from tasks.base import Rule, convergence
 
 RUNS_COLUMNS = ["suite", "task", "task_type", "protocol", "model", "model_type", "seed", "run_id", "status",
@@ -39,8 +43,6 @@ TIMING_COLUMNS = ("wall_s", "seq_per_s")
 FINISHED = ("done", "diverged")
 #: the status `collect(..., unfinished=True)` gives a run that has evaluations (curve.csv) but no result yet
 RUNNING = "running"
-#: the file that marks a folder as an ntm-bench output folder
-MARKER = ".ntm-bench"
 #: the figure files the report wrote into figures/, one name a line (only these are ever deleted as stale)
 FIGURES_MANIFEST = ".written"
 
@@ -51,6 +53,7 @@ log = logging.getLogger(__name__)
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     path = Path(path)
+    refuse_links(path)  # inside an output folder: never through a link (its parents are what a write would follow)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -120,25 +123,33 @@ def read_json(path: Path) -> Any:
 _OUR_FIGURE = re.compile(r"(convergence|(curves|generalization|samples|memory)_.+)\.png")
 
 
+#: what the harness writes at the top of an output folder or a bundle (the runner, the report, `export`); a link at
+#: any of these names is refused before anything is written (`claim_output_folder`)
+OUTPUT_ENTRIES = (MARKER, LOCK_FILE, "suite.json", "runs.csv", "curves.csv", "generalization.csv", "summary.csv",
+                  "summary.md", "scorecard.csv", "index.html", "references.json", "manifest.json", "figures", "runs")
+
+
 def claim_output_folder(out_dir: Path) -> None:
     """Make sure `out_dir` is an ntm-bench output folder before anything is written into it.
 
     A folder that does not exist yet, or is empty, is created and marked with a `.ntm-bench` file. A folder that
     already has the mark is ours. A folder written by a version from before the mark (it has suite.json and runs/)
     is marked now. Anything else, such as a folder of the user's own files or `--out .` in a project, is refused
-    with a one-line ConfigError, and nothing in it is touched.
+    with a one-line ConfigError, and nothing in it is touched. So is an output folder in which one of the harness's
+    own files or folders (`OUTPUT_ENTRIES`, the report's figures) is a symbolic link.
     """
     out_dir = Path(out_dir)
     marker = out_dir / MARKER
     if out_dir.exists() and not out_dir.is_dir():
         raise ConfigError(f"{out_dir}: not a folder; choose an empty or new folder")
-    if marker.is_file():
-        return
     entries = list(out_dir.iterdir()) if out_dir.exists() else []
     older = (out_dir / "suite.json").is_file() and (out_dir / "runs").is_dir()
-    if entries and not older:
+    if entries and not (marker.is_file() or marker.is_symlink()) and not older:
         raise ConfigError(f"{out_dir}: not an ntm-bench output folder (it has files the harness did not write); "
                           "choose an empty or new folder")
+    refuse_output_links(out_dir)
+    if marker.is_file():
+        return
     out_dir.mkdir(parents=True, exist_ok=True)
     if older:
         # an older version deleted every PNG in figures/ on each report; from now on only the figures with the
@@ -150,6 +161,27 @@ def claim_output_folder(out_dir: Path) -> None:
             atomic_write_text(manifest, "".join(f"{name}\n" for name in ours))
     atomic_write_text(marker, "This folder is written by ntm-bench (python -m bench). The harness only overwrites "
                               "or deletes files it wrote here.\n")
+
+
+@contextmanager
+def writing_output_folder(out_dir: Path) -> Iterator[None]:
+    """While inside, `out_dir` is claimed (`claim_output_folder`) and this process is its one writer
+    (`bench.folders.output_lock`); what `run` and `export` write happens inside."""
+    claim_output_folder(out_dir)
+    with output_lock(out_dir):
+        yield
+
+
+def refuse_output_links(out_dir: Path) -> None:
+    """A one-line ConfigError naming the link when one of the harness's own entries of the output folder `out_dir`
+    is a symbolic link: `OUTPUT_ENTRIES`, and in figures/ its list and the figures the report wrote or names like
+    its own (a user's other files there are not the harness's, and are never written or deleted)."""
+    refuse_links_within(out_dir, OUTPUT_ENTRIES)
+    figures = Path(out_dir) / "figures"
+    if figures.is_dir():
+        names = {FIGURES_MANIFEST, *read_figure_manifest(figures),
+                 *(p.name for p in figures.iterdir() if _OUR_FIGURE.fullmatch(p.name))}
+        refuse_links_within(out_dir, [f"figures/{name}" for name in sorted(names)])
 
 
 def read_figure_manifest(figures_dir: Path) -> list[str]:

@@ -14,11 +14,10 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 import sys
 import time
 import traceback
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,12 +29,13 @@ from tqdm import tqdm
 
 from bench import bundles, registry
 from bench.config import ConfigError, Suite
+from bench.folders import make_folder, refuse_links_within, remove_tree
 from bench.grid import RunSpec, expand, memory_overflows, task_key, task_train
 from bench.options import DEFAULT_OPTIONS, WorkerOptions
 from bench.preflight import check_memory, estimate_seconds
 from bench.protocol import protocol
 from bench.provenance import device_name, resolve_device
-from bench.results import atomic_write_json, claim_output_folder, collect, read_json, run_is_finished
+from bench.results import atomic_write_json, collect, read_json, run_is_finished, writing_output_folder
 from bench.text import format_duration
 from bench.train import train_population
 
@@ -88,15 +88,31 @@ class SuiteOutcome:
 
 
 def run_suite(suite: Suite, out_dir: Path, backend: Backend, fresh: bool = False,
-              estimate: bool = True, reuse: Sequence[Path] = ()) -> SuiteOutcome:
+              estimate: bool = True, reuse: Sequence[Path] = (),
+              then: Callable[[SuiteOutcome], Any] | None = None) -> SuiteOutcome:
     """Train every pending run of `suite` under ``out_dir/runs`` on `backend`, then rebuild the suite CSVs.
     `fresh` deletes this suite's run folders first; `estimate` logs a training-time estimate before starting;
-    `reuse` (bundle folders, `bench.bundles`) supplies finished runs that are copied in instead of trained."""
+    `reuse` (bundle folders, `bench.bundles`) supplies finished runs that are copied in instead of trained; `then`
+    (the report) is called with the outcome at the end, while this process is still the folder's one writer.
+
+    The folder is claimed and locked (`bench.results.writing_output_folder`) before anything is written: a second
+    writer of it, a folder of someone else's files, and a symbolic link among the harness's own entries or the
+    suite's run folders are each refused in one line."""
     out_dir = Path(out_dir)
     specs = expand(suite)
     group_size = resolve_parallel_seeds(suite, backend.device_type(suite))
     check_memory(suite, specs, backend.memory(suite), group_size)  # before anything is written
-    claim_output_folder(out_dir)  # refuses a folder of someone else's files before anything is written
+    with writing_output_folder(out_dir):
+        refuse_links_within(out_dir, [f"runs/{spec.run_id}" for spec in specs], entries=True)
+        outcome = _run_claimed(suite, specs, group_size, out_dir, backend, fresh, estimate, reuse)
+        if then is not None:
+            then(outcome)
+    return outcome
+
+
+def _run_claimed(suite: Suite, specs: list[RunSpec], group_size: int, out_dir: Path, backend: Backend, fresh: bool,
+                 estimate: bool, reuse: Sequence[Path]) -> SuiteOutcome:
+    """`run_suite` in its claimed and locked folder."""
     pending = prepare(suite, specs, out_dir, fresh, reuse)
     pending = [backend.adapt(suite, spec) for spec in pending]
     groups = group_seeds(pending, group_size)
@@ -144,7 +160,7 @@ def prepare(suite: Suite, specs: list[RunSpec], out_dir: Path, fresh: bool = Fal
                           "model and task a distinct configuration")
     if fresh:
         for rid in run_ids:
-            shutil.rmtree(out_dir / "runs" / rid, ignore_errors=True)
+            remove_tree(out_dir / "runs" / rid, ignore_errors=True)
     facts = task_facts(suite)
     atomic_write_json(out_dir / "suite.json", {"name": suite.name, "description": suite.description,
                                                "path": suite.path, "resolved": suite.resolved, "run_ids": run_ids,
@@ -156,7 +172,7 @@ def prepare(suite: Suite, specs: list[RunSpec], out_dir: Path, fresh: bool = Fal
             log.warning("run %s (%s/%s seed %d) stopped at convergence under another convergence rule than the "
                         "task's current one, so its curve cannot be rescored; it is trained again", spec.run_id,
                         spec.task, spec.model, spec.seed)
-            shutil.rmtree(run_dir)
+            remove_tree(run_dir)
     for bundle in reuse:
         reused = bundles.reuse(bundle, specs, facts, out_dir)
         log.info("reused %d finished run(s) from %s; they are not trained again", len(reused), bundle)
@@ -264,7 +280,7 @@ def train_group(group: Group, runs_dir: Path, options: WorkerOptions = DEFAULT_O
         for spec in group:
             if spec.run_id not in results:
                 results[spec.run_id] = failed_result(error)
-                (runs_dir / spec.run_id).mkdir(parents=True, exist_ok=True)
+                make_folder(runs_dir / spec.run_id)
                 atomic_write_json(runs_dir / spec.run_id / "result.json", results[spec.run_id])
     return results
 

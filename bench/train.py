@@ -31,6 +31,7 @@ import torch
 
 from bench import registry
 from bench.evaluate import evaluation_set, example_arrays, generalization_rows, generalization_set, score
+from bench.folders import make_folder
 from bench.forward import begin_iteration, compile_options, make_forward, repair_compile_cache
 from bench.grid import RunSpec, derive_seed
 from bench.grid import task_key as grid_task_key
@@ -146,7 +147,7 @@ class Member:
         self.spec = spec
         self.train = spec.train
         self.run_dir = Path(run_dir)
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+        make_folder(self.run_dir)  # never inside a symbolic link (bench.folders)
         self.device = device
         self.task = build_task(spec)
         self.model = build_model(spec, self.task, device)

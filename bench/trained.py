@@ -37,6 +37,7 @@ import torch
 
 from bench import registry
 from bench.evaluate import example_arrays, generalization_rows, generalization_set
+from bench.folders import make_folder
 from bench.grid import task_key
 from bench.results import FINISHED, atomic_write_bytes, read_json
 from tasks.base import Size, Task
@@ -311,7 +312,7 @@ def render_figures(run_dir: str | Path | TrainedRun, size: Size | int | str, out
     palette = model_palette([label])
     samples = [(label, run.spec.get("seed", ""), arrays)]
     sink = _FileSink(Path(out_dir), slug("x".join(str(v) for v in size)))
-    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    make_folder(out_dir)  # a folder inside an output folder is never made through a link (bench.folders)
     title = f"size {run.task.size_label(size)}"  # the one size drawn, not the report's two
     figure_samples(palette, info, samples, sink, title=lambda *_: title)
     figure_memory(palette, info, samples, sink, title=lambda *_: title)

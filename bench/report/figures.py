@@ -26,6 +26,7 @@ from matplotlib.patches import Rectangle
 from matplotlib.ticker import EngFormatter, FuncFormatter, LogFormatter, MaxNLocator
 
 from bench import stats, survival
+from bench.folders import remove_file
 from bench.report.data import (
     SuiteData,
     TaskInfo,
@@ -103,7 +104,7 @@ class FigureSink:
         for name in sorted(self.owned - set(self.written)):
             path = self.dir / name
             if path.is_file() or path.is_symlink():
-                path.unlink()
+                remove_file(path)  # a symbolic link is refused, never followed (bench.folders)
         self.owned = set(self.written)
         write_figure_manifest(self.dir, sorted(self.owned))
 
