@@ -238,8 +238,10 @@ def reuse(bundle: Path, specs: list, facts: dict[str, dict[str, Any]], out_dir: 
     bundle = Path(bundle)
     theirs = read_json(bundle / "suite.json")
     ids = {str(rid) for rid in theirs.get("run_ids") or []}
+    # a bundle's run counts only if its files agree and its spec.json is the suite's run (`run_is_finished`)
     todo = [s for s in specs if s.run_id in ids and not (bundle / "runs" / s.run_id).is_symlink()
-            and run_is_finished(bundle / "runs" / s.run_id) and not run_is_finished(out_dir / "runs" / s.run_id)]
+            and run_is_finished(bundle / "runs" / s.run_id, s)
+            and not run_is_finished(out_dir / "runs" / s.run_id, s)]
     for label in dict.fromkeys(s.task for s in todo):
         problem = describe_difference(label, facts.get(label) or {}, (theirs.get("tasks") or {}).get(label) or {})
         if problem:

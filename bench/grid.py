@@ -66,6 +66,46 @@ def task_train(suite: Suite, label: str, base: TrainConfig | None = None, swept:
     return train_with(suite.train if base is None else base, overrides, f"tasks.{label}.train", suite.path)
 
 
+#: the keys of a spec (and of its spec.json) that its run_id hashes, besides the training keys (`identity_of`)
+IDENTITY_KEYS = ("task", "task_type", "task_params", "model", "model_type", "model_params", "seed", "eval_seed")
+
+
+def identity_of(recorded: dict[str, Any]) -> dict[str, Any]:
+    """What the run_id of a spec recorded as `recorded` (a `RunSpec.to_json`, as spec.json holds it) hashes: the
+    `IDENTITY_KEYS` and the training keys that change the numbers (a key missing from `recorded` counts as None)."""
+    train = dict(recorded.get("train") or {}) if isinstance(recorded.get("train"), dict) else recorded.get("train")
+    if isinstance(train, dict):
+        for key in TRAIN_KEYS_NOT_IN_RUN_ID:
+            train.pop(key, None)
+        for key, default in TRAIN_KEYS_HASHED_UNLESS_DEFAULT.items():
+            if key in train and train[key] == default:
+                train.pop(key)
+    return {**{key: recorded.get(key) for key in IDENTITY_KEYS}, "train": train}
+
+
+def _canonical(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, default=str)
+
+
+def run_id_of(identity: dict[str, Any]) -> str:
+    """The run_id of an identity (`RunSpec.identity`, `identity_of`): 12 hex digits of its SHA-256."""
+    return hashlib.sha256(_canonical(identity).encode()).hexdigest()[:12]
+
+
+def _first_difference(theirs: Any, ours: Any, path: str = "") -> tuple[str, str, str]:
+    """(dotted key, their value, our value) of the first place where two identities differ, values shortened."""
+    if isinstance(theirs, dict) and isinstance(ours, dict):
+        for key in sorted({*theirs, *ours}, key=str):
+            if _canonical(theirs.get(key)) != _canonical(ours.get(key)):
+                return _first_difference(theirs.get(key), ours.get(key), f"{path}.{key}" if path else str(key))
+
+    def short(value: Any) -> str:
+        text = _canonical(value)
+        return text if len(text) <= 40 else text[:37] + "..."
+
+    return path or "the spec", short(theirs), short(ours)
+
+
 @dataclass(frozen=True)
 class RunSpec:
     """Everything one training run needs, resolved."""
@@ -92,20 +132,22 @@ class RunSpec:
 
     def identity(self) -> dict[str, Any]:
         """What the run_id hashes: labels, resolved params, the training keys that change the numbers, seeds."""
-        train = dataclasses.asdict(self.train)
-        for key in TRAIN_KEYS_NOT_IN_RUN_ID:
-            train.pop(key)
-        for key, default in TRAIN_KEYS_HASHED_UNLESS_DEFAULT.items():
-            if train[key] == default:
-                train.pop(key)
-        return {"task": self.task, "task_type": self.task_type, "task_params": self.task_params,
-                "model": self.model, "model_type": self.model_type, "model_params": self.model_params,
-                "train": train, "seed": self.seed, "eval_seed": self.eval_seed}
+        return identity_of({**{key: getattr(self, key) for key in IDENTITY_KEYS},
+                            "train": dataclasses.asdict(self.train)})
 
     @property
     def run_id(self) -> str:
-        blob = json.dumps(self.identity(), sort_keys=True, default=str)
-        return hashlib.sha256(blob.encode()).hexdigest()[:12]
+        return run_id_of(self.identity())
+
+    def disagreement(self, recorded: dict[str, Any]) -> str | None:
+        """Why a run folder's spec.json (`recorded`) is not this run's, in a few words naming the first key that
+        differs and the run_id its content hashes to; None when its identity is this run's."""
+        theirs, ours = identity_of(recorded), self.identity()
+        if _canonical(theirs) == _canonical(ours):
+            return None
+        where = _first_difference(theirs, ours)
+        return (f"{where[0]} is {where[1]} there but {where[2]} in this run, so its content hashes to run_id "
+                f"{run_id_of(theirs)}, not {self.run_id}")
 
     def to_json(self) -> dict[str, Any]:
         return {**self.identity(), "suite": self.suite, "device": self.device, "run_id": self.run_id,
@@ -270,42 +312,61 @@ def _check_steps(suite: Suite, model: Component, task_label: str, task) -> None:
                           "max_positions)")
 
 
+def model_size_problem(params: dict[str, Any], batch_size: int = 1) -> str | None:
+    """The first of a model's parameters beyond the suite limits (`bench.config`), found without building anything:
+    an integer size, or its memory (per sequence, and times `batch_size`); None when all are within them. Sizes beyond
+    these would overflow even the meta device's size arithmetic, or take minutes to build."""
+    for name, value in params.items():
+        if type(value) is not int:
+            continue
+        most = MAX_MODEL_REPEATS if name.endswith(("layers", "heads")) else MAX_MODEL_INTEGER
+        if value > most:
+            return f"{name} must be <= {most}, got {value}"
+    locations, width = params.get("memory_locations"), params.get("memory_width")
+    if type(locations) is int and type(width) is int:  # the model's own checks report other types
+        if locations * width > MAX_MEMORY_ELEMENTS:
+            return f"memory_locations x memory_width = {locations * width}, more than the limit {MAX_MEMORY_ELEMENTS}"
+        if batch_size * locations * width > MAX_BATCH_MEMORY_ELEMENTS:
+            return (f"train.batch_size x memory_locations x memory_width = {batch_size * locations * width}, more "
+                    f"than the limit {MAX_BATCH_MEMORY_ELEMENTS}")
+    return None
+
+
+def meta_model(model_type: str, input_size: int, output_size: int,
+               params: dict[str, Any]) -> torch.nn.Module | None:
+    """The model built on the meta device: its parameters' and state_dict's shapes without allocating them; None for
+    a model that cannot be built there. The model's own checks raise ValueError or TypeError, as in a real build."""
+    try:
+        with torch.device("meta"):
+            return registry.build_model(model_type, input_size, output_size, **params)
+    except (NotImplementedError, RuntimeError):
+        return None
+
+
+def parameter_count(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
 _checked: dict[str, None] = {}
 
 
 def _check_model(suite: Suite, model: Component, task, batch_size: int = 1) -> None:
     label = model.label.split("[")[0]
-    # integer sizes beyond these would overflow even the meta device's size arithmetic, or take minutes to build
-    for name, value in model.params.items():
-        if type(value) is not int:
-            continue
-        most = MAX_MODEL_REPEATS if name.endswith(("layers", "heads")) else MAX_MODEL_INTEGER
-        if value > most:
-            raise ConfigError(f"{suite.path}: models.{label}: {name} must be <= {most}, got {value}")
-    locations, width = model.params.get("memory_locations"), model.params.get("memory_width")
-    if type(locations) is int and type(width) is int:  # the model's own checks report other types
-        if locations * width > MAX_MEMORY_ELEMENTS:
-            raise ConfigError(f"{suite.path}: models.{label}: memory_locations x memory_width = {locations * width}, "
-                              f"more than the limit {MAX_MEMORY_ELEMENTS}")
-        if batch_size * locations * width > MAX_BATCH_MEMORY_ELEMENTS:
-            raise ConfigError(f"{suite.path}: models.{label}: train.batch_size x memory_locations x memory_width = "
-                              f"{batch_size * locations * width}, more than the limit {MAX_BATCH_MEMORY_ELEMENTS}")
+    problem = model_size_problem(model.params, batch_size)
+    if problem:
+        raise ConfigError(f"{suite.path}: models.{label}: {problem}")
     key = json.dumps([model.type, model.params, task.input_size, task.output_size], sort_keys=True, default=str)
     if key in _checked:
         return
     try:
-        try:
-            with torch.device("meta"):  # cheap: checks the parameters without allocating weights
-                built = registry.build_model(model.type, task.input_size, task.output_size, **model.params)
-        except (NotImplementedError, RuntimeError):
-            built = None  # the model cannot be built on the meta device; count its parameters from a real build
+        built = meta_model(model.type, task.input_size, task.output_size, model.params)
     except (ValueError, TypeError) as error:
         raise ConfigError(f"{suite.path}: models.{label}: {error}") from None
-    count = sum(p.numel() for p in built.parameters()) if built is not None else None
+    count = parameter_count(built) if built is not None else None
     if count is not None and count > MAX_MODEL_PARAMETERS:
         raise ConfigError(f"{suite.path}: models.{label}: {count} parameters, more than the limit "
                           f"{MAX_MODEL_PARAMETERS}")
-    if built is None:
+    if built is None:  # the model cannot be built on the meta device; a real build checks its parameters
         try:
             real = registry.build_model(model.type, task.input_size, task.output_size, **model.params)
         except (ValueError, TypeError) as error:

@@ -167,7 +167,7 @@ def train_group_on_worker(specs: list[RunSpec], work_root: str, options: WorkerO
     attempts = {spec.run_id: _count_attempt(root / spec.run_id, spec.run_id, submission, fresh) for spec in specs}
     # finished by an earlier attempt, or by an earlier submission whose driver stopped before writing it
     results = {spec.run_id: read_json(root / spec.run_id / "result.json") for spec in specs
-               if run_is_finished(root / spec.run_id)}
+               if run_is_finished(root / spec.run_id, spec)}
     to_train = [spec for spec in specs if spec.run_id not in results]
     if to_train:
         first_attempt = max(attempts[spec.run_id]["attempts"] for spec in to_train) == 1

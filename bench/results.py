@@ -22,7 +22,7 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import pandas as pd
 
@@ -214,12 +214,21 @@ class DamagedRun(Exception):
     """A run folder whose files cannot be used: the message names the file and what is wrong with it."""
 
 
-def load_run(run_dir: Path) -> tuple[dict, dict, pd.DataFrame | None, pd.DataFrame | None]:
+class ExpectedRun(Protocol):
+    """The run a caller expects a folder to hold (a `bench.grid.RunSpec`), when it knows it."""
+
+    def disagreement(self, recorded: dict) -> str | None:
+        """Why spec.json's contents `recorded` are not this run's (its identity, its run_id), or None."""
+
+
+def load_run(run_dir: Path, expected: ExpectedRun | None = None
+             ) -> tuple[dict, dict, pd.DataFrame | None, pd.DataFrame | None]:
     """(result, spec, curve, generalization) of a run that has a result.json, each checked; raises DamagedRun.
 
-    A finished run (done or diverged) must have all four files intact; a failed run needs only result.json and
-    spec.json, since it may have stopped before writing the rest. The CSVs are None when a failed or diverged run
-    has none (a diverged run has no generalisation rows).
+    A finished run (done or diverged) must have all four files intact, and its result.json must agree with its curve
+    and spec.json (`_check_agreement`); a failed run needs only result.json and spec.json, since it may have stopped
+    before writing the rest. With `expected`, spec.json must also be that run's (`ExpectedRun.disagreement`). The
+    CSVs are None when a failed or diverged run has none (a diverged run has no generalisation rows).
     """
     run_dir = Path(run_dir)
     result = _json_object(run_dir / "result.json")
@@ -232,9 +241,15 @@ def load_run(run_dir: Path) -> tuple[dict, dict, pd.DataFrame | None, pd.DataFra
     elif status != "failed":
         raise DamagedRun(f"result.json: unknown status {status!r}")
     spec = _checked_spec(run_dir)
+    if expected is not None:
+        problem = expected.disagreement(spec)
+        if problem:
+            raise DamagedRun(f"spec.json: {problem}")
     curve = _checked_csv(run_dir / "curve.csv", CURVE_KEYS, required=finished, numeric=CURVE_KEYS)
     gen = _checked_csv(run_dir / "generalization.csv", GENERALIZATION_KEYS, required=status == "done",
                        numeric=GENERALIZATION_KEYS[1:])
+    if finished:
+        _check_agreement(result, spec, curve)
     return result, spec, curve, gen
 
 
@@ -247,6 +262,26 @@ def _checked_spec(run_dir: Path) -> dict:
     if str(spec["run_id"]) != run_dir.name:
         raise DamagedRun(f"spec.json: run_id {spec['run_id']!r} is not the folder's")
     return spec
+
+
+def _check_agreement(result: dict, spec: dict, curve: pd.DataFrame) -> None:
+    """A finished run's result.json as the training loop writes it (`bench.train.Member.finish`): its `steps` is the
+    step of curve.csv's last row (a run that diverged or stopped at convergence is evaluated where it stopped), never
+    beyond spec.json's budget, and a run `done` before its budget is one that stops at convergence. Else DamagedRun."""
+    steps, last = result["steps"], curve["step"].iloc[-1]
+    if type(steps) is not int or steps < 0:
+        raise DamagedRun(f"result.json: steps {steps!r} is not a step count")
+    if steps != last:
+        raise DamagedRun(f"result.json: steps {steps}, but curve.csv ends at step {last}")
+    train = spec.get("train") if isinstance(spec.get("train"), dict) else {}
+    budget = train.get("steps")
+    if type(budget) is not int:
+        return  # an old or hand-written spec.json without its budget: nothing more to compare
+    if steps > budget:
+        raise DamagedRun(f"result.json: steps {steps}, beyond the budget of {budget} steps in spec.json")
+    if result["status"] == "done" and steps < budget and train.get("stop_at_convergence") is not True:
+        raise DamagedRun(f"result.json: status done at step {steps}, before the budget of {budget} steps, though "
+                         "spec.json does not stop at convergence")
 
 
 def _json_object(path: Path) -> dict:
@@ -290,9 +325,10 @@ def _checked_csv(path: Path, columns: tuple[str, ...], required: bool,
     return frame
 
 
-def run_is_finished(run_dir: Path) -> bool:
-    """A run is finished when its result.json says done or diverged and its files are intact; failed runs are
-    retried, and a finished run with a damaged file is redone (with a one-line warning naming the file)."""
+def run_is_finished(run_dir: Path, expected: ExpectedRun | None = None) -> bool:
+    """A run is finished when its result.json says done or diverged and its files are intact and agree (`load_run`;
+    with `expected`, the run the caller knows, spec.json is that run's); failed runs are retried, and a finished run
+    with a damaged file is redone (with a one-line warning naming the file and what is wrong)."""
     run_dir = Path(run_dir)
     result = run_dir / "result.json"
     if not result.exists():
@@ -304,7 +340,7 @@ def run_is_finished(run_dir: Path) -> bool:
     if status == "failed":
         return False
     try:
-        load_run(run_dir)
+        load_run(run_dir, expected)
     except DamagedRun as problem:
         log.warning("run %s: %s; the run is redone", run_dir.name, problem)
         return False

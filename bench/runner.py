@@ -166,17 +166,22 @@ def prepare(suite: Suite, specs: list[RunSpec], out_dir: Path, fresh: bool = Fal
                                                "path": suite.path, "resolved": suite.resolved, "run_ids": run_ids,
                                                "seeds": list(suite.seeds), "steps": suite.train.steps,
                                                "batch_size": suite.train.batch_size, "tasks": facts})
+    # a finished run counts only when its files agree with each other and its spec.json is this spec's (identity
+    # and run_id); any other is redone, with a one-line warning (`bench.results.run_is_finished`)
+    finished = {spec.run_id for spec in specs if run_is_finished(out_dir / "runs" / spec.run_id, spec)}
     for spec in specs:
         run_dir = out_dir / "runs" / spec.run_id
-        if run_is_finished(run_dir) and stopped_under_another_rule(run_dir, facts[spec.task].get("convergence")):
+        if spec.run_id in finished and stopped_under_another_rule(run_dir, facts[spec.task].get("convergence")):
             log.warning("run %s (%s/%s seed %d) stopped at convergence under another convergence rule than the "
                         "task's current one, so its curve cannot be rescored; it is trained again", spec.run_id,
                         spec.task, spec.model, spec.seed)
             remove_tree(run_dir)
+            finished.discard(spec.run_id)
     for bundle in reuse:
         reused = bundles.reuse(bundle, specs, facts, out_dir)
         log.info("reused %d finished run(s) from %s; they are not trained again", len(reused), bundle)
-    return [s for s in specs if not run_is_finished(out_dir / "runs" / s.run_id)]
+        finished.update(reused)
+    return [s for s in specs if s.run_id not in finished]
 
 
 def stopped_under_another_rule(run_dir: Path, rule: dict[str, Any] | None) -> bool:

@@ -10,18 +10,23 @@
     result.json          written last: status, convergence, final error, params, wall time, seq/s
 
 A run that finds a checkpoint of the same run_id resumes from it and produces the same rows as one that never
-stopped. A non-finite loss or gradient skips that update and is counted; `max_nonfinite` consecutive skips end the
-run as `diverged`.
+stopped. A checkpoint that does not fit the run's model or optimizer, or was written by other code (its
+`code_fingerprint`), is moved aside with curve.csv (`checkpoint.pt.stale-<UTC time>`), never deleted, and the run
+starts over. A non-finite loss or gradient skips that update and is counted; `max_nonfinite` consecutive skips end
+the run as `diverged`.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import logging
 import math
 import os
+import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -138,6 +143,57 @@ def load_checkpoint(run_dir: Path, run_id: str) -> dict[str, Any] | None:
 #: what a checkpoint holds (README, "What a run produces"): the run's bookkeeping, then the tensors to resume from
 CHECKPOINT_KEYS = ("run_id", "step", "curve", "converge_step", "nonfinite_steps", "consecutive_nonfinite",
                    "converged_streak", "status", "train_s", "wall_s", "model", "optimizer", "data_generator")
+#: the checkpoint key of the code that wrote it (`code_fingerprint`); checkpoints written before it have none
+CODE_FINGERPRINT = "code_fingerprint"
+
+
+def code_fingerprint(*objects: Any) -> str:
+    """16 hex digits of the SHA-256 of the source files of the modules that define `objects`' classes (a run's model
+    and task): a checkpoint written under other code for either is not resumed. A module without a readable file
+    (defined interactively) counts by its name."""
+    digest = hashlib.sha256()
+    for obj in objects:
+        cls = type(obj)
+        path = getattr(sys.modules.get(cls.__module__), "__file__", None)
+        try:
+            source = Path(path).read_bytes()
+        except (TypeError, OSError):
+            source = f"{cls.__module__}.{cls.__qualname__}".encode()
+        digest.update(hashlib.sha256(source).digest())
+    return digest.hexdigest()[:16]
+
+
+def state_dict_mismatch(expected: Mapping[str, Any], found: Mapping[str, Any], where: str = "the checkpoint",
+                        model: str = "the model") -> str | None:
+    """The first tensor in which the state_dict `found` (read from `where`) does not fit `model`, whose state_dict is
+    `expected` (real or on the meta device: only names and shapes are compared), in words; None when it fits, so that
+    `load_state_dict` loads it whole (a misfit would have it load the tensors that fit before raising)."""
+    for name, tensor in expected.items():
+        if name not in found:
+            return f"tensor {name} of {model} is missing from {where}"
+        theirs = found[name]
+        if not isinstance(theirs, torch.Tensor):
+            return f"{name} in {where} is not a tensor"
+        if tuple(theirs.shape) != tuple(tensor.shape):
+            return f"tensor {name} is {list(theirs.shape)} in {where} but {list(tensor.shape)} in {model}"
+    unexpected = [name for name in found if name not in expected]
+    return f"{where} has a tensor {unexpected[0]} that {model} does not have" if unexpected else None
+
+
+def move_aside(run_dir: Path, run_id: str, problem: str) -> Path:
+    """Rename a checkpoint that cannot be resumed to ``checkpoint.pt.stale-<UTC time>``, and curve.csv beside it, so
+    that the run starts over from step 0 without mixing its rows with the old ones; nothing is deleted. Warns once."""
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    suffix, n = f".stale-{stamp}", 1
+    while any((run_dir / f"{name}{suffix}").exists() for name in (CHECKPOINT, "curve.csv")):
+        n += 1
+        suffix = f".stale-{stamp}-{n}"
+    for name in (CHECKPOINT, "curve.csv"):
+        if (run_dir / name).exists():
+            os.replace(run_dir / name, run_dir / f"{name}{suffix}")
+    log.warning("%s: checkpoint %s cannot be resumed (%s); moved it and curve.csv aside as *%s, and the run starts "
+                "over from step 0", run_id, run_dir / CHECKPOINT, problem, suffix)
+    return run_dir / f"{CHECKPOINT}{suffix}"
 
 
 class Member:
@@ -151,6 +207,8 @@ class Member:
         self.device = device
         self.task = build_task(spec)
         self.model = build_model(spec, self.task, device)
+        #: the model's and task's code, recorded in every checkpoint (`code_fingerprint`)
+        self.code = code_fingerprint(self.model, self.task)
         #: torch.compile's options for this run's step (None: eager), applied by `make_forward`
         self.compile_options = compile_options(spec, self.model, device)
         self.params = [p for p in self.model.parameters() if p.requires_grad]
@@ -162,15 +220,17 @@ class Member:
                 "compile_options": self.compile_options, "population": population, "rules": task_rules(self.task)}
         atomic_write_json(self.run_dir / "spec.json", meta)
         state = load_checkpoint(self.run_dir, spec.run_id)
-        if state is not None:
-            self.model.load_state_dict(state["model"])
-            self.optimizer.load_state_dict(state["optimizer"])
-            self.data_generator.set_state(state["data_generator"])
+        problem = None if state is None else self.resume(state)
+        if problem is not None:
+            move_aside(self.run_dir, spec.run_id, problem)
+            state = None
+        elif state is not None:
             log.info("%s: resuming from step %d", spec.run_id, state["step"])
-        else:
+        if state is None:
             state = {"run_id": spec.run_id, "step": 0, "curve": [], "converge_step": None, "nonfinite_steps": 0,
                      "consecutive_nonfinite": 0, "converged_streak": 0, "status": "running", "train_s": 0.0,
                      "wall_s": 0.0}
+        state[CODE_FINGERPRINT] = self.code  # this code writes every checkpoint from now on
         self.state = state
         self.started = time.perf_counter()
         #: told of each evaluation (`TrainingHooks.on_eval`: TensorBoard, tests); set by train_population
@@ -180,6 +240,32 @@ class Member:
         if state["curve"]:
             # a resumed run: curve.csv may hold evaluations made after this checkpoint; show the checkpoint's rows
             self.write_curve()
+
+    def resume(self, state: dict[str, Any]) -> str | None:
+        """Restore the model, optimizer and data stream from a checkpoint's `state`. Returns why it cannot be resumed
+        (other code wrote it; its weights, optimizer state or generator state do not fit), having changed nothing;
+        None once restored."""
+        recorded = state.get(CODE_FINGERPRINT)
+        if recorded is not None and recorded != self.code:
+            return (f"it was written by other code for the model or task (code fingerprint {recorded}, now "
+                    f"{self.code})")
+        problem = state_dict_mismatch(self.model.state_dict(), state["model"])
+        if problem is not None:
+            return f"it does not fit the model: {problem}"
+        optimizer, generator = make_optimizer(self.spec, self.params), torch.Generator()
+        try:
+            optimizer.load_state_dict(state["optimizer"])
+            for param, values in optimizer.state.items():
+                for name, value in values.items():
+                    if isinstance(value, torch.Tensor) and value.dim() and value.shape != param.shape:
+                        raise ValueError(f"its {name} is {list(value.shape)} for a parameter of {list(param.shape)}")
+            generator.set_state(state["data_generator"])
+        except (RuntimeError, ValueError, KeyError, TypeError, IndexError, AttributeError) as error:
+            text = str(error).strip()
+            return f"its optimizer or data state does not fit: {text.splitlines()[0] if text else type(error).__name__}"
+        self.model.load_state_dict(state["model"])  # every name and shape checked above: it loads whole
+        self.optimizer, self.data_generator = optimizer, generator
+        return None
 
     @property
     def step(self) -> int:

@@ -3,7 +3,10 @@
 A finished run folder (``<out>/runs/<run_id>/``) holds everything needed to rebuild its model: spec.json (task and
 model types and parameters, evaluation seed), result.json (written last: the run is finished) and checkpoint.pt,
 whose ``model`` entry is the final state_dict (`bench.train.Member.finish` saves it at the end of every run, with
-the run's last step). It is loaded with ``weights_only=True``, so a planted pickle cannot run code.
+the run's last step). It is loaded with ``weights_only=True``, so a planted pickle cannot run code, and memory-mapped.
+spec.json is not trusted to describe a model that can be built: its model parameters are checked against the suite
+limits and, with the model built on the meta device (no memory), its parameter count and every tensor's shape
+against the checkpoint's, before the real model is built.
 
     from bench.trained import evaluate_run, load_model, load_run, render_figures
 
@@ -36,10 +39,12 @@ import pandas as pd
 import torch
 
 from bench import registry
+from bench.config import MAX_MODEL_PARAMETERS
 from bench.evaluate import example_arrays, generalization_rows, generalization_set
 from bench.folders import make_folder
-from bench.grid import task_key
+from bench.grid import meta_model, model_size_problem, parameter_count, task_key
 from bench.results import FINISHED, atomic_write_bytes, read_json
+from bench.train import state_dict_mismatch
 from tasks.base import Size, Task
 
 log = logging.getLogger("bench")
@@ -148,7 +153,8 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu", require_fi
     if not path.is_file():
         raise TrainedRunError(f"{run_dir}: no weights ({WEIGHTS} is missing)")
     try:
-        state = torch.load(path, map_location=device, weights_only=True)
+        # memory-mapped: tensors are read when used, so a checkpoint's size costs nothing before it is checked
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception as error:  # noqa: BLE001 - a damaged or unsafe file: one line, never run
         raise TrainedRunError(f"{path}: cannot be loaded safely ({_first_line(error)})") from None
     if not isinstance(state, dict) or not isinstance(state.get("model"), dict):
@@ -159,12 +165,50 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu", require_fi
         raise TrainedRunError(f"{path}: holds step {state.get('step')}, not the run's final step {result['steps']}")
     registry.load_all()
     task = registry.build_task(spec["task_type"], **spec["task_params"])
-    model = registry.build_model(spec["model_type"], task.input_size, task.output_size, **spec["model_params"])
+    model = _checked_model(run_dir, spec, task, state["model"])
     try:
         model.load_state_dict(state["model"])
     except RuntimeError as error:
         raise TrainedRunError(f"{path}: does not fit the model in spec.json ({_first_line(error)})") from None
     return TrainedRun(run_dir, model.to(device).eval(), task, spec, result, device)
+
+
+def _checked_model(run_dir: Path, spec: dict[str, Any], task: Task, weights: dict[str, Any]) -> torch.nn.Module:
+    """The model spec.json describes, built (on the CPU) only once it is known to be within the suite limits and to
+    fit the checkpoint's `weights`: its parameters are checked as a suite's are (`bench.grid.model_size_problem`),
+    then the model is built on the meta device, where nothing is allocated, for its parameter count and its tensors'
+    shapes. A model that cannot be built there is checked after its real build, which the limits keep bounded."""
+    model_type, params = spec["model_type"], spec["model_params"]
+    if not isinstance(params, dict):
+        raise TrainedRunError(f"{run_dir / 'spec.json'}: model_params is not a mapping")
+    problem = model_size_problem(params)
+    if problem:
+        raise TrainedRunError(f"{run_dir}: spec.json's model is beyond the suite limits ({problem}); refusing to "
+                              "build it")
+    widths = (task.input_size, task.output_size)
+    try:
+        meta = meta_model(model_type, *widths, params)
+    except registry.RegistryError:
+        raise  # an unknown model or parameter, as a real build would say: its message lists what is allowed
+    except (ValueError, TypeError) as error:
+        raise TrainedRunError(f"{run_dir / 'spec.json'}: model_params: {_first_line(error)}") from None
+    if meta is not None:
+        _check_fit(run_dir, meta, weights)
+    model = registry.build_model(model_type, *widths, **params)
+    if meta is None:
+        _check_fit(run_dir, model, weights)
+    return model
+
+
+def _check_fit(run_dir: Path, model: torch.nn.Module, weights: dict[str, Any]) -> None:
+    """Refuse, in one line, a model over the suite's parameter limit or whose tensors the checkpoint's do not fit."""
+    count = parameter_count(model)
+    if count > MAX_MODEL_PARAMETERS:
+        raise TrainedRunError(f"{run_dir}: spec.json's model has {count} parameters, more than the limit "
+                              f"{MAX_MODEL_PARAMETERS}; refusing to build it")
+    mismatch = state_dict_mismatch(model.state_dict(), weights, WEIGHTS, "the model spec.json describes")
+    if mismatch:
+        raise TrainedRunError(f"{run_dir}: spec.json does not fit {WEIGHTS}: {mismatch}; refusing to load it")
 
 
 def load_model(run_dir: str | Path, device: str | torch.device = "cpu") -> torch.nn.Module:
