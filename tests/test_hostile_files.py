@@ -106,8 +106,6 @@ def test_report_into_a_users_folder_is_refused_in_one_line(tmp_path, capsys):
     assert untouched(files) and not (folder / "index.html").exists() and not (folder / "figures").exists()
 
 
-@pytest.mark.skipif("claim_output_folder" not in (REPO / "bench" / "runner.py").read_text(),
-                    reason="run_suite does not claim its output folder yet")
 def test_run_into_a_users_folder_is_refused_in_one_line(tmp_path, capsys):
     folder = tmp_path / "mine"
     files = user_files(folder)
