@@ -21,6 +21,7 @@ import yaml
 
 from bench import registry
 from bench.errors import ConfigError  # noqa: F401 - raised here; callers may import it from here as before
+from bench.labels import label_problem, shown_label
 
 
 def _suites_dir() -> Path:
@@ -494,6 +495,9 @@ def _components(section: str, value: Any, file: str, type_key: str) -> dict[str,
     known_params = registry.task_parameters if section == "tasks" else registry.model_parameters
     components = {}
     for label, params in value.items():
+        problem = label_problem(str(label))
+        if problem:
+            raise ConfigError(f"{file}: {section}.{shown_label(str(label))}: {problem}")
         params = {} if params is None else params
         if not isinstance(params, dict):
             raise ConfigError(f"{file}: {section}.{label}: must be a mapping of parameters, got {params!r}")

@@ -34,6 +34,7 @@ from bench.config import (
     read_suite,
     train_with,
 )
+from bench.labels import MAX_SWEPT_LABEL, label_problem, shown_label
 
 
 def load_suite(name_or_path: str | Path | dict, overrides: list[str] | tuple[str, ...] = ()) -> Suite:
@@ -212,6 +213,10 @@ def model_variants(suite: Suite) -> list[tuple[Component, TrainConfig]]:
                     params[key] = value
             train = train_with(suite.train, train_changes, "sweep.train", suite.path)
             variant_label = f"{label}[{','.join(names)}]"
+            problem = label_problem(variant_label, MAX_SWEPT_LABEL)
+            if problem:
+                raise ConfigError(f"{suite.path}: sweep: the label it gives models.{label}, "
+                                  f"{shown_label(variant_label)}: {problem}")
             variants.append((Component(variant_label, model.type, params, model.per_task), train))
     return variants
 

@@ -71,8 +71,10 @@ def tensorboard_available() -> bool:
 
 
 def tensorboard_dir(root: str | Path, spec: RunSpec) -> Path:
-    """A run's TensorBoard folder: ``root/<suite>/<task>/<model>/seed<k>`` (a "/" in a label becomes "_")."""
-    parts = [str(part).replace("/", "_").replace("\\", "_") or "_" for part in (spec.suite, spec.task, spec.model)]
+    """A run's TensorBoard folder: ``root/<suite>/<task>/<model>/seed<k>`` (a "/" in a label becomes "_", and a
+    label ``.`` or ``..`` is ``_``, so the folder is always inside root; labels are short, `bench.labels`)."""
+    parts = [str(part).replace("/", "_").replace("\\", "_") for part in (spec.suite, spec.task, spec.model)]
+    parts = ["_" if part in ("", ".", "..") else part for part in parts]
     return Path(root).joinpath(*parts, f"seed{spec.seed}")
 
 

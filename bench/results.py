@@ -28,6 +28,7 @@ import pandas as pd
 
 from bench.errors import ConfigError
 from bench.folders import LOCK_FILE, MARKER, output_lock, refuse_links, refuse_links_within
+from bench.labels import FORMULA_START as LABEL_FORMULA_START
 from tasks.base import Rule, convergence
 
 RUNS_COLUMNS = ["suite", "task", "task_type", "protocol", "model", "model_type", "seed", "run_id", "status",
@@ -102,7 +103,56 @@ def atomic_write_json(path: Path, data: Any) -> None:
 
 
 def atomic_write_csv(path: Path, frame: pd.DataFrame) -> None:
-    atomic_write_text(path, frame.to_csv(index=False, lineterminator="\n"))
+    """Every CSV the harness writes: a text cell a spreadsheet would run as a formula is written with a leading
+    ``'`` (`neutralised`); numbers are written as they are. `read_csv` reads it back exactly."""
+    atomic_write_text(path, _cells(frame, neutralised).to_csv(index=False, lineterminator="\n"))
+
+
+def read_csv(path: Path, **options: Any) -> pd.DataFrame:
+    """A CSV the harness wrote (`atomic_write_csv`), with each neutralised text cell as it was before writing."""
+    return _cells(pd.read_csv(path, **options), restored)
+
+
+#: the first characters that make a spreadsheet run a cell as a formula: the four a label may not start with, and tab
+#: and carriage return
+FORMULA_START = (*LABEL_FORMULA_START, "\t", "\r")
+_NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
+
+
+def _formula_like(text: str) -> bool:
+    """Whether `neutralised` prefixes `text`: after any leading quotes it starts like a formula and is not a number.
+    (The quotes count so that writing is one-to-one: ``'=x`` is written ``''=x`` and reads back as ``'=x``.)"""
+    return text.lstrip("'").startswith(FORMULA_START) and not _NUMBER.fullmatch(text)
+
+
+def neutralised(value: Any) -> Any:
+    """A CSV cell as written: text that a spreadsheet would run as a formula (``=HYPERLINK(...)``, ``@SUM(...)``,
+    ``-cmd``) gets a leading ``'``, so it is shown as text; a number, or text that is one (``-0.5``), is kept."""
+    return "'" + value if isinstance(value, str) and _formula_like(value) else value
+
+
+def restored(value: Any) -> Any:
+    """The inverse of `neutralised`, for a cell read back."""
+    return value[1:] if isinstance(value, str) and value.startswith("'") and _formula_like(value[1:]) else value
+
+
+def _cells(frame: pd.DataFrame, change) -> pd.DataFrame:
+    """`frame` with `change` applied to its column names and text cells (a copy only where something changes)."""
+    columns = [change(c) for c in frame.columns]
+    if columns != list(frame.columns):
+        frame = frame.set_axis(columns, axis=1)
+    changed = {}
+    for index in range(frame.shape[1]):
+        column = frame.iloc[:, index]
+        if pd.api.types.is_object_dtype(column) or pd.api.types.is_string_dtype(column):  # numbers are never changed
+            new = column.map(change, na_action="ignore")
+            if not new.equals(column):
+                changed[index] = new
+    if changed:
+        frame = frame.copy()
+        for index, column in changed.items():
+            frame.isetitem(index, column)
+    return frame
 
 
 def atomic_torch_save(path: Path, obj: Any) -> None:
@@ -306,7 +356,7 @@ def _checked_csv(path: Path, columns: tuple[str, ...], required: bool,
             raise DamagedRun(f"{path.name}: missing")
         return None
     try:
-        frame = pd.read_csv(path)
+        frame = read_csv(path)
     except pd.errors.EmptyDataError:
         frame = None
     except (OSError, ValueError, pd.errors.ParserError) as error:

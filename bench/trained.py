@@ -27,7 +27,6 @@ line (``ntm-bench evaluate``) prints as ``error: ...`` with exit status 2.
 
 from __future__ import annotations
 
-import io
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -315,16 +314,10 @@ class _FileSink:
         self.written: list[Path] = []
 
     def save(self, fig, name: str) -> dict[str, str]:
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from bench.report.figures import png_bytes
 
-        from bench.report.figures import DPI
-
-        FigureCanvasAgg(fig)
-        buffer = io.BytesIO()
-        fig.savefig(buffer, format="png", dpi=DPI)
-        fig.clear()
         path = self.out_dir / f"{name}_{self.suffix}.png"
-        atomic_write_bytes(path, buffer.getvalue())
+        atomic_write_bytes(path, png_bytes(fig))
         self.written.append(path)
         return {"file": str(path)}
 

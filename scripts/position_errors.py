@@ -22,7 +22,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.evaluate import wrong_bits_by_position  # noqa: E402
-from bench.results import read_json  # noqa: E402
+from bench.results import atomic_write_csv, read_json  # noqa: E402
 from bench.trained import load_run  # noqa: E402
 
 
@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out or args.suite_dir
     out.mkdir(parents=True, exist_ok=True)
     frame = pd.DataFrame(rows)
-    frame.to_csv(out / "position_errors.csv", index=False)
+    atomic_write_csv(out / "position_errors.csv", frame)
     plot(frame, size, out / "position_errors.png")
     print(f"wrote {out / 'position_errors.csv'} and {out / 'position_errors.png'}")
     return 0

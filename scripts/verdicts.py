@@ -27,6 +27,7 @@ sys.path.insert(0, str(REPO))
 from bench import stats  # noqa: E402
 from bench.report.combine import COMPARED, Source, combine  # noqa: E402
 from bench.report.data import convergence_sample, load_suite_data, truthy  # noqa: E402
+from bench.results import read_csv  # noqa: E402
 from bench.survival import logrank  # noqa: E402
 
 RESULTS = REPO / "results"
@@ -207,7 +208,7 @@ def scorecard_table() -> str:
     lines = ["| bundle | task | model | seeds | learning: median (seeds ≥ threshold) | generalisation: median "
              "(seeds ≥ threshold) |", "|---|---|---|---|---|---|"]
     for folder in sorted(p for p in RESULTS.iterdir() if (p / "scorecard.csv").is_file()):
-        card = pd.read_csv(folder / "scorecard.csv")
+        card = read_csv(folder / "scorecard.csv")
         for _, row in card.iterrows():
             seeds = int(row["seeds"])
 
@@ -219,7 +220,7 @@ def scorecard_table() -> str:
 
             lines.append(f"| `{folder.name}` | {row['task']} | {row['model']} | {seeds} | {cell('learning')} | "
                          f"{cell('generalization')} |")
-    threshold = {float(pd.read_csv(p)["threshold"].iloc[0]) for p in RESULTS.glob("*/scorecard.csv")}
+    threshold = {float(read_csv(p)["threshold"].iloc[0]) for p in RESULTS.glob("*/scorecard.csv")}
     return "\n".join(lines) + f"\n\nThreshold: {', '.join(f'{t:g}' for t in sorted(threshold))}."
 
 

@@ -23,7 +23,7 @@ import pandas as pd
 from bench.bundles import read_manifest
 from bench.errors import ConfigError
 from bench.protocol import describe_difference
-from bench.report.data import SuiteData, model_palette
+from bench.report.data import SuiteData, model_palette, with_unique_slugs
 
 #: the roles a source plays in a combined report
 HERE, REFERENCE, COMPARED = "this folder", "reference", "compared"
@@ -99,7 +99,7 @@ def combine(parts: list[tuple[SuiteData, Source]], only_first_tasks: bool) -> Su
     expected += [rid for rid in specs if rid not in set(expected)]
     manifest = {**first.manifest, "tasks": facts, "run_ids": expected, "sources": sources}
     return replace(first, manifest=manifest, runs=runs, curves=_concat(frames["curves"]),
-                   gen=_concat(frames["gen"]), specs=specs, tasks=tasks, models=models,
+                   gen=_concat(frames["gen"]), specs=specs, tasks=with_unique_slugs(tasks), models=models,
                    palette=model_palette(models), errors=errors, run_dirs=run_dirs,
                    origins={m: o for m, o in origins.items() if o})
 

@@ -8,19 +8,19 @@ This module imports no plotting or templating library, so `bench.api.load_result
 from __future__ import annotations
 
 import colorsys
-import hashlib
 import math
-import re
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from bench.labels import slug, unique_slugs
 from bench.report.legacy import legacy_task_fields
 from bench.results import (
+    read_csv,
     read_json,
 )
 from tasks.base import WRONG_BITS, Measure, Rule
@@ -29,14 +29,10 @@ CSV_FILES = ("runs.csv", "curves.csv", "generalization.csv")
 SUMMARY_FILES = ("summary.csv", "summary.md")   # written with every report, next to index.html
 
 
-def slug(text: str) -> str:
-    """A file- and anchor-safe form of a label. Labels that need changing get a short hash of the exact label
-    appended, so two labels such as ``copy/a`` and ``copy a`` never share a figure file or an anchor."""
-    text = str(text)
-    safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_") or "x"
-    if safe == text:
-        return safe
-    return f"{safe}-{hashlib.sha1(text.encode()).hexdigest()[:6]}"
+def with_unique_slugs(tasks: dict[str, TaskInfo]) -> dict[str, TaskInfo]:
+    """`tasks` with each one's `slug` from `unique_slugs` over them all: the one mapping figures and anchors use."""
+    names = unique_slugs(tasks)
+    return {label: replace(task, slug=names[str(label)]) for label, task in tasks.items()}
 
 
 def fmt(x: Any, digits: int = 3) -> str:
@@ -61,7 +57,7 @@ def _read_csv(path: Path) -> pd.DataFrame:
     if not path.exists() or path.stat().st_size == 0:
         return pd.DataFrame()
     try:
-        return pd.read_csv(path, dtype=TEXT_COLUMNS)
+        return read_csv(path, dtype=TEXT_COLUMNS)
     except pd.errors.EmptyDataError:
         return pd.DataFrame()
 
@@ -94,6 +90,12 @@ class TaskInfo:
     #: training distribution (`Task.trivial_error`); None in a suite.json written before they were recorded
     trivial_errors: list[float] | None = None
     trivial_error_train: float | None = None
+    #: the task's name in figure files and anchors: its `slug`, unless two tasks of one report share that
+    #: (`with_unique_slugs`)
+    slug: str = ""
+
+    def __post_init__(self) -> None:
+        self.slug = self.slug or slug(self.label)
 
     @property
     def has_threshold(self) -> bool:
@@ -255,7 +257,8 @@ def load_suite_data(out_dir: Path) -> SuiteData:
             fact = {"type": label, "size_parts": parts, "convergence_rule": "(rule not recorded)"}
         tasks[label] = task_info(label, fact, bool(has_optimum))
     models = list(dict.fromkeys(runs["model"].astype(str)))
-    return SuiteData(out_dir, manifest, runs, curves, gen, specs, tasks, models, model_palette(models), errors)
+    return SuiteData(out_dir, manifest, runs, curves, gen, specs, with_unique_slugs(tasks), models,
+                     model_palette(models), errors)
 
 
 #: seaborn's "colorblind" palette (as hex, so that loading results needs no plotting library), reordered so that the

@@ -23,6 +23,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Rectangle
+from matplotlib.text import Text
 from matplotlib.ticker import EngFormatter, FuncFormatter, LogFormatter, MaxNLocator
 
 from bench import stats, survival
@@ -37,7 +38,6 @@ from bench.report.data import (
     generalization_frame,
     grid_shape,
     ordered_sizes,
-    slug,
 )
 from bench.report.scorecard import Scorecard
 from bench.results import (
@@ -72,6 +72,20 @@ def wrap_label(label: str, width: int = LABEL_WIDTH) -> str:
     return "\n".join(piece[i:i + width] for piece in lines for i in range(0, len(piece), width))
 
 
+def png_bytes(fig: Figure) -> bytes:
+    """`fig` as a PNG, every text in it drawn as written: a `$` in a label never starts matplotlib's mathtext, where
+    an unknown command such as ``$\\x$`` would fail the whole report. The figure is cleared: no pyplot registry holds
+    it, so this frees it."""
+    FigureCanvasAgg(fig)
+    for text in fig.findobj(Text):
+        text.set_parse_math(False)
+    buffer = io.BytesIO()
+    with matplotlib.rc_context({"text.parse_math": False}):  # tick labels are made as the figure is drawn
+        fig.savefig(buffer, format="png", dpi=DPI)
+    fig.clear()
+    return buffer.getvalue()
+
+
 class FigureSink:
     """Saves each figure as figures/<name>.png and keeps its bytes for embedding in the page."""
 
@@ -82,11 +96,7 @@ class FigureSink:
         self.owned: set[str] = set(read_figure_manifest(self.dir))
 
     def save(self, fig: Figure, name: str) -> dict[str, str]:
-        FigureCanvasAgg(fig)
-        buffer = io.BytesIO()
-        fig.savefig(buffer, format="png", dpi=DPI)
-        fig.clear()  # the figure is done with; no pyplot registry holds it, so this frees it
-        data = buffer.getvalue()
+        data = png_bytes(fig)
         file_name = f"{name}.png"
         if file_name not in self.owned:  # listed before it is written: a render killed now leaves nothing unlisted
             self.owned.add(file_name)
@@ -188,7 +198,7 @@ def figure_curves(data: SuiteData, task: TaskInfo, sink: FigureSink) -> dict[str
         extra.append(matplotlib.lines.Line2D([], [], marker="o", ms=7, color="white", markeredgecolor="grey",
                                              markeredgewidth=1.8, ls="none", label="unfinished run (last evaluation)"))
     _model_legend(fig, data, models, extra)
-    return sink.save(fig, f"curves_{slug(task.label)}")
+    return sink.save(fig, f"curves_{task.slug}")
 
 
 class _quiet(warnings.catch_warnings):
@@ -282,7 +292,7 @@ def figure_km(data: SuiteData, task: TaskInfo, sink: FigureSink) -> dict[str, st
     ax.set_title(f"Kaplan–Meier: {task.label}")
     _model_legend(fig, data, list(samples), [Line2D([], [], ls="none", marker="|", ms=12, mew=2, color="grey",
                                                     label="censored seed (stopped unconverged)")])
-    return sink.save(fig, f"km_{slug(task.label)}")
+    return sink.save(fig, f"km_{task.slug}")
 
 
 def figure_generalization(data: SuiteData, task: TaskInfo, sink: FigureSink) -> dict[str, str] | None:
@@ -340,7 +350,7 @@ def figure_generalization(data: SuiteData, task: TaskInfo, sink: FigureSink) -> 
     ax.set_ylabel(f"{task.metric_label} (line: median; band: IQR)")
     ax.set_ylim(bottom=min(0, ax.get_ylim()[0]))
     _model_legend(fig, data, models, extra)
-    return sink.save(fig, f"generalization_{slug(task.label)}")
+    return sink.save(fig, f"generalization_{task.slug}")
 
 
 def _generalization_heatmaps(data, task, models, medians, sizes, grid, sink):
@@ -376,7 +386,7 @@ def _generalization_heatmaps(data, task, models, medians, sizes, grid, sink):
         ax.set_visible(False)
     if image is not None:
         fig.colorbar(image, ax=axes[:len(models)].tolist(), label=f"median {task.metric_label}", shrink=0.9)
-    return sink.save(fig, f"generalization_{slug(task.label)}")
+    return sink.save(fig, f"generalization_{task.slug}")
 
 
 SCORE_KINDS = (("learning", "learning"), ("generalization", "generalisation"))

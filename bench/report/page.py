@@ -43,7 +43,6 @@ from bench.report.data import (
     ordered_sizes,
     read_json_or_none,
     sample_runs,
-    slug,
 )
 from bench.report.figures import (
     LOG_FLOOR,
@@ -75,7 +74,7 @@ from bench.results import (
     claim_output_folder,
     collect,
 )
-from bench.text import format_duration
+from bench.text import format_duration, markdown_text
 
 TEMPLATES = Path(__file__).parents[1] / "templates"
 
@@ -171,7 +170,7 @@ def build_context(data: SuiteData, sink: FigureSink) -> dict[str, Any]:
             samples = sample_runs(data, task)
             sections.append({
                 "task": task,
-                "anchor": slug(task.label),
+                "anchor": task.slug,
                 "summary": summary_table(data, task),
                 "pairwise": pairwise_table(data, task),
                 "curves": figure_curves(data, task, sink),
@@ -212,33 +211,31 @@ def build_context(data: SuiteData, sink: FigureSink) -> dict[str, Any]:
     }
 
 
-def _md_escape(text: str) -> str:
-    return str(text).replace("|", "\\|").replace("\n", "; ")
-
-
 def summary_markdown(sections: list[dict[str, Any]], header: dict[str, Any]) -> str:
     """summary.md: the HTML summary tables as GitHub Markdown, one per task (each cell: text, then its second line
-    in parentheses)."""
-    lines = [f"# {header['name']}: summary", ""]
+    in parentheses). Every text from the folder (labels, the description, devices, cells) goes through
+    `markdown_text`, so a label such as ``<img src=...>`` or ``[x](javascript:...)`` shows as the text it is."""
+    md = markdown_text
+    lines = [f"# {md(header['name'])}: summary", ""]
     if header.get("description"):
-        lines += [header["description"], ""]
+        lines += [md(header["description"], newline=" "), ""]
     unfinished = (f"; {len(header['unfinished'])} unfinished (still running, not counted)"
                   if header.get("unfinished") else "")
-    lines += [f"Commit(s) {', '.join(header['commits'])}; device(s) {', '.join(header['devices'])}; "
+    lines += [f"Commit(s) {', '.join(map(md, header['commits']))}; device(s) {', '.join(map(md, header['devices']))}; "
               f"{header['n_runs']} runs{unfinished}.", ""]
     for section in sections:
         task = section["task"]
-        rule = f"converged when {task.rule}" if task.has_threshold else "no convergence threshold"
-        train = f"; trained on {section['train_range']}" if section["train_range"] else ""
-        lines += [f"## {task.label}", "", f"{rule}{train}.", ""]
+        rule = f"converged when {md(task.rule)}" if task.has_threshold else "no convergence threshold"
+        train = f"; trained on {md(section['train_range'])}" if section["train_range"] else ""
+        lines += [f"## {md(task.label)}", "", f"{rule}{train}.", ""]
         heads = [h["text"] + (f" ({h['sub']})" if h["sub"] else "") for h in section["summary"]["headers"]]
-        lines.append("| " + " | ".join(_md_escape(h) for h in heads) + " |")
+        lines.append("| " + " | ".join(md(h) for h in heads) + " |")
         lines.append("|" + "|".join("---" for _ in heads) + "|")
         for row in section["summary"]["rows"]:
             texts = []
             for cell in row["cells"]:
                 text = cell.text + "".join(f" [{badge}]" for badge, _ in cell.badges)
-                texts.append(_md_escape(text + (f" ({cell.sub})" if cell.sub else "")))
+                texts.append(md(text + (f" ({cell.sub})" if cell.sub else "")))
             lines.append("| " + " | ".join(texts) + " |")
         lines.append("")
     return "\n".join(lines)

@@ -14,7 +14,7 @@ import numpy as np
 from matplotlib.colors import PowerNorm
 from matplotlib.ticker import MaxNLocator
 
-from bench.report.data import TaskInfo, slug
+from bench.report.data import TaskInfo
 from bench.report.figures import FIG_WIDTH, FigureSink, new_figure, wrap_label
 
 # sample outputs: 0/1 bits, a wrong bit, and a step that is not scored
@@ -132,7 +132,7 @@ def figure_samples(palette: dict[str, str], task: TaskInfo, samples, sink: Figur
             ax.set_yticks(centres, ["input", "target", "output"] if col == 0 else [])
             _label_panel(ax, title(task, arrays, name), lengths[col], row, len(samples))
         _label_row(axes[row, 0], palette, model, seed)
-    return sink.save(fig, f"samples_{slug(task.label)}")
+    return sink.save(fig, f"samples_{task.slug}")
 
 
 def _stack_heads(weights: np.ndarray) -> np.ndarray:
@@ -187,4 +187,4 @@ def figure_memory(palette: dict[str, str], task: TaskInfo, samples, sink: Figure
         _label_row(axes[row, 0], palette, model, seed)
     if image is not None:
         fig.colorbar(image, ax=axes.ravel().tolist(), label="weight / usage", shrink=0.8, aspect=30)
-    return sink.save(fig, f"memory_{slug(task.label)}")
+    return sink.save(fig, f"memory_{task.slug}")

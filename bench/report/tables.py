@@ -22,7 +22,6 @@ from bench.report.data import (
     generalization_frame,
     last_evaluations,
     ordered_sizes,
-    slug,
     truthy,
     usable_runs,
 )
@@ -276,7 +275,7 @@ def _generalization_values(source: ModelRuns) -> list[tuple[str, tuple, float]]:
 def _generalization_cell(values: list[tuple[str, tuple, float]], source: ModelRuns) -> Cell:
     task = source.task
     if not values:
-        return Cell("—", href=f"#gen-{slug(task.label)}")
+        return Cell("—", href=f"#gen-{task.slug}")
     every_size = {label: float(v) for label, _, v in values}  # summary.csv has them all, the cell the ends
     if len(values) > 4:
         inside = [v for v in values if task.in_training_range(v[1])]
@@ -288,7 +287,7 @@ def _generalization_cell(values: list[tuple[str, tuple, float]], source: ModelRu
     parts = [f"{label}: {fmt(v)}" for label, _, v in values]
     others = parts[:-1]
     sub = "\n".join(" · ".join(others[i:i + 2]) for i in range(0, len(others), 2))  # two sizes per line
-    return Cell(parts[-1], sub=sub, href=f"#gen-{slug(task.label)}",
+    return Cell(parts[-1], sub=sub, href=f"#gen-{task.slug}",
                 title="median over seeds; click for every test size", sort=float(largest[2]),
                 value=float(largest[2]), extra=every_size)
 
