@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bench.config import ConfigError, Suite
-from bench.options import WorkerOptions
+from bench.options import MAX_THREADS, MAX_WORKERS, WorkerOptions
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -84,9 +84,11 @@ def check_options(executor: str, workers: int, threads: int) -> None:
     """The executor, worker and thread options, each checked before anything loads."""
     if executor not in EXECUTORS:
         raise UsageError(f"--executor: {executor!r} is not allowed; allowed: {', '.join(EXECUTORS)}")
-    for name, value in (("workers", workers), ("threads", threads)):
+    for name, value, most in (("workers", workers, MAX_WORKERS), ("threads", threads, MAX_THREADS)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise UsageError(f"--{name}: must be >= 1, got {value}")
+        if value > most:
+            raise UsageError(f"--{name}: must be <= {most}, got {value}")
     if executor == "ray":
         from bench.ray_backend import INSTALL_HINT, ray_available
 
@@ -160,12 +162,7 @@ def load(suite: str | Path | dict, overrides: Iterable[str] = (), plugins: Itera
     registry.load_all()
     for plugin in plugins:
         registry.load_plugin(plugin)
-    try:
-        return load_suite(suite, list(overrides))
-    except IsADirectoryError:
-        raise UsageError(f"{suite}: is a folder, not a suite file") from None
-    except UnicodeDecodeError:
-        raise UsageError(f"{suite}: not a text (UTF-8) suite file") from None
+    return load_suite(suite, list(overrides))  # a folder, a device or a file that is not UTF-8: a ConfigError
 
 
 def run_suite(suite: str | Path | dict, out: str | Path | None = None, *, seeds: int | None = None,

@@ -38,6 +38,7 @@ from bench.results import (
     atomic_write_json,
     collect,
     read_json,
+    read_json_object,
     run_is_finished,
     writing_output_folder,
 )
@@ -78,6 +79,7 @@ def resolve(reference: str | Path, what: str = "--reference") -> Path:
     if path.is_dir():
         if not (path / "suite.json").is_file():
             raise ConfigError(f"{what} {reference}: not a results folder or bundle (no suite.json in it)")
+        read_json_object(path / "suite.json")  # a damaged one fails here, in one line, before anything is written
         return path
     text = str(reference)
     if _NAME.fullmatch(text) and (SHIPPED / text / MANIFEST).is_file():
@@ -91,12 +93,9 @@ def read_manifest(folder: Path) -> dict[str, Any]:
     """A bundle's manifest, or for a plain output folder a stand-in with its name; `name` is always set."""
     folder = Path(folder)
     if not (folder / MANIFEST).is_file():  # an output folder: its suite's name, the rest is in its run folders
-        suite = read_json(folder / "suite.json") if (folder / "suite.json").is_file() else {}
-        return {"name": folder.resolve().name, "suite": suite.get("name") if isinstance(suite, dict) else None}
-    manifest = read_json(folder / MANIFEST)
-    if not isinstance(manifest, dict):
-        raise ConfigError(f"{folder / MANIFEST}: not a JSON object")
-    return {"name": folder.resolve().name, **manifest}
+        suite = read_json_object(folder / "suite.json") if (folder / "suite.json").is_file() else {}
+        return {"name": folder.resolve().name, "suite": suite.get("name")}
+    return {"name": folder.resolve().name, **read_json_object(folder / MANIFEST)}
 
 
 def describe(manifest: dict[str, Any]) -> str:
@@ -124,7 +123,7 @@ def export(out_dir: Path, to_dir: Path, package_version: str,
         raise ConfigError(f"{out_dir}: no suite.json, so no results to export")
     if to_dir.resolve() == out_dir.resolve() or out_dir.resolve() in to_dir.resolve().parents:
         raise ConfigError(f"--to {to_dir}: must be outside the folder it exports ({out_dir})")
-    suite = read_json(out_dir / "suite.json")
+    suite = read_json_object(out_dir / "suite.json")
     run_ids = [str(rid) for rid in suite.get("run_ids") or []]
     with writing_output_folder(to_dir):
         manifest = _write_bundle(out_dir, to_dir, suite, run_ids, package_version)
@@ -236,7 +235,7 @@ def reuse(bundle: Path, specs: list, facts: dict[str, dict[str, Any]], out_dir: 
     finished there already; returns their run_ids. Each task involved must be the same test in both (protocol
     fingerprints, `bench.protocol.describe_difference`), else a one-line ConfigError and nothing is copied."""
     bundle = Path(bundle)
-    theirs = read_json(bundle / "suite.json")
+    theirs = read_json_object(bundle / "suite.json")
     ids = {str(rid) for rid in theirs.get("run_ids") or []}
     # a bundle's run counts only if its files agree and its spec.json is the suite's run (`run_is_finished`)
     todo = [s for s in specs if s.run_id in ids and not (bundle / "runs" / s.run_id).is_symlink()
@@ -263,7 +262,7 @@ def check_reference(bundle: Path, facts: dict[str, dict[str, Any]], models: list
     model labels `models`: one that shares none of its tasks, one whose shared task is another test (protocol
     fingerprints), or one whose model label (after `prefix`) is one of the suite's."""
     bundle = Path(bundle)
-    theirs = read_json(bundle / "suite.json")
+    theirs = read_json_object(bundle / "suite.json")
     their_tasks = theirs.get("tasks") or {}
     shared = [label for label in facts if label in their_tasks]
     if not shared:

@@ -292,13 +292,16 @@ EVALUATE_COLUMNS = ("size", "wrong_bits_per_seq", "loss_bits_per_seq", "seq_accu
 def cmd_evaluate(args) -> int:
     from bench import registry
     from bench.results import atomic_write_csv
-    from bench.trained import TrainedRunError, evaluate_run, load_run, render_figures
+    from bench.trained import TrainedRunError, check_sequences, evaluate_run, load_run, render_figures
 
     registry.load_all()
     for plugin in args.plugins:
         registry.load_plugin(plugin)
-    if args.sequences is not None and args.sequences < 1:
-        raise CliError(f"--sequences: must be >= 1, got {args.sequences}")
+    if args.sequences is not None:
+        try:
+            check_sequences(args.sequences, "--sequences")
+        except TrainedRunError as error:
+            raise CliError(str(error)) from None
     if args.out and Path(args.out).is_dir():
         raise CliError(f"--out {args.out}: is a folder; give a CSV file name")
     if args.figures and Path(args.figures).exists() and not Path(args.figures).is_dir():

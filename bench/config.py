@@ -20,6 +20,14 @@ from typing import Any
 import yaml
 
 from bench import registry
+from bench.bounded import (  # noqa: F401 - StrictLoader and load_yaml: callers may import them from here as before
+    DuplicateKeyError,
+    RefusedYAML,
+    StrictLoader,
+    UnreadableFile,
+    load_yaml,
+    read_yaml,
+)
 from bench.errors import ConfigError  # noqa: F401 - raised here; callers may import it from here as before
 from bench.labels import label_problem, shown_label
 
@@ -44,6 +52,8 @@ COMPILE_MODES = ("auto", "on", "off", "cudagraphs")
 # hundred million seeds) fails with one line instead of allocating memory for minutes. They are far above every
 # suite in suites/; the README's "Limits" paragraph lists them.
 SUITE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+#: a chain of `include:`s; the suite file itself, its size, nesting and aliases are bounded by bench/bounded.py
+MAX_INCLUDES = 20
 MAX_SEEDS = 1000
 MAX_SEED_VALUE = 2**31 - 1
 #: upper bounds of training keys (the lower bound of each is 1, see _check_train)
@@ -60,6 +70,15 @@ MAX_MODEL_REPEATS = 1000
 #: memory_locations x memory_width of one memory model, per sequence, and times the batch size
 MAX_MEMORY_ELEMENTS = 10**8
 MAX_BATCH_MEMORY_ELEMENTS = 10**9
+
+
+def check_sequence_steps(where: str, sequences: int, steps: int, what: str) -> None:
+    """Refuse `sequences` sequences of `steps` time steps (`what`) as one set, beyond `MAX_BATCH_ELEMENTS`: a
+    suite's training batch, evaluation set and generalisation test sizes (`bench.grid`) and `ntm-bench evaluate`'s
+    sizes (`bench.trained`); the message starts with `where`."""
+    if sequences * steps > MAX_BATCH_ELEMENTS:
+        raise ConfigError(f"{where} {sequences} x {what} ({steps} steps) = {sequences * steps} sequence steps, more "
+                          f"than the limit {MAX_BATCH_ELEMENTS}")
 
 
 def _help(text: str, choices: tuple | None = None) -> dict:
@@ -182,41 +201,6 @@ YAML_FIELDS = {"Suite": [f.name for f in dataclasses.fields(Suite) if f.metadata
 
 # ---- loading ----------------------------------------------------------------------------------------------------
 
-class DuplicateKeyError(yaml.YAMLError):
-    """A mapping that names the same key twice; `line` and `first` are 1-based line numbers."""
-
-    def __init__(self, key: Any, line: int, first: int):
-        super().__init__(f"line {line}: duplicate key {key!r} (first at line {first})")
-        self.key, self.line, self.first = key, line, first
-
-
-class StrictLoader(yaml.SafeLoader):
-    """PyYAML's SafeLoader, except that a mapping with the same key twice is an error (PyYAML keeps the last one,
-    so a second `train:` block would silently replace the first)."""
-
-    def construct_mapping(self, node, deep=False):
-        if isinstance(node, yaml.MappingNode):
-            first_lines: dict[Any, int] = {}
-            for key_node, _ in node.value:
-                if key_node.tag == "tag:yaml.org,2002:merge":
-                    continue  # `<<:` merges another mapping; its keys may be replaced
-                key = self.construct_object(key_node, deep=deep)
-                try:
-                    hash(key)
-                except TypeError:
-                    continue  # the normal construction reports an unhashable key
-                line = key_node.start_mark.line + 1
-                if key in first_lines:
-                    raise DuplicateKeyError(key, line, first_lines[key])
-                first_lines[key] = line
-        return super().construct_mapping(node, deep=deep)
-
-
-def load_yaml(text: str) -> Any:
-    """`yaml.safe_load`, refusing duplicate keys (raises `DuplicateKeyError`)."""
-    return yaml.load(text, Loader=StrictLoader)  # safe: StrictLoader is a SafeLoader
-
-
 def resolve_suite_path(name_or_path: str) -> Path:
     """A suite name in suites/ (``quick``) or a path to any YAML file."""
     candidate = Path(name_or_path)
@@ -238,25 +222,46 @@ def available_suites() -> list[str]:
 
 
 def _read_yaml(path: Path, included_from: Path | None = None) -> dict:
+    """The mapping in suite file `path`, read within `bench.bounded`'s limits. A file that `included_from` includes
+    is blamed on both (``a.yaml: include: b.yaml: ...``) and must look like a suite: a mapping of suite keys, else
+    it is "not a suite file", and nothing of its content is quoted."""
+    where = f"{included_from}: include: {path}" if included_from else str(path)
     try:
-        text = path.read_text()
+        data = read_yaml(path)
     except FileNotFoundError:
-        where = f"{included_from}: include" if included_from else str(path)
-        raise ConfigError(f"{where}: included file {path} does not exist") from None
-    try:
-        data = load_yaml(text)
-    except DuplicateKeyError as error:
-        raise ConfigError(f"{path}: {error}") from None
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        line = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
-        raise ConfigError(f"{path}: YAML syntax error{line}: {problem}") from None
+        raise ConfigError(f"{where}: does not exist") from None
+    except UnreadableFile as error:
+        duplicate = error.__cause__
+        if included_from and isinstance(duplicate, DuplicateKeyError):  # the key would quote the included file
+            raise ConfigError(f"{where}: line {duplicate.line}: a key given twice (first at line {duplicate.first})") \
+                from None
+        raise ConfigError(f"{where}: {error.reason}") from None
+    except OSError as error:
+        raise ConfigError(f"{where}: cannot be read ({error.strerror or type(error).__name__})") from None
     if data is None:
         data = {}
     if not isinstance(data, dict):
+        if included_from:
+            raise ConfigError(f"{where}: not a suite file (its top level is a {type(data).__name__}, not a mapping "
+                              "of keys)")
         raise ConfigError(f"{path}: the top level must be a mapping of keys, got {type(data).__name__}")
+    if included_from:
+        _check_included_keys(data, where)
     return data
+
+
+def _check_included_keys(data: dict, where: str) -> None:
+    """An included file's top-level keys must be suite keys. An unknown key is named only when it is close to a
+    suite key (a typo); otherwise the file is not a suite, and its keys (the first line of a system file may read
+    as one) are not quoted."""
+    known = YAML_FIELDS["Suite"]
+    for key in data:
+        if key in known:
+            continue
+        close = difflib.get_close_matches(key, known, n=1) if isinstance(key, str) and len(key) <= 64 else []
+        if close:
+            raise ConfigError(f"{where}: {key}: unknown key (did you mean {close[0]!r}?)")
+        raise ConfigError(f"{where}: not a suite file (a top-level key is not a suite key)")
 
 
 def deep_merge(base: dict, override: dict) -> dict:
@@ -270,10 +275,12 @@ def deep_merge(base: dict, override: dict) -> dict:
     return merged
 
 
-def _load_merged(path: Path, seen: tuple[Path, ...] = ()) -> dict:
+def _load_merged(path: Path, seen: tuple[Path, ...] = (), included_from: Path | None = None) -> dict:
     if path.resolve() in seen:
         raise ConfigError(f"{path}: include: circular include ({' -> '.join(str(p) for p in seen)})")
-    data = _read_yaml(path, seen[-1] if seen else None)
+    if len(seen) > MAX_INCLUDES:
+        raise ConfigError(f"{included_from}: include: {path}: includes more than {MAX_INCLUDES} files deep")
+    data = _read_yaml(path, included_from)
     return _with_include(data, path, seen)
 
 
@@ -284,7 +291,7 @@ def _with_include(data: dict, path: Path, seen: tuple[Path, ...] = ()) -> dict:
         return data
     if not isinstance(include, str):
         raise ConfigError(f"{path}: include: must be a file name (string), got {include!r}")
-    base = _load_merged(_include_path(path, include), (*seen, path.resolve()))
+    base = _load_merged(_include_path(path, include), (*seen, path.resolve()), path)
     return deep_merge(base, data)
 
 
@@ -313,7 +320,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
         raise ConfigError(f"--set {text}: empty key")
     try:
         parsed = load_yaml(value) if value.strip() else ""
-    except DuplicateKeyError as error:
+    except RefusedYAML as error:
         raise ConfigError(f"--set {text}: {str(error).split(': ', 1)[1]}") from None
     except yaml.YAMLError:
         parsed = value
@@ -536,8 +543,10 @@ def _task_train(value: Any, where: str, file: str) -> dict[str, Any]:
     return dict(value)
 
 
-def _check_finite(value: Any, where: str, file: str, seen: set[int] | None = None) -> None:
-    """Every number anywhere in the suite must be finite (YAML reads .nan and .inf as floats)."""
+def _check_values(value: Any, where: str, file: str, seen: set[int] | None = None) -> None:
+    """Every number anywhere in the suite must be finite (YAML reads .nan and .inf as floats), and every key a
+    string: a label or key of another type (a tuple in a dict suite, a date in YAML) could not be written to
+    suite.json, so it is refused here, before anything is written."""
     if isinstance(value, float) and not math.isfinite(value):
         raise ConfigError(f"{file}: {where}: must be a finite number, got {value!r}")
     if not isinstance(value, dict | list | tuple):
@@ -548,10 +557,14 @@ def _check_finite(value: Any, where: str, file: str, seen: set[int] | None = Non
     seen.add(id(value))
     if isinstance(value, dict):
         for key, item in value.items():
-            _check_finite(item, f"{where}.{key}" if where else str(key), file, seen)
+            if not isinstance(key, str):
+                shown = repr(key) if len(repr(key)) <= 60 else f"{repr(key)[:57]}..."
+                raise ConfigError(f"{file}: {where or 'top level'}: a key or label must be a string, got "
+                                  f"{type(key).__name__} {shown}")
+            _check_values(item, f"{where}.{key}" if where else key, file, seen)
     else:
         for item in value:
-            _check_finite(item, where, file, seen)
+            _check_values(item, where, file, seen)
 
 
 def build_suite(data: dict, path: Path) -> Suite:
@@ -561,7 +574,7 @@ def build_suite(data: dict, path: Path) -> Suite:
     for key in data:
         if key not in known:
             raise ConfigError(f"{file}: " + str(_unknown("", key, known)))
-    _check_finite(data, "", file)
+    _check_values(data, "", file)
     train = _build_dataclass(TrainConfig, data.get("train", {}) or {}, "train", file)
     _check_train(train, file)
     name = data.get("name", path.stem)

@@ -19,7 +19,6 @@ import torch
 
 from bench import registry
 from bench.config import (
-    MAX_BATCH_ELEMENTS,
     MAX_BATCH_MEMORY_ELEMENTS,
     MAX_MEMORY_ELEMENTS,
     MAX_MODEL_INTEGER,
@@ -31,6 +30,7 @@ from bench.config import (
     ConfigError,
     Suite,
     TrainConfig,
+    check_sequence_steps,
     read_suite,
     train_with,
 )
@@ -282,9 +282,7 @@ def _check_sizes(suite: Suite, task_label: str, task, train: TrainConfig) -> Non
                ("train.generalization_sequences", train.generalization_sequences, longest_test,
                 "the longest test sequence")]
     for key, sequences, steps, what in batches:
-        if sequences * steps > MAX_BATCH_ELEMENTS:
-            raise ConfigError(f"{suite.path}: tasks.{task_label}: {key} {sequences} x {what} ({steps} steps) = "
-                              f"{sequences * steps} sequence steps, more than the limit {MAX_BATCH_ELEMENTS}")
+        check_sequence_steps(f"{suite.path}: tasks.{task_label}: {key}", sequences, steps, what)
     for name in ("input_size", "output_size"):  # the widths of the model built for it
         if getattr(task, name) > MAX_MODEL_INTEGER:
             raise ConfigError(f"{suite.path}: tasks.{task_label}: its {name} {getattr(task, name)} is more than the "

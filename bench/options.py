@@ -13,6 +13,10 @@ from dataclasses import dataclass
 #: torch threads per run unless --threads says otherwise. Fixed, not derived from --workers, because CPU results
 #: are bit-identical only at the same thread count (reductions split differently); 1 suits these small models.
 DEFAULT_THREADS = 1
+#: the most ``--threads`` and ``--workers`` take: far above any machine's cores, low enough that a typo (100000)
+#: fails in one line instead of starting that many threads or processes
+MAX_THREADS = 256
+MAX_WORKERS = 256
 
 
 @dataclass(frozen=True)

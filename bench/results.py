@@ -26,6 +26,11 @@ from typing import Any, Protocol
 
 import pandas as pd
 
+from bench.bounded import (  # noqa: F401 - read_json: the readers of run folders import it from here
+    UnreadableFile,
+    read_json,
+    read_json_object,
+)
 from bench.errors import ConfigError
 from bench.folders import LOCK_FILE, MARKER, output_lock, refuse_links, refuse_links_within
 from bench.labels import FORMULA_START as LABEL_FORMULA_START
@@ -161,10 +166,6 @@ def atomic_torch_save(path: Path, obj: Any) -> None:
     buffer = io.BytesIO()
     torch.save(obj, buffer)
     atomic_write_bytes(path, buffer.getvalue())
-
-
-def read_json(path: Path) -> Any:
-    return json.loads(Path(path).read_text())
 
 
 # ---- the output folder ------------------------------------------------------------------------------------------
@@ -336,15 +337,13 @@ def _check_agreement(result: dict, spec: dict, curve: pd.DataFrame) -> None:
 
 def _json_object(path: Path) -> dict:
     try:
-        data = read_json(path)
+        return read_json_object(path)
     except FileNotFoundError:
         raise DamagedRun(f"{path.name}: missing") from None
-    except (OSError, ValueError) as error:  # ValueError covers bad JSON and bytes that are not text
-        raise DamagedRun(f"{path.name}: unreadable ({str(error).splitlines()[0] if str(error) else error})") \
-            from None
-    if not isinstance(data, dict):
-        raise DamagedRun(f"{path.name}: not a JSON object")
-    return data
+    except UnreadableFile as error:  # not text, not JSON, not an object, over the limits
+        raise DamagedRun(f"{path.name}: {error.reason}") from None
+    except OSError as error:
+        raise DamagedRun(f"{path.name}: unreadable ({error.strerror or error})") from None
 
 
 def _checked_csv(path: Path, columns: tuple[str, ...], required: bool,
@@ -438,7 +437,7 @@ def collect(suite_dir: Path, run_ids: list[str] | None = None, unfinished: bool 
     """
     suite_dir = Path(suite_dir)
     manifest = suite_dir / "suite.json"
-    suite_json = read_json(manifest) if manifest.exists() else {}
+    suite_json = read_json_object(manifest) if manifest.exists() else {}
     if run_ids is None:
         run_ids = suite_json.get("run_ids")
     # the suite's current name, so a renamed suite's rows follow the rename (a run's spec.json keeps the old one)

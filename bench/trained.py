@@ -38,11 +38,12 @@ import pandas as pd
 import torch
 
 from bench import registry
-from bench.config import MAX_MODEL_PARAMETERS
+from bench.bounded import UnreadableFile
+from bench.config import MAX_MODEL_PARAMETERS, TRAIN_MAXIMA, ConfigError, check_sequence_steps
 from bench.evaluate import example_arrays, generalization_rows, generalization_set
 from bench.folders import make_folder
 from bench.grid import meta_model, model_size_problem, parameter_count, task_key
-from bench.results import FINISHED, atomic_write_bytes, read_json
+from bench.results import FINISHED, atomic_write_bytes, read_json_object
 from bench.train import state_dict_mismatch
 from tasks.base import Size, Task
 
@@ -100,11 +101,11 @@ def _spec(run_dir: Path) -> dict[str, Any]:
     if not path.is_file():
         raise TrainedRunError(f"{run_dir}: not a run folder (no spec.json); give a suite's runs/<run_id> folder")
     try:
-        spec = read_json(path)
+        spec = read_json_object(path)
     except (OSError, ValueError) as error:
         raise TrainedRunError(f"{path}: unreadable ({_first_line(error)})") from None
     missing = [k for k in ("task_type", "task_params", "model_type", "model_params", "eval_seed", "train")
-               if not isinstance(spec, dict) or k not in spec]
+               if k not in spec]
     if missing:
         raise TrainedRunError(f"{path}: not a run's spec (missing {', '.join(missing)})")
     return spec
@@ -116,16 +117,18 @@ def _result(run_dir: Path) -> dict[str, Any]:
         raise TrainedRunError(f"{run_dir}: unfinished run (no result.json yet); finish it with `python -m bench run` "
                               "on its suite first")
     try:
-        result = read_json(path)
+        result = read_json_object(path)
     except (OSError, ValueError) as error:
         raise TrainedRunError(f"{path}: unreadable ({_first_line(error)})") from None
-    status = result.get("status") if isinstance(result, dict) else None
+    status = result.get("status")
     if status not in FINISHED:
         raise TrainedRunError(f"{run_dir}: the run did not finish (status {status!r}); rerun its suite to retry it")
     return result
 
 
 def _first_line(error: BaseException) -> str:
+    if isinstance(error, UnreadableFile):  # its message starts with the path, which the caller names already
+        return error.reason
     text = str(error).strip()
     return text.splitlines()[0] if text else type(error).__name__
 
@@ -221,7 +224,9 @@ def parse_sizes(text: str, task: Task) -> list[Size]:
     sizes = []
     for item in (part.strip() for part in str(text).split(",")):
         values = item.lower().split("x")
-        if not item or not all(v.strip().isdigit() and int(v) >= 1 for v in values):
+        # ASCII digits, and few enough for int() (a longer number is far beyond any size limit anyway)
+        if not item or not all(v.strip().isascii() and v.strip().isdigit() and len(v.strip()) <= 18 and int(v) >= 1
+                               for v in values):
             raise TrainedRunError(f"sizes {text!r}: {item!r} is not a size; write {_size_example(task)}")
         if len(values) != len(task.size_parts):
             raise TrainedRunError(f"sizes {text!r}: {task.name} sizes have {len(task.size_parts)} part(s) "
@@ -287,8 +292,7 @@ def evaluate_run(run_dir: str | Path | TrainedRun, sizes: str | Iterable[Size | 
     run = _as_run(run_dir, device)
     chosen = _sizes(run, sizes)
     sequences = run.generalization_sequences if sequences is None else int(sequences)
-    if sequences < 1:
-        raise TrainedRunError(f"sequences: must be >= 1, got {sequences}")
+    _check_limits(run, chosen, sequences)
     for line in memory_warnings(run, chosen):
         log.warning("warning: %s", line)
     try:
@@ -296,6 +300,28 @@ def evaluate_run(run_dir: str | Path | TrainedRun, sizes: str | Iterable[Size | 
     except ValueError as error:  # a size the task cannot build
         raise TrainedRunError(f"sizes: {_first_line(error)}") from None
     return pd.DataFrame(generalization_rows(run.model, run.task, sets, run.device))
+
+
+def check_sequences(sequences: int, name: str = "sequences") -> None:
+    """`sequences` per size within the bounds of a suite's `train.generalization_sequences` (`bench.config`)."""
+    most = TRAIN_MAXIMA["generalization_sequences"]
+    if not 1 <= sequences <= most:
+        raise TrainedRunError(f"{name}: must be within 1..{most} (as a suite's train.generalization_sequences), "
+                              f"got {sequences}")
+
+
+def _check_limits(run: TrainedRun, sizes: Sequence[Size], sequences: int) -> None:
+    """The limits a suite's `train.generalization_sequences` and test sizes obey (`bench.config`), for `sequences`
+    sequences at each of `sizes`."""
+    check_sequences(sequences)
+    for size in sizes:
+        label = run.task.size_label(size)
+        try:
+            check_sequence_steps(f"sizes: {label}: sequences", sequences, run.task.steps_for(size),
+                                 "a sequence of this size")
+        except ValueError as error:  # a size the task cannot take, or one over the limit (ConfigError)
+            raise TrainedRunError(_first_line(error) if isinstance(error, ConfigError) else
+                                  f"sizes: {label}: {_first_line(error)}") from None
 
 
 def sample_arrays(run: TrainedRun, size: Size, name: str = "train_max") -> dict[str, np.ndarray]:
@@ -341,6 +367,7 @@ def render_figures(run_dir: str | Path | TrainedRun, size: Size | int | str, out
             raise TrainedRunError(f"size {size!r}: give one size")
         size = chosen[0]
     size = _sizes(run, [size])[0]
+    _check_limits(run, [size], 1)
     for line in memory_warnings(run, [size]) if warn else []:
         log.warning("warning: %s", line)
     arrays = sample_arrays(run, size)

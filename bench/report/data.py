@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import colorsys
 import math
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -17,11 +18,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from bench.bounded import read_npz
 from bench.labels import slug, unique_slugs
 from bench.report.legacy import legacy_task_fields
 from bench.results import (
     read_csv,
     read_json,
+    read_json_object,
 )
 from tasks.base import WRONG_BITS, Measure, Rule
 
@@ -215,7 +218,7 @@ class SuiteData:
 
 
 def load_suite_data(out_dir: Path) -> SuiteData:
-    manifest = read_json(out_dir / "suite.json")
+    manifest = read_json_object(out_dir / "suite.json")
     runs = _read_csv(out_dir / "runs.csv")
     curves = _read_csv(out_dir / "curves.csv")
     gen = _read_csv(out_dir / "generalization.csv")
@@ -396,8 +399,14 @@ def grid_shape(sizes: list[tuple[float, ...]]) -> tuple[list[float], list[float]
     return xs, ys
 
 
+#: the arrays a run's samples.npz holds (`bench.evaluate.example_arrays`); a file with any other is not drawn
+SAMPLE_ARRAYS = re.compile(r"(train_max|double)/(inputs|targets|mask|outputs|size|trace/[A-Za-z0-9_]{1,64})")
+
+
 def sample_runs(data: SuiteData, task: TaskInfo) -> list[tuple[str, int, dict[str, np.ndarray]]]:
-    """(model, seed, arrays) for each model: the lowest seed whose run saved samples."""
+    """(model, seed, arrays) for each model: the lowest seed whose run saved samples. A samples.npz is read by
+    `bench.bounded.read_npz`: one over `MAX_SAMPLES_BYTES` (on disk, or its arrays uncompressed) or with arrays
+    of other names is skipped like a damaged one."""
     chosen = []
     for model in data.models_of(task.label):
         runs = data.runs_of(task.label, model).sort_values("seed")
@@ -405,8 +414,7 @@ def sample_runs(data: SuiteData, task: TaskInfo) -> list[tuple[str, int, dict[st
             path = data.run_dir(run["run_id"]) / "samples.npz"
             if path.exists():
                 try:
-                    with np.load(path) as npz:
-                        arrays = {key: npz[key] for key in npz.files}
+                    arrays = read_npz(path, SAMPLE_ARRAYS)
                 except Exception:  # noqa: BLE001 - a damaged samples file only loses its panel
                     continue
                 chosen.append((model, int(run["seed"]), arrays))
