@@ -80,8 +80,8 @@ def run_overrides(overrides: Mapping[str, Any] | Iterable[str] = (), seeds: int 
     return texts
 
 
-def check_options(executor: str, workers: int, threads: int) -> None:
-    """The executor, worker and thread options, each checked before anything loads."""
+def check_options(executor: str, workers: int, threads: int, gpu_memory_fraction: float | None = None) -> None:
+    """The executor, worker, thread and GPU memory options, each checked before anything loads."""
     if executor not in EXECUTORS:
         raise UsageError(f"--executor: {executor!r} is not allowed; allowed: {', '.join(EXECUTORS)}")
     for name, value, most in (("workers", workers, MAX_WORKERS), ("threads", threads, MAX_THREADS)):
@@ -89,6 +89,12 @@ def check_options(executor: str, workers: int, threads: int) -> None:
             raise UsageError(f"--{name}: must be >= 1, got {value}")
         if value > most:
             raise UsageError(f"--{name}: must be <= {most}, got {value}")
+    if gpu_memory_fraction is not None:
+        from bench.gpu import check_memory_fraction
+
+        problem = check_memory_fraction(gpu_memory_fraction)
+        if problem:
+            raise UsageError(f"--gpu-memory-fraction: {problem}")
     if executor == "ray":
         from bench.ray_backend import INSTALL_HINT, ray_available
 
@@ -170,7 +176,8 @@ def run_suite(suite: str | Path | dict, out: str | Path | None = None, *, seeds:
               executor: str = "local", workers: int = 1, threads: int = 1, plugins: Iterable[str] = (),
               fresh: bool = False, report: bool = True, estimate: bool = False,
               tensorboard: str | Path | None = None, reuse: Iterable[str | Path] = (),
-              reference: Iterable[str | Path] = (), prefix: str = "") -> Results:
+              reference: Iterable[str | Path] = (), prefix: str = "", gpu_memory_fraction: float | None = None,
+              deterministic: bool = False) -> Results:
     """Train every pending run of `suite` into `out` (default ``reports/<suite name>``) and return its results.
 
     `overrides` are suite keys to change, as a mapping (``{"train.lr": 3e-4}``) or ``--set`` strings; `seeds` uses
@@ -179,21 +186,24 @@ def run_suite(suite: str | Path | dict, out: str | Path | None = None, *, seeds:
     `estimate` logs the up-front training-time estimate; `tensorboard` is a folder where each run also logs its
     curves (needs the tensorboard package). `reuse` takes every run of these bundles (names of shipped bundles or
     folders) that this suite has as finished instead of training it; `reference` shows the runs of these bundles
-    beside the suite's in the report, their model labels prefixed by `prefix`. Finished runs in `out` are kept, and interrupted ones resume
+    beside the suite's in the report, their model labels prefixed by `prefix`. `gpu_memory_fraction` caps each
+    worker's share of a GPU's memory and `deterministic` turns on torch's deterministic algorithms, as
+    ``--gpu-memory-fraction`` and ``--deterministic`` do. Finished runs in `out` are kept, and interrupted ones resume
     from their checkpoints, exactly as with ``ntm-bench run``. Runs that fail are recorded in the results (status
     "failed"); it does not raise for them.
     """
     from bench import runner
 
     plugins = tuple(plugins)
-    check_options(executor, workers, threads)
+    check_options(executor, workers, threads, gpu_memory_fraction)
     logdir = check_tensorboard(tensorboard)
     loaded = load(suite, run_overrides(overrides, seeds, device), plugins)
     out_dir = Path(out) if out is not None else REPORTS_DIR / loaded.name
     check_out_dir(out_dir)
     check_device(loaded, executor)
     reuse_dirs, references = check_bundles(loaded, reuse, reference, prefix)
-    options = WorkerOptions(threads=threads, plugins=plugins, tensorboard=logdir)
+    options = WorkerOptions(threads=threads, plugins=plugins, tensorboard=logdir,
+                            gpu_memory_fraction=gpu_memory_fraction, deterministic=bool(deterministic))
 
     def write(outcome) -> None:  # while this process is still the folder's one writer (bench.folders.output_lock)
         from bench.report import write_report

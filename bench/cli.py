@@ -142,6 +142,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--workers", type=int, default=1, help="runs trained at once in separate processes")
     run.add_argument("--threads", type=int, default=1,
                      help="torch threads per run (default 1; CPU results are bit-identical at equal --threads)")
+    run.add_argument("--gpu-memory-fraction", type=float, metavar="F",
+                     help="on a GPU, each worker process uses at most this share of its memory, in (0, 1] (for "
+                          "several --workers on one GPU; default: no cap)")
+    run.add_argument("--deterministic", action="store_true",
+                     help="torch's deterministic algorithms: repeat runs on one GPU give the same bits (slower; an "
+                          "op without a deterministic version fails its run)")
     run.add_argument("--no-estimate", action="store_true", help="skip the up-front cost estimate")
     run.add_argument("--fresh", action="store_true", help="delete this suite's run folders and start over")
     run.add_argument("--no-report", action="store_true", help="skip writing the HTML report")
@@ -183,7 +189,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--out", metavar="CSV", help="also write the table to this CSV file")
     evaluate.add_argument("--figures", metavar="DIR",
                           help="also draw the sample and memory figures at each size into this folder")
-    evaluate.add_argument("--device", default="cpu", help="cpu | auto | cuda | cuda:N (default cpu)")
+    evaluate.add_argument("--device", default="auto",
+                          help="auto | cpu | cuda | cuda:N (default auto: the GPU when there is one)")
     evaluate.add_argument("--plugin", dest="plugins", action="append", default=[], metavar="MODULE",
                           help="import MODULE first, for a run of a plugin's model or task (repeatable)")
 
@@ -213,7 +220,7 @@ def cmd_run(args) -> int:
         overrides.append(f"seeds={args.seeds}")
     if args.device:
         overrides.append(f"device={args.device}")
-    check_options(args.executor, args.workers, args.threads)
+    check_options(args.executor, args.workers, args.threads, args.gpu_memory_fraction)
     tensorboard = check_tensorboard(args.tensorboard)
     suite = load(args.suite, overrides, args.plugins)
     out_dir = _out_dir(args, suite.name)
@@ -222,7 +229,8 @@ def cmd_run(args) -> int:
     from bench.runner import run_suite
 
     reuse, references = check_bundles(suite, args.reuse, args.reference, args.prefix)
-    options = WorkerOptions(threads=args.threads, plugins=tuple(args.plugins), tensorboard=tensorboard)
+    options = WorkerOptions(threads=args.threads, plugins=tuple(args.plugins), tensorboard=tensorboard,
+                            gpu_memory_fraction=args.gpu_memory_fraction, deterministic=args.deterministic)
     backend = make_backend(args.executor, args.workers, options, args.fresh)
 
     def finish(outcome) -> None:  # still the folder's one writer (bench.folders.output_lock)

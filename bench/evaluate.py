@@ -7,6 +7,7 @@ padding. Generalisation sets hold `n` sequences at each of the task's test sizes
 
 from __future__ import annotations
 
+import itertools
 from collections import Counter
 
 import numpy as np
@@ -110,11 +111,23 @@ def example_arrays(model: torch.nn.Module, batch: Batch, size: Size, device: tor
 def wrong_bits_by_position(model: torch.nn.Module, task: Task, size: Size, sequences: int, eval_seed: int,
                            task_key: str) -> torch.Tensor:
     """Mean wrong bits at each scored output position [P] over `sequences` examples of one test size: the very
-    generalisation sequences the suite scores at that size."""
+    generalisation sequences the suite scores at that size, computed on the model's device (`model_device`), where
+    the result stays."""
+    device = model_device(model)
     per_position, count = None, 0
     for batch in _cached_set(task, sequences, eval_seed, task_key, "gen", task.check_size(size)):
-        wrong = wrong_bits_per_step(model(batch.inputs), batch.targets)  # [B, T]
-        scored = wrong[:, batch.mask[0].bool()].sum(0)  # one size per batch: the same scored steps in every example
+        # one size per batch: the same scored steps in every example, found on the host
+        scored_steps = batch.mask[0].nonzero().squeeze(1).to(device)
+        on_device = batch.to(device)
+        wrong = wrong_bits_per_step(model(on_device.inputs), on_device.targets)  # [B, T]
+        scored = wrong.index_select(1, scored_steps).sum(0)
         per_position = scored if per_position is None else per_position + scored
         count += batch.batch_size
     return per_position / max(count, 1)
+
+
+def model_device(model: torch.nn.Module) -> torch.device:
+    """Where `model`'s tensors are (its first parameter's or buffer's device; the CPU for a model without any)."""
+    for tensor in itertools.chain(model.parameters(), model.buffers()):
+        return tensor.device
+    return torch.device("cpu")

@@ -57,10 +57,14 @@ class LocalBackend:
         return spec
 
     def memory(self, suite: Suite) -> tuple[int, int] | None:
-        """This machine's memory (the GPU's, for a suite that trains on one) and `workers` groups at once."""
+        """This machine's memory and `workers` groups at once. For a suite that trains on a GPU, the GPU's memory,
+        not the host's, and no more than each worker's share of it times the workers (``--gpu-memory-fraction``)."""
         device = resolve_device(suite.device)
         if device.type == "cuda":
-            return torch.cuda.get_device_properties(device).total_memory, self.workers
+            total = torch.cuda.get_device_properties(device).total_memory
+            fraction = self.options.gpu_memory_fraction
+            shared = total if fraction is None else min(total, int(fraction * total * self.workers))
+            return shared, self.workers
         total = machine_memory()
         return None if total is None else (total, self.workers)
 

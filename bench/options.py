@@ -1,5 +1,6 @@
 """How a worker trains, whatever the backend: `WorkerOptions`, handed unchanged from the API and the command line
-through the backends to `bench.train.train_population`. None of it changes what a run computes or its run_id.
+through the backends to `bench.train.train_population`. None of it changes what a run computes or its run_id
+(`deterministic` changes only the order of a GPU's float sums, and so their last bits).
 
 A new worker option is a field here and the code that reads it (the training loop, or `bench.runner.train_group`);
 the backends only carry the object along. It is a frozen dataclass of plain values, so it pickles to a worker
@@ -27,6 +28,11 @@ class WorkerOptions:
     plugins: tuple[str, ...] = ()
     #: a folder where each run also logs its curves for TensorBoard (``--tensorboard``), or None
     tensorboard: str | None = None
+    #: at most this share of the GPU's memory per worker process, in (0, 1] (``--gpu-memory-fraction``), or None:
+    #: for several workers on one GPU (`bench.gpu.worker_settings`); nothing on a CPU
+    gpu_memory_fraction: float | None = None
+    #: torch's deterministic algorithms (``--deterministic``): repeatable on a GPU, at some cost in speed
+    deterministic: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "plugins", tuple(self.plugins))

@@ -8,9 +8,12 @@ NTM and DNC 128 x 20 memory with a 100-unit controller, LSTM 3 x 256) it measure
 and steps/s eager and with the step compiled, forward-only seq/s, peak memory, and the aggregate seq/s of P seeds
 trained together (P = 1, 4, 10) with the speed-up over training those P seeds one after another, eager and with the
 vmapped step compiled (each against the single run in the same mode). On CUDA it also measures the step compiled
-with mode reduce-overhead (CUDA graphs, `cudagraphs`). `--quick` shrinks everything for the tests: each model at its
-small sizes (its config's SMALL, the sizes of the tests and the smoke suite), and a model without them stops the run
-before any measurement.
+with mode reduce-overhead (CUDA graphs, `cudagraphs`), and says whether CUDA graphs really ran: a `cudagraphs` row
+counts the graphs recorded (`cuda_graphs`) and the graphs inductor compiled without them (`cudagraph_skips`; torch
+logs why, and a line here warns that the row is then plain compiled code). `--quick` shrinks everything for the
+tests: each model at its small sizes (its config's SMALL, the sizes of the tests and the smoke suite), and a model
+without them stops the run before any measurement. perf.csv is rewritten after every measurement, so a run that is
+stopped keeps what it measured.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import platform
 import resource
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pandas as pd
@@ -30,6 +33,7 @@ import torch
 
 from bench import registry
 from bench.forward import CUDA_GRAPHS, BatchedForward, batch_loss, optimizer_step
+from bench.gpu import cuda_graphs_recorded, cudagraph_skips
 from bench.metrics import loss_nats_per_seq
 from bench.provenance import device_name, resolve_device
 from bench.results import atomic_write_csv
@@ -37,7 +41,7 @@ from models.base import RecurrentModel
 
 COLUMNS = ["model", "mode", "population", "batch_size", "seq_len", "device", "device_name", "torch", "python",
            "threads", "params", "steps_per_s", "seq_per_s", "aggregate_seq_per_s", "speedup_vs_sequential",
-           "peak_memory_mb"]
+           "peak_memory_mb", "cuda_graphs", "cudagraph_skips"]
 
 
 def _sync(device: torch.device) -> None:
@@ -109,11 +113,33 @@ def build(name: str, params: dict, task, device: torch.device, seed: int = 0) ->
         return registry.build_model(name, task.input_size, task.output_size, **params).to(device)
 
 
-def measure_model(name: str, params: dict, args, device: torch.device) -> list[dict]:
-    """Eager and compiled training, forward only, and populations, for one model."""
+def _cuda_graph_use(mode: str, device: torch.device, skips_before: int) -> dict:
+    """For a `cudagraphs` measurement: the CUDA graphs recorded and the graphs compiled without them since
+    `skips_before` (`bench.gpu`), with a warning when that row ran as plain compiled code. Nothing for other modes."""
+    if mode != "cudagraphs":
+        return {}
+    use = {"cuda_graphs": cuda_graphs_recorded(device), "cudagraph_skips": cudagraph_skips() - skips_before}
+    if use["cudagraph_skips"] or use["cuda_graphs"] == 0:
+        print(f"warning: cudagraphs: {use['cuda_graphs']} CUDA graph(s) recorded, {use['cudagraph_skips']} graph(s) "
+              "compiled without them (torch's log above says why): that row is plain compiled code, at least in part",
+              file=sys.stderr, flush=True)
+    return use
+
+
+def _show_cuda_graph_decisions() -> None:
+    """Turn on torch's log of CUDA-graph decisions, off by default, so that a skipped graph says why (artifact
+    `cudagraphs`; older torch logs skips as `perf_hints`)."""
+    try:
+        torch._logging.set_logs(cudagraphs=True, perf_hints=True)
+    except TypeError:  # a torch without the `cudagraphs` artifact
+        torch._logging.set_logs(perf_hints=True)
+
+
+def measure_model(name: str, params: dict, args, device: torch.device) -> Iterator[dict]:
+    """Eager and compiled training, forward only, and populations, for one model: each row as it is measured."""
     task = registry.build_task("copy", train_sizes=[args.length, args.length])
     batch = task.sample(args.batch_size, torch.Generator().manual_seed(0), size=args.length).to(device)
-    rows = []
+    singles = {}
     base = {"model": name, "batch_size": args.batch_size, "seq_len": batch.steps, "device": str(device)}
 
     # compiled: torch.compile's default mode; cudagraphs (CUDA only): mode reduce-overhead, replayed as CUDA graphs
@@ -128,21 +154,23 @@ def measure_model(name: str, params: dict, args, device: torch.device) -> list[d
                 continue  # this model has no step to compile (the LSTM runs cuDNN/oneDNN over the whole sequence)
             model.compile_step(**options[mode])
         _reset_peak(device)
+        skips = cudagraph_skips()
         seconds = _timed(adam_clip_step(model, batch, compile_options=options[mode]), device,
                          args.warmup + (0 if mode == "eager" else 2), args.repeats)
-        rows.append({**base, "mode": f"train_{mode}", "population": 1, "params": model.parameter_count(),
-                     "steps_per_s": 1 / seconds, "seq_per_s": args.batch_size / seconds,
-                     "peak_memory_mb": _peak_memory_mb(device)})
+        singles[mode] = {**base, "mode": f"train_{mode}", "population": 1, "params": model.parameter_count(),
+                         "steps_per_s": 1 / seconds, "seq_per_s": args.batch_size / seconds,
+                         "peak_memory_mb": _peak_memory_mb(device), **_cuda_graph_use(mode, device, skips)}
+        yield singles[mode]
 
     model = build(name, params, task, device)
     with torch.no_grad():
         seconds = _timed(lambda: model(batch.inputs), device, args.warmup, args.repeats)
-    rows.append({**base, "mode": "forward", "population": 1, "params": model.parameter_count(),
-                 "steps_per_s": 1 / seconds, "seq_per_s": args.batch_size / seconds,
-                 "peak_memory_mb": _peak_memory_mb(device)})
+    yield {**base, "mode": "forward", "population": 1, "params": model.parameter_count(),
+           "steps_per_s": 1 / seconds, "seq_per_s": args.batch_size / seconds,
+           "peak_memory_mb": _peak_memory_mb(device)}
 
     for mode in modes:
-        single = next((r for r in rows if r["mode"] == f"train_{mode}"), None)
+        single = singles.get(mode)
         if single is None or (mode != "eager" and not isinstance(model, RecurrentModel)):
             continue  # nothing to compare with, or nothing to compile (groups of other models run one by one)
         for population in args.populations:
@@ -152,15 +180,15 @@ def measure_model(name: str, params: dict, args, device: torch.device) -> list[d
             models = [build(name, params, task, device, seed) for seed in range(population)]
             optimizers = [torch.optim.Adam(m.parameters(), lr=1e-3) for m in models]
             _reset_peak(device)
+            skips = cudagraph_skips()
             step = _population_step(models, optimizers, batch, options[mode])
             seconds = _timed(step, device, args.warmup + (0 if mode == "eager" else 2), args.repeats)
             aggregate = population * args.batch_size / seconds
-            rows.append({**base, "mode": "population" if mode == "eager" else f"population_{mode}",
-                         "population": population, "params": single["params"], "steps_per_s": 1 / seconds,
-                         "seq_per_s": args.batch_size / seconds, "aggregate_seq_per_s": aggregate,
-                         "speedup_vs_sequential": aggregate / single["seq_per_s"],
-                         "peak_memory_mb": _peak_memory_mb(device)})
-    return rows
+            yield {**base, "mode": "population" if mode == "eager" else f"population_{mode}",
+                   "population": population, "params": single["params"], "steps_per_s": 1 / seconds,
+                   "seq_per_s": args.batch_size / seconds, "aggregate_seq_per_s": aggregate,
+                   "speedup_vs_sequential": aggregate / single["seq_per_s"],
+                   "peak_memory_mb": _peak_memory_mb(device), **_cuda_graph_use(mode, device, skips)}
 
 
 def _population_step(models, optimizers, batch, compile_options):
@@ -224,14 +252,21 @@ def main(argv=None) -> int:
     # measurement so that a model without them fails at once (a RegistryError saying what to add)
     catalogue = {name: registry.small_model_params(name) if args.quick else {} for name in names}
     out = Path(args.out)
+    if device.type == "cuda" and "cudagraphs" in (args.modes or ["cudagraphs"]) and not args.no_compile:
+        _show_cuda_graph_decisions()
     rows = []
     for name in names:
         print(f"measuring {name} on {device} ...", file=sys.stderr, flush=True)
-        measured = measure_model(name, catalogue[name], args, device)
-        rows += measured
-        atomic_write_csv(out / "perf.csv", _frame(rows, device))  # after every model: a timeout keeps the rest
+        measured = []
+        for row in measure_model(name, catalogue[name], args, device):
+            measured.append(row)
+            rows.append(row)
+            atomic_write_csv(out / "perf.csv", _frame(rows, device))  # after every measurement: a timeout keeps them
+            rate = row.get("aggregate_seq_per_s") or row["seq_per_s"]
+            print(f"  {name} {row['mode']} P={row['population']}: {rate:,.1f} seq/s", file=sys.stderr, flush=True)
         shown = _frame(measured, device)[["model", "mode", "population", "seq_per_s", "steps_per_s",
-                                          "aggregate_seq_per_s", "speedup_vs_sequential", "peak_memory_mb"]]
+                                          "aggregate_seq_per_s", "speedup_vs_sequential", "peak_memory_mb"]
+                                         + (["cuda_graphs", "cudagraph_skips"] if device.type == "cuda" else [])]
         print(shown.to_string(index=False, float_format=lambda v: f"{v:,.1f}"), flush=True)
     print(f"device: {device_name(device)}, torch {torch.__version__}, threads {torch.get_num_threads()}, "
           f"pid {os.getpid()}")

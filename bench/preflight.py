@@ -14,6 +14,7 @@ import torch
 
 from bench.config import ConfigError, Suite
 from bench.forward import batch_loss, optimizer_step
+from bench.gpu import release_memory
 from bench.grid import RunSpec
 from bench.provenance import resolve_device
 from bench.train import build_model, build_task, make_optimizer
@@ -61,7 +62,8 @@ def peak_bytes(spec: RunSpec) -> int:
 
 def check_memory(suite: Suite, specs: list[RunSpec], memory: tuple[int, int] | None, group_size: int) -> None:
     """Refuse, in one line, a suite (expanded to `specs`) whose largest run cannot fit in memory as many times as it
-    trains at once (`memory`: the bytes the runs share and how many groups train at once; None: not checked)."""
+    trains at once (`memory`: the bytes the runs share, the GPU's on a GPU (`bench.local_backend.LocalBackend.memory`),
+    and how many groups train at once; None: not checked)."""
     if memory is None:
         return
     available, at_once = memory
@@ -80,15 +82,17 @@ def check_memory(suite: Suite, specs: list[RunSpec], memory: tuple[int, int] | N
     together = group_size * at_once
     if most * together > available:
         gib = 2.0**30
+        gpu = spec.device != "cpu" and torch.cuda.is_available()  # then `memory` is the GPU's, not the host's
         raise ConfigError(
             f"{suite.path}: the runs would need about {most * together / gib:.1f} GiB of memory at once "
             f"({together} at a time x {most / gib:.2f} GiB for {spec.task}/{spec.model} at batch "
-            f"{spec.train.batch_size}), more than the {available / gib:.1f} GiB here; lower train.batch_size, the "
-            "sizes, --workers or train.parallel_seeds")
+            f"{spec.train.batch_size}), more than the {available / gib:.1f} GiB {'of GPU memory ' if gpu else ''}"
+            "here; lower train.batch_size, the sizes, --workers or train.parallel_seeds")
 
 
 def estimate_seconds(pending: list[RunSpec], threads: int, probe_steps: int = 2) -> float:
-    """Upper bound on the pending runs' training time: a short timing of each distinct configuration x steps."""
+    """Upper bound on the pending runs' training time: a short timing of each distinct configuration x steps. On a
+    GPU, the memory its probes used is handed back afterwards (`bench.gpu.release_memory`), for the workers."""
     per_step: dict[str, float] = {}
     total = 0.0
     previous_threads = torch.get_num_threads()
@@ -98,21 +102,27 @@ def estimate_seconds(pending: list[RunSpec], threads: int, probe_steps: int = 2)
             key = spec.task + "|" + spec.model
             if key not in per_step:
                 device = resolve_device(spec.device)
-                task = build_task(spec)
-                model = build_model(spec, task, device)
-                optimizer = make_optimizer(spec, model.parameters())
-                generator = torch.Generator().manual_seed(0)
-                middle = tuple((lo + hi) // 2 for lo, hi in (task.train_sizes[p] for p in task.size_parts))
-                timings = []
-                for _ in range(probe_steps + 1):
-                    batch = task.sample(spec.train.batch_size, generator, size=middle).to(device)
-                    started = time.perf_counter()
-                    optimizer_step([optimizer], functools.partial(batch_loss, model, batch))
-                    if device.type == "cuda":
-                        torch.cuda.synchronize(device)
-                    timings.append(time.perf_counter() - started)
-                per_step[key] = min(timings[1:])  # the first step pays one-off costs
+                per_step[key] = _seconds_per_step(spec, device, probe_steps)
+                release_memory(device)  # the probe's model, optimizer state and batches are gone by now
             total += per_step[key] * spec.train.steps
     finally:
         torch.set_num_threads(previous_threads)
     return total
+
+
+def _seconds_per_step(spec: RunSpec, device: torch.device, probe_steps: int) -> float:
+    """The fastest of `probe_steps` timed training steps of `spec`'s model on `device`, after one untimed one."""
+    task = build_task(spec)
+    model = build_model(spec, task, device)
+    optimizer = make_optimizer(spec, model.parameters())
+    generator = torch.Generator().manual_seed(0)
+    middle = tuple((lo + hi) // 2 for lo, hi in (task.train_sizes[p] for p in task.size_parts))
+    timings = []
+    for _ in range(probe_steps + 1):
+        batch = task.sample(spec.train.batch_size, generator, size=middle).to(device)
+        started = time.perf_counter()
+        optimizer_step([optimizer], functools.partial(batch_loss, model, batch))
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        timings.append(time.perf_counter() - started)
+    return min(timings[1:])  # the first step pays one-off costs

@@ -30,6 +30,7 @@ from tqdm import tqdm
 from bench import bundles, registry
 from bench.config import ConfigError, Suite
 from bench.folders import make_folder, refuse_links_within, remove_tree
+from bench.gpu import deterministic_environment, worker_settings
 from bench.grid import RunSpec, expand, memory_overflows, task_key, task_train
 from bench.options import DEFAULT_OPTIONS, WorkerOptions
 from bench.preflight import check_memory, estimate_seconds
@@ -99,6 +100,8 @@ def run_suite(suite: Suite, out_dir: Path, backend: Backend, fresh: bool = False
     writer of it, a folder of someone else's files, and a symbolic link among the harness's own entries or the
     suite's run folders are each refused in one line."""
     out_dir = Path(out_dir)
+    if backend.options.deterministic:
+        deterministic_environment()  # before the memory check or the estimate first touches CUDA
     specs = expand(suite)
     group_size = resolve_parallel_seeds(suite, backend.device_type(suite))
     check_memory(suite, specs, backend.memory(suite), group_size)  # before anything is written
@@ -273,14 +276,16 @@ def load_plugins(plugins: tuple[str, ...]) -> None:
 def train_group(group: Group, runs_dir: Path, options: WorkerOptions = DEFAULT_OPTIONS,
                 hooks: Sequence[Any] = ()) -> Results:
     """Train a group of runs that differ only in their seed (`bench.train.train_population`; a group may be one
-    run), each in ``runs_dir/<run_id>``, as `options` say (after loading their plugins), telling `hooks`
-    (`bench.hooks.TrainingHooks`) as it goes. Returns each run's result by run_id. An exception fails every run of
-    the group that had not finished: each gets a `failed` result.json and is retried on the next invocation."""
+    run), each in ``runs_dir/<run_id>``, as `options` say (after loading their plugins; on a GPU, its memory share
+    and deterministic mode: `bench.gpu.worker_settings`), telling `hooks` (`bench.hooks.TrainingHooks`) as it goes.
+    Returns each run's result by run_id. An exception fails every run of the group that had not finished: each gets
+    a `failed` result.json and is retried on the next invocation."""
     load_plugins(options.plugins)
     results: Results = {}
     record = SimpleNamespace(on_finish=lambda spec, result: results.__setitem__(spec.run_id, result))
     try:
-        train_population(group, [runs_dir / s.run_id for s in group], options, [*hooks, record])
+        with worker_settings(options.gpu_memory_fraction, options.deterministic, resolve_device(group[0].device)):
+            train_population(group, [runs_dir / s.run_id for s in group], options, [*hooks, record])
     except Exception as error:  # the suite carries on; the failure is recorded and shown
         for spec in group:
             if spec.run_id not in results:

@@ -277,10 +277,11 @@ def _as_run(run_dir: str | Path | TrainedRun, device: str | torch.device) -> Tra
 
 
 def evaluate_run(run_dir: str | Path | TrainedRun, sizes: str | Iterable[Size | int] | None = None,
-                 sequences: int | None = None, device: str | torch.device = "cpu") -> pd.DataFrame:
+                 sequences: int | None = None, device: str | torch.device = "auto") -> pd.DataFrame:
     """Score a finished run's final model at `sizes` on `sequences` sequences each; one row per size.
 
-    `run_dir` is a run folder, or a `TrainedRun` already loaded (then `device` is its own).
+    `run_dir` is a run folder, loaded on `device` (auto: the GPU when there is one, as ``ntm-bench evaluate``), or a
+    `TrainedRun` already loaded (then `device` is its own). Every batch goes to the model's device.
 
     `sizes`: None (the suite's test sizes), a string as on the command line (`parse_sizes`), or a list of sizes
     (ints for one-part sizes, tuples otherwise). `sequences` defaults to the suite's `generalization_sequences`.
@@ -349,7 +350,7 @@ class _FileSink:
 
 
 def render_figures(run_dir: str | Path | TrainedRun, size: Size | int | str, out_dir: str | Path,
-                   device: str | torch.device = "cpu", warn: bool = True) -> list[Path]:
+                   device: str | torch.device = "auto", warn: bool = True) -> list[Path]:
     """Draw the report's sample figure (input / target / thresholded output) and, for a memory model, its memory
     heat map (read, write, usage weightings) for one sequence of `size`, with the report's own panel functions.
 

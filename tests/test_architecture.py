@@ -79,7 +79,8 @@ LAYERS = [
     ("problems and networks", ("tasks", "models")),
     # `bench` alone is the package's __init__ (its version), which `from bench import registry` also names
     ("leaf services", ("bench", "bench.metrics", "bench.stats", "bench.survival", "bench.text", "bench.options",
-                       "bench.errors", "bench.provenance", "bench.folders", "bench.labels", "bench.results", "bench.bounded")),
+                       "bench.errors", "bench.provenance", "bench.folders", "bench.labels", "bench.results",
+                       "bench.bounded", "bench.gpu")),
     ("registry", ("bench.registry",)),
     ("configuration", ("bench.config", "bench.grid")),
     ("training", ("bench.evaluate", "bench.forward", "bench.hooks", "bench.train", "bench.preflight",

@@ -54,7 +54,7 @@ def test_load_model_gives_the_final_weights_in_eval_mode(suite):
 @pytest.mark.parametrize("task, model", [("copy", "lstm"), ("repeat_copy", "ntm")])
 def test_evaluate_at_the_suites_sizes_reproduces_its_generalization_csv(suite, task, model):
     folder = run_dir(suite, task, model)
-    frame = evaluate_run(folder)
+    frame = evaluate_run(folder, device="cpu")  # where it trained (the default, auto, takes a GPU if there is one)
     # the very bytes the run wrote: same sequences, same metrics, same columns
     assert frame.to_csv(index=False, lineterminator="\n") == (folder / "generalization.csv").read_text()
 
@@ -68,7 +68,7 @@ def test_evaluate_at_new_sizes_and_fewer_sequences(suite, caplog):
     # fewer sequences of a size are the first ones the suite scored: a different mean, but drawn the same way
     assert not frame.equals(suite_rows)
     assert "L=12,n=3 needs 12 memory slots but the model has memory_locations 8" in caplog.text
-    lstm = evaluate_run(run_dir(suite, "copy", "lstm"), sizes=[3, 10])
+    lstm = evaluate_run(run_dir(suite, "copy", "lstm"), sizes=[3, 10], device="cpu")
     assert list(lstm["size_L"]) == [3, 10]
     same = lstm.iloc[0].drop("size").astype(float).to_numpy()
     suite_copy = pd.read_csv(run_dir(suite, "copy", "lstm") / "generalization.csv")
