@@ -1,7 +1,9 @@
 """How a training step runs: the forward of a group of runs (`make_forward`: `SingleForward` for a run alone,
-`BatchedForward` for several sharing one vmapped computation), the compile policy (`compile_options`,
-`COMPILE_AUTO_MIN_STEPS`, `CUDA_GRAPHS`, `begin_iteration`, `repair_compile_cache`), and `optimizer_step`, the plain
-optimizer step of the code that times training outside the loop (`bench.preflight`, `bench.perf`).
+`BatchedForward` for several sharing one vmapped computation), the group's inputs (`stack_batches`, one copy per
+tensor to the device; `keeps_slots`, whether runs that leave keep their place), the compile policy
+(`compile_options`, `COMPILE_AUTO_MIN_STEPS`, `CUDA_GRAPHS`, `begin_iteration`, `repair_compile_cache`), and
+`optimizer_step`, the plain optimizer step of the code that times training outside the loop (`bench.preflight`,
+`bench.perf`).
 
 The training loop (`bench.train`) keeps its own update: clipping per the run's protocol and non-finite skipping.
 """
@@ -12,6 +14,7 @@ import copy
 import functools
 import logging
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +56,49 @@ def compile_options(spec: RunSpec, model: torch.nn.Module, device: torch.device)
     if setting == "auto" and spec.train.steps < COMPILE_AUTO_MIN_STEPS:
         return None
     return dict(CUDA_GRAPHS) if setting == "cudagraphs" and device.type == "cuda" else {}
+
+
+def keeps_slots(device: torch.device, forward: Any) -> bool:
+    """Whether a run that leaves a group (budget, convergence, divergence) keeps its slot in the group's `forward`,
+    computed on zeros and masked out of the loss and the updates, rather than being removed.
+
+    In a vmapped group on a GPU it does: the group's shapes then never change, so a compiled step is neither
+    recompiled nor its CUDA graphs recorded again for the smaller group (shapes are static there anyway: every batch
+    is padded to the task's longest T), and a slot costs little next to the others. On a CPU it is removed, which
+    saves its compute (a compiled CPU step is then recompiled once, as before), and so is a run of a group that runs
+    model by model, which has no shapes to keep. The runs' numbers are the same either way: a slot computes only its
+    own run (tests/test_step.py compares every file of a group trained both ways, eager on a CPU).
+    """
+    return device.type == "cuda" and getattr(forward, "vmapped", False)
+
+
+@dataclass(frozen=True)
+class GroupBatch:
+    """One training step's batches of a group's slots, stacked on the device: inputs [P, B, T, in],
+    targets [P, B, T, out], mask [P, B, T]."""
+
+    inputs: torch.Tensor
+    targets: torch.Tensor
+    mask: torch.Tensor
+
+
+def stack_batches(batches: Sequence[Batch | None], device: torch.device) -> GroupBatch:
+    """The batches of a group's slots (None: a slot whose run has left, `keeps_slots`: zeros), padded at the end to
+    the longest (which changes no scored output), stacked and moved to `device`. A run alone gets views, not copies.
+    On CUDA each tensor goes over in one copy for the whole group, from pinned memory and without waiting
+    (`non_blocking`): the host goes on while it travels."""
+    steps = max(batch.steps for batch in batches if batch is not None)
+    padded = [None if batch is None else batch.pad_to(steps) for batch in batches]
+    template = next(batch for batch in padded if batch is not None)
+    tensors = []
+    for name in ("inputs", "targets", "mask"):
+        parts = [torch.zeros_like(getattr(template, name)) if batch is None else getattr(batch, name)
+                 for batch in padded]
+        stacked = parts[0].unsqueeze(0) if len(parts) == 1 else torch.stack(parts)
+        if device.type == "cuda":
+            stacked = stacked.pin_memory().to(device, non_blocking=True)
+        tensors.append(stacked.to(device))
+    return GroupBatch(*tensors)
 
 
 def repair_compile_cache() -> int:

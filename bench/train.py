@@ -14,6 +14,9 @@ stopped. A checkpoint that does not fit the run's model or optimizer, or was wri
 `code_fingerprint`), is moved aside with curve.csv (`checkpoint.pt.stale-<UTC time>`), never deleted, and the run
 starts over. A non-finite loss or gradient skips that update and is counted; `max_nonfinite` consecutive skips end
 the run as `diverged`.
+
+A step waits on the device once for the whole group: losses, finiteness checks and clipping stay on the device, and
+the one thing the host must know, which runs' updates are finite, comes back in one transfer (`train_population`).
 """
 
 from __future__ import annotations
@@ -21,7 +24,6 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
-import math
 import os
 import sys
 import time
@@ -37,7 +39,14 @@ import torch
 from bench import registry
 from bench.evaluate import evaluation_set, example_arrays, generalization_rows, generalization_set, score
 from bench.folders import make_folder
-from bench.forward import begin_iteration, compile_options, make_forward, repair_compile_cache
+from bench.forward import (
+    begin_iteration,
+    compile_options,
+    keeps_slots,
+    make_forward,
+    repair_compile_cache,
+    stack_batches,
+)
 from bench.grid import RunSpec, derive_seed
 from bench.grid import task_key as grid_task_key
 from bench.hooks import HookList, TensorBoardLog, TrainingHooks
@@ -79,22 +88,31 @@ def build_model(spec: RunSpec, task: Task, device: torch.device) -> torch.nn.Mod
     return model.to(device)
 
 
+#: the optimizers' multi-tensor implementation (torch's default on CUDA; on a CPU it gives bit-identical parameters and
+#: state to the one-tensor-at-a-time loop, faster, docs/PERFORMANCE.md). The fused Adam does not: it is not used.
+OPTIMIZER_IMPLEMENTATION = {"foreach": True}
+
+
 def make_optimizer(spec: RunSpec, params) -> torch.optim.Optimizer:
     train = spec.train
     if train.optimizer == "adam":
-        return torch.optim.Adam(params, lr=train.lr)
+        return torch.optim.Adam(params, lr=train.lr, **OPTIMIZER_IMPLEMENTATION)
     return torch.optim.RMSprop(params, lr=train.lr, alpha=train.alpha, momentum=train.momentum, eps=train.eps,
-                               centered=train.centered)
+                               centered=train.centered, **OPTIMIZER_IMPLEMENTATION)
 
 
-def clip_gradients(spec: RunSpec, params: list[torch.nn.Parameter]) -> float:
-    """Clip in place per the protocol; returns the pre-clip global gradient norm (non-finite if any grad is)."""
+def clip_gradients(spec: RunSpec, params: list[torch.nn.Parameter]) -> torch.Tensor:
+    """Clip in place per the protocol; returns the pre-clip global gradient norm, a 0-dim tensor on the gradients'
+    device, non-finite if any grad is. Nothing is read back: the loop reads every run's verdict at once. The values
+    are `torch.nn.utils.clip_grad_norm_`'s (it is called); a non-finite update is skipped whatever clipping did."""
     clip = spec.train.clip
     grads = [p for p in params if p.grad is not None]
+    if not grads:
+        return torch.zeros((), device=params[0].device if params else None)
     if clip.kind == "norm":
-        return float(torch.nn.utils.clip_grad_norm_(grads, clip.value))
-    total = float(torch.nn.utils.get_total_norm([p.grad for p in grads]))
-    if clip.kind == "value" and math.isfinite(total):
+        return torch.nn.utils.clip_grad_norm_(grads, clip.value)
+    total = torch.nn.utils.get_total_norm([p.grad for p in grads])
+    if clip.kind == "value":
         torch.nn.utils.clip_grad_value_(grads, clip.value)
     return total
 
@@ -237,6 +255,9 @@ class Member:
         self.hooks: TrainingHooks = TrainingHooks()
         #: the last training batch's loss in nats/seq (a tensor, read only by `on_eval` hooks), None before a step
         self.last_loss: torch.Tensor | None = None
+        #: the batch of the next step, drawn ahead (`prefetch`), and the data stream's state before it was drawn
+        self.batch: Batch | None = None
+        self.rewind: torch.Tensor | None = None
         if state["curve"]:
             # a resumed run: curve.csv may hold evaluations made after this checkpoint; show the checkpoint's rows
             self.write_curve()
@@ -264,6 +285,8 @@ class Member:
             text = str(error).strip()
             return f"its optimizer or data state does not fit: {text.splitlines()[0] if text else type(error).__name__}"
         self.model.load_state_dict(state["model"])  # every name and shape checked above: it loads whole
+        for group in optimizer.param_groups:  # how to compute is this code's choice, not the checkpoint's
+            group.update(OPTIMIZER_IMPLEMENTATION)
         self.optimizer, self.data_generator = optimizer, generator
         return None
 
@@ -280,11 +303,32 @@ class Member:
         return not (self.train.stop_at_convergence and state.get("converged_streak", 0) >= self.train.stop_patience)
 
     def next_batch(self) -> Batch:
+        """The batch of step `step` + 1, drawn from the run's data stream."""
         size = self.task.sample_size(self.data_generator) if self.train.length_sampling == "per_batch" else None
         batch = self.task.sample(self.train.batch_size, self.data_generator, size=size)
         if self.device.type == "cuda":
             # static shapes on a GPU: every batch padded to the task's longest training T (changes no scored output)
             batch = batch.pad_to(max(batch.steps, self.task.max_train_steps()))
+        return batch
+
+    def prefetch(self) -> None:
+        """Draw the next step's batch now, while the device still computes this one, remembering the data stream's
+        state before it: a run that stops after this step gives the batch back (`unprefetch`), so that its
+        checkpoints and data stream are those of a run that never drew it. Nothing is drawn past the budget."""
+        if self.state["step"] < self.train.steps:
+            self.rewind = self.data_generator.get_state()
+            self.batch = self.next_batch()
+
+    def unprefetch(self) -> None:
+        """Give back a batch drawn ahead: the data stream goes back to its state before it."""
+        if self.rewind is not None:
+            self.data_generator.set_state(self.rewind)
+        self.batch = self.rewind = None
+
+    def take_batch(self) -> Batch:
+        """This step's batch: the one drawn ahead, else one drawn now."""
+        batch = self.batch if self.batch is not None else self.next_batch()
+        self.batch = self.rewind = None
         return batch
 
     def evaluate(self) -> dict[str, float]:
@@ -303,12 +347,15 @@ class Member:
         """(Re)write curve.csv atomically from the evaluations so far (a few hundred rows at most: cheap)."""
         atomic_write_csv(self.run_dir / "curve.csv", pd.DataFrame(self.state["curve"]))
 
+    def clip(self) -> torch.Tensor:
+        """After backward: clip per the protocol (`clip_gradients`); the pre-clip norm stays on the device."""
+        return clip_gradients(self.spec, self.params)
+
     def update(self, finite: bool) -> None:
-        """After backward: clip and step, or skip a non-finite update (counted; too many in a row = diverged)."""
+        """After backward and `clip`, once the step is counted in `state["step"]`: step the optimizer, or skip a
+        non-finite update (loss or gradient norm; the parameters and optimizer state stay as they were), counted;
+        too many in a row = diverged."""
         state, spec = self.state, self.spec
-        if finite:
-            finite = math.isfinite(clip_gradients(spec, self.params))
-        state["step"] += 1
         if finite:
             self.optimizer.step()
             state["consecutive_nonfinite"] = 0
@@ -335,9 +382,11 @@ class Member:
         return metrics
 
     def checkpoint_state(self) -> dict[str, Any]:
+        # the data stream as it was before a batch drawn ahead (`prefetch`): a resume draws that batch again
+        generator = self.rewind if self.rewind is not None else self.data_generator.get_state()
         return {**self.state, "wall_s": self.state["wall_s"] + (time.perf_counter() - self.started),
                 "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "data_generator": self.data_generator.get_state()}
+                "data_generator": generator}
 
     def finish(self) -> dict[str, Any]:
         """Generalisation, samples and result.json (written last, marking the run finished)."""
@@ -379,7 +428,11 @@ def train_population(specs: list[RunSpec], run_dirs: list[Path], options: Worker
     Each run keeps its own init, data stream, gradient clipping, optimizer state, non-finite handling, evaluations,
     checkpoints and run folder, exactly as if it ran alone; only the forward/backward pass is shared (one batched
     computation for models that support it). A run that finishes (budget, convergence, divergence) leaves the group
-    and the others carry on. Returns each run's result.json contents, in the order of `specs`.
+    and the others carry on: in a vmapped group on a GPU it keeps its slot, masked (`bench.forward.keeps_slots`), so
+    that the group's shapes never change. Returns each run's result.json contents, in the order of `specs`.
+
+    A step waits on the device once, for the whole group (`_group_step`): the host reads back which runs' updates
+    are finite in one transfer, after drawing the next batches while the device computes.
 
     `options` set the torch threads (None: torch's own setting) and TensorBoard logging (`TensorBoardLog`, one more
     hook). `hooks` (`bench.hooks.TrainingHooks`) are told of every evaluation, once the run's curve.csv holds it,
@@ -413,24 +466,16 @@ def _train_population(specs: list[RunSpec], run_dirs: list[Path], hooks: Trainin
             member.evaluate()
     active = [m for m in members if m.training()]
     forward = make_forward([m.model for m in active], len(members), members[0].compile_options) if active else None
+    slots = list(active)  # the forward's runs, in order; `active` is always a subsequence of it
     while active:
         step_started = time.perf_counter()
         begin_iteration(members[0].compile_options)
-        batches = [m.next_batch() for m in active]
-        steps = max(b.steps for b in batches)
-        # Runs of one group may draw different lengths; padding at the end changes no scored output.
-        batches = [b.pad_to(steps).to(device) for b in batches]
-        # [P, B, T, in]; a run alone gets a view, not a copy, on this per-step path
-        inputs = batches[0].inputs.unsqueeze(0) if len(batches) == 1 else torch.stack([b.inputs for b in batches])
-        logits = forward(inputs).unbind(0)
-        losses = [loss_nats_per_seq(lg, b.targets, b.mask) for lg, b in zip(logits, batches)]
-        finite = [bool(torch.isfinite(loss)) for loss in losses]
-        kept = [loss for loss, ok in zip(losses, finite) if ok]
-        if kept:
-            torch.stack(kept).sum().backward()  # runs share no parameters, so each gets only its own gradient
-        for member, ok, loss in zip(active, finite, losses):
-            member.last_loss = loss.detach()
+        finite = _group_step(forward, slots, active, device)
+        for member, ok in zip(active, finite):
             member.update(ok)
+        for member in slots:
+            if member not in active:  # the slot of a run that left (`keeps_slots`): its gradient is dropped
+                member.optimizer.zero_grad(set_to_none=True)
         elapsed = time.perf_counter() - step_started
         for member in active:
             member.state["train_s"] += elapsed
@@ -440,11 +485,13 @@ def _train_population(specs: list[RunSpec], run_dirs: list[Path], hooks: Trainin
         still = [m for m in active if m.training()]
         for member in active:
             if member not in still:
+                member.unprefetch()
                 results[member.spec.run_id] = member.finish()
                 hooks.on_finish(member.spec, results[member.spec.run_id])
         if len(still) != len(active):
             active = still
-            if active:
+            if active and not keeps_slots(device, forward):
+                slots = list(active)
                 forward.keep([m.model for m in active])
     for member in members:
         if member.spec.run_id not in results:  # already past its budget when loaded from a checkpoint
@@ -453,6 +500,28 @@ def _train_population(specs: list[RunSpec], run_dirs: list[Path], hooks: Trainin
             hooks.on_finish(member.spec, results[member.spec.run_id])
     torch._dynamo.reset()  # free this group's compiled graphs (and CUDA-graph memory pools) now
     return [results[spec.run_id] for spec in specs]
+
+
+def _group_step(forward, slots: list[Member], active: list[Member], device: torch.device) -> list[bool]:
+    """One step's forward, backward and clipping for the `active` runs among the forward's `slots` (the others have
+    left the group: their slot computes zeros, out of the loss), with the step counted and the next batches drawn
+    (`Member.prefetch`) while the device computes. Returns, in the order of `active`, whether each run's update is
+    finite (loss and gradient norm): the step's one read-back from the device. No optimizer has stepped yet."""
+    batch = stack_batches([m.take_batch() if m in active else None for m in slots], device)
+    logits = forward(batch.inputs).unbind(0)
+    losses = [loss_nats_per_seq(logits[i], batch.targets[i], batch.mask[i])
+              for i, member in enumerate(slots) if member in active]
+    stacked = torch.stack(losses)
+    finite = torch.isfinite(stacked)
+    # Runs share no parameters, so each gets only its own gradient; a non-finite loss gets none (0 in its place:
+    # the others' gradients are those of the sum of the finite losses alone), and its update is skipped anyway.
+    torch.where(finite, stacked, 0.0).sum().backward()
+    finite = finite & torch.isfinite(torch.stack([member.clip() for member in active]))
+    for member, loss in zip(active, losses):
+        member.last_loss = loss.detach()
+        member.state["step"] += 1
+        member.prefetch()
+    return finite.tolist()
 
 
 def train_run(spec: RunSpec, run_dir: Path, options: WorkerOptions | None = None,

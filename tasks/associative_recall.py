@@ -2,9 +2,21 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 
-from tasks.base import Size, Task, parse_test_sizes, parse_train_sizes, random_bits, uniform_int
+from tasks.base import (
+    Batch,
+    Size,
+    Task,
+    draws_modulo,
+    fixed_sizes,
+    parse_test_sizes,
+    parse_train_sizes,
+    random_bits,
+    uniform_int,
+)
 
 ITEM_VECTORS = 3  # each item is 3 consecutive bit vectors, as in Graves 2014
 
@@ -80,3 +92,28 @@ class AssociativeRecall(Task):
         mask = torch.zeros(steps)
         mask[steps - ITEM_VECTORS :] = 1.0
         return inputs, targets, mask
+
+    def examples(self, size: Size, count: int, generator: torch.Generator) -> Batch:
+        """`count` examples at once. Each example draws its k x 3 x bits bits (``% 2``) and then its query
+        (``% (k - 1)``): one `draws_modulo` call modulo both takes the same numbers in the same order."""
+        (items,) = size
+        per_item = ITEM_VECTORS * self.bits
+        draws = draws_modulo(math.lcm(2, items - 1), (count, items * per_item + 1), generator)
+        data = (draws[:, :-1] % 2).to(torch.float32).view(count, items, ITEM_VECTORS, self.bits)  # [B, k, 3, bits]
+        query = draws[:, -1] % (items - 1)  # [B], as uniform_int(0, k - 2)
+        rows = torch.arange(count)
+        steps = self.steps_for(size)
+        item_flag, query_flag = self.bits, self.bits + 1
+        inputs = torch.zeros(count, steps, self.input_size)
+        listed = inputs[:, : items * (ITEM_VECTORS + 1)].view(count, items, ITEM_VECTORS + 1, self.input_size)
+        listed[:, :, 0, item_flag] = 1.0
+        listed[:, :, 1:, : self.bits] = data
+        query_start = items * (ITEM_VECTORS + 1)
+        inputs[:, query_start, query_flag] = 1.0
+        inputs[:, query_start + 1 : query_start + 1 + ITEM_VECTORS, : self.bits] = data[rows, query]
+        inputs[:, query_start + 1 + ITEM_VECTORS, query_flag] = 1.0
+        targets = torch.zeros(count, steps, self.output_size)
+        targets[:, steps - ITEM_VECTORS :] = data[rows, query + 1]
+        mask = torch.zeros(count, steps)
+        mask[:, steps - ITEM_VECTORS :] = 1.0
+        return Batch(inputs, targets, mask, fixed_sizes(size, count))

@@ -192,6 +192,30 @@ def random_bits(shape: Sequence[int], generator: torch.Generator) -> torch.Tenso
     return torch.randint(0, 2, tuple(shape), generator=generator).to(torch.float32)
 
 
+def draws_modulo(modulus: int, shape: Sequence[int], generator: torch.Generator) -> torch.Tensor:
+    """`shape` integers (int64), each one 32-bit number of the generator's stream modulo `modulus` (< 2^32).
+
+    `torch.randint(low, high)` on a CPU generator takes one 32-bit number r per value (high - low < 2^32) and gives
+    ``r % (high - low) + low``, in row-major order; `torch.rand` (float32) takes one and gives ``(r % 2^24) / 2^24``.
+    Since ``(r % M) % m == r % m`` whenever m divides M, one call with M a multiple of every modulus an example
+    uses replaces several calls of different moduli, drawing the same numbers in the same order: a vectorised
+    sampler draws a whole batch this way (`random_bits` is ``% 2``, `uniform_int` ``% (high - low + 1)``,
+    `uniform_float` ``% 2^24``). tests/test_sampling.py checks each task's batches against its per-example draws."""
+    if not 1 <= modulus < 1 << 32:
+        raise ValueError(f"a modulus must be in [1, 2^32), got {modulus}")
+    return torch.randint(0, modulus, tuple(shape), generator=generator)
+
+
+#: the float32 uniforms of `torch.rand` use 24 bits of each 32-bit number (`uniform_float`)
+FLOAT_DRAW = 1 << 24
+
+
+def uniform_float(draws: torch.Tensor) -> torch.Tensor:
+    """The float32 uniforms on [0, 1) that `torch.rand` makes of the same 32-bit numbers, from `draws_modulo` values
+    taken modulo a multiple of `FLOAT_DRAW` (exact: an integer below 2^24 times 2^-24)."""
+    return (draws % FLOAT_DRAW).to(torch.float32) * (1.0 / FLOAT_DRAW)
+
+
 class Task:
     """Base class of every task. Subclasses set the widths and implement `sample_size` and `example`.
 
@@ -255,16 +279,26 @@ class Task:
         """A readable label for CSVs, e.g. ``L=10,n=20``."""
         return ",".join(f"{p}={v}" for p, v in zip(self.size_parts, size))
 
+    def examples(self, size: Size, count: int, generator: torch.Generator) -> Batch:
+        """`count` examples of one `size` as a batch: the very batch that `count` calls of `example` give, drawing the
+        same random numbers in the same order. This default calls `example`; each built-in task overrides it with
+        code that builds the whole batch at once (docs/ARCHITECTURE.md, "Adding a task")."""
+        return collate([(size, *self.example(size, generator)) for _ in range(count)])
+
     def sample(self, batch_size: int, generator: torch.Generator, size: Size | int | None = None) -> Batch:
-        """A batch of `batch_size` examples. `size=None` draws each example's size from the training distribution."""
+        """A batch of `batch_size` examples. `size=None` draws each example's size from the training distribution.
+
+        Either way the generator is consumed as if each example were drawn in turn (its size, then `example`): a
+        fixed size goes to `examples` in one call; drawn sizes go one example at a time, padded at the end."""
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        fixed = None if size is None else self.check_size(size)
+        if size is not None:
+            return self.examples(self.check_size(size), batch_size, generator)
         parts = []
         for _ in range(batch_size):
-            example_size = fixed if fixed is not None else self.sample_size(generator)
-            parts.append((example_size, *self.example(example_size, generator)))
-        return collate(parts)
+            example_size = self.sample_size(generator)
+            parts.append(self.examples(example_size, 1, generator))
+        return concat(parts)
 
     def reference_metrics(self, batch: Batch) -> dict[str, float]:
         """Extra per-batch reference numbers (summed over the batch's examples), e.g. a Bayes-optimal loss."""
@@ -387,6 +421,18 @@ def collate(parts: list[tuple[Size, torch.Tensor, torch.Tensor, torch.Tensor]]) 
         mask[b, : m.shape[0]] = m
     sizes = torch.tensor([s for s, _, _, _ in parts], dtype=torch.int64)
     return Batch(inputs, targets, mask, sizes)
+
+
+def concat(batches: list[Batch]) -> Batch:
+    """Batches one after another along the batch dimension, each padded at the end to the longest (as `collate`)."""
+    steps = max(batch.steps for batch in batches)
+    padded = [batch.pad_to(steps) for batch in batches]
+    return Batch(*(torch.cat([getattr(b, name) for b in padded]) for name in ("inputs", "targets", "mask", "sizes")))
+
+
+def fixed_sizes(size: Size, count: int) -> torch.Tensor:
+    """A batch's `sizes` [count, k] (int64) when every example has `size`."""
+    return torch.tensor([size], dtype=torch.int64).expand(count, -1).clone()
 
 
 def parse_train_sizes(name: str, value, parts: tuple[str, ...]) -> dict[str, tuple[int, int]]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from tasks.base import Size, Task, parse_test_sizes, parse_train_sizes, random_bits, uniform_int
+from tasks.base import Batch, Size, Task, fixed_sizes, parse_test_sizes, parse_train_sizes, random_bits, uniform_int
 
 DELIMITERS = ("flag", "all_ones")
 
@@ -73,3 +73,21 @@ class Copy(Task):
         mask = torch.zeros(steps)
         mask[length + 1 :] = 1.0
         return inputs, targets, mask
+
+    def examples(self, size: Size, count: int, generator: torch.Generator) -> Batch:
+        """`count` examples at once: one draw of [count, L, bits] bits takes the stream's numbers in the order of
+        `count` calls of `example`."""
+        (length,) = size
+        data = random_bits((count, length, self.bits), generator)  # [B, L, bits]
+        steps = self.steps_for(size)
+        inputs = torch.zeros(count, steps, self.input_size)
+        inputs[:, :length, : self.bits] = data
+        if self.delimiter == "flag":
+            inputs[:, length, self.bits] = 1.0
+        else:
+            inputs[:, length, :] = 1.0
+        targets = torch.zeros(count, steps, self.output_size)
+        targets[:, length + 1 :] = data
+        mask = torch.zeros(count, steps)
+        mask[:, length + 1 :] = 1.0
+        return Batch(inputs, targets, mask, fixed_sizes(size, count))

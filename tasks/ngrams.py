@@ -171,11 +171,18 @@ class NGrams(Task):
         return Batch(inputs, targets, mask, torch.tensor(sizes, dtype=torch.int64))
 
     def example(self, size: Size, generator: torch.Generator):
-        batch = self._build([size], [self._draw(size[0], generator)])
+        batch = self.examples(size, 1, generator)
         return batch.inputs[0], batch.targets[0], batch.mask[0]
 
+    def examples(self, size: Size, count: int, generator: torch.Generator) -> Batch:
+        """`count` examples: each one's draws in turn, then the bit recurrence over the whole batch. The draws stay
+        three calls per example: a float64 uniform takes two 32-bit numbers of the stream, which no single call
+        returns together with the first bits' (`tasks.base.draws_modulo`)."""
+        return self._build([size] * count, [self._draw(size[0], generator) for _ in range(count)])
+
     def sample(self, batch_size: int, generator: torch.Generator, size: Size | int | None = None) -> Batch:
-        """As `Task.sample`: the same draws in the same order, but the bit recurrence runs over the batch."""
+        """As `Task.sample`: the same draws in the same order, but the bit recurrence runs over the batch, also when
+        each example draws its own size."""
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         fixed = None if size is None else self.check_size(size)

@@ -4,16 +4,29 @@ from __future__ import annotations
 
 import torch
 
-from tasks.base import Size, Task, parse_test_sizes, parse_train_sizes, random_bits, uniform_int
+from tasks.base import (
+    FLOAT_DRAW,
+    Batch,
+    Size,
+    Task,
+    draws_modulo,
+    fixed_sizes,
+    parse_test_sizes,
+    parse_train_sizes,
+    random_bits,
+    uniform_float,
+    uniform_int,
+)
 
 
 def sort_by_priority(data: torch.Tensor, priorities: torch.Tensor, outputs: int) -> torch.Tensor:
-    """The `outputs` rows of `data` [n, bits] with the highest `priorities` [n], highest first.
+    """The `outputs` rows of `data` [..., n, bits] with the highest `priorities` [..., n], highest first (leading
+    dimensions: a batch of examples, each sorted on its own).
 
     Equal priorities keep input order: a stable sort, so the earlier row comes first.
     """
-    order = torch.sort(priorities, descending=True, stable=True).indices  # [n]
-    return data[order[:outputs]]  # [outputs, bits]
+    order = torch.sort(priorities, dim=-1, descending=True, stable=True).indices[..., :outputs]  # [..., outputs]
+    return data.gather(-2, order[..., None].expand(*order.shape, data.shape[-1]))  # [..., outputs, bits]
 
 
 class PrioritySort(Task):
@@ -106,3 +119,23 @@ class PrioritySort(Task):
         mask = torch.zeros(steps)
         mask[start:] = 1.0
         return inputs, targets, mask
+
+    def examples(self, size: Size, count: int, generator: torch.Generator) -> Batch:
+        """`count` examples at once. Each example draws n_in x bits bits (``% 2``) and then n_in float32 uniforms
+        (24 bits each): one `draws_modulo` call modulo 2^24 takes the same numbers in the same order."""
+        inputs_count, outputs = size
+        draws = draws_modulo(FLOAT_DRAW, (count, inputs_count * (self.bits + 1)), generator)
+        data = (draws[:, : inputs_count * self.bits] % 2).to(torch.float32).view(count, inputs_count, self.bits)
+        priorities = uniform_float(draws[:, inputs_count * self.bits :]) * 2.0 - 1.0  # [B, n_in], U[-1, 1)
+        steps = self.steps_for(size)
+        priority_channel, delimiter = self.bits, self.bits + 1
+        inputs = torch.zeros(count, steps, self.input_size)
+        inputs[:, :inputs_count, : self.bits] = data
+        inputs[:, :inputs_count, priority_channel] = priorities
+        inputs[:, inputs_count, delimiter] = 1.0
+        targets = torch.zeros(count, steps, self.output_size)
+        start = inputs_count + 1
+        targets[:, start:] = sort_by_priority(data, priorities, outputs)
+        mask = torch.zeros(count, steps)
+        mask[:, start:] = 1.0
+        return Batch(inputs, targets, mask, fixed_sizes(size, count))

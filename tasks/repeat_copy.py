@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from tasks.base import Size, Task, parse_test_sizes, parse_train_sizes, random_bits, uniform_int
+from tasks.base import Batch, Size, Task, fixed_sizes, parse_test_sizes, parse_train_sizes, random_bits, uniform_int
 
 COUNT_ENCODINGS = ("zscore", "ratio")
 
@@ -96,3 +96,21 @@ class RepeatCopy(Task):
         mask = torch.zeros(steps)
         mask[start:] = 1.0
         return inputs, targets, mask
+
+    def examples(self, size: Size, count: int, generator: torch.Generator) -> Batch:
+        """`count` examples at once: one draw of [count, L, bits] bits takes the stream's numbers in the order of
+        `count` calls of `example`."""
+        length, repeats = size
+        data = random_bits((count, length, self.bits), generator)  # [B, L, bits]
+        steps = self.steps_for(size)
+        inputs = torch.zeros(count, steps, self.input_size)
+        inputs[:, :length, : self.bits] = data
+        inputs[:, length, self.bits] = 1.0
+        inputs[:, length, self.bits + 1] = self.encode_count(repeats)
+        targets = torch.zeros(count, steps, self.output_size)
+        start = length + 1
+        targets[:, start : start + repeats * length, : self.bits] = data.repeat(1, repeats, 1)
+        targets[:, steps - 1, self.bits] = 1.0
+        mask = torch.zeros(count, steps)
+        mask[:, start:] = 1.0
+        return Batch(inputs, targets, mask, fixed_sizes(size, count))
