@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from bench.registry import build_task
+from tasks import priority_sort
 from tasks.priority_sort import sort_by_priority
 from tests.conftest import converged
 
@@ -72,13 +73,9 @@ def test_ties_keep_input_order():
 def test_ties_in_a_sampled_example(monkeypatch):
     """Force equal priorities through the sampler itself: the earlier input vector comes first."""
     task = build_task("priority_sort", bits=3)
-    real_rand = torch.rand
-
-    def tied_rand(*shape, generator=None, **kwargs):
-        real_rand(*shape, generator=generator, **kwargs)  # keep the generator moving as the real draw would
-        return torch.tensor([0.75, 0.25, 0.75, 0.25])  # priorities 0.5, -0.5, 0.5, -0.5
-
-    monkeypatch.setattr(torch, "rand", tied_rand)
+    # the uniforms behind the priorities (the generator still moves as the real draw makes it)
+    monkeypatch.setattr(priority_sort, "uniform_float",
+                        lambda draws: torch.tensor([[0.75, 0.25, 0.75, 0.25]]))  # priorities 0.5, -0.5, 0.5, -0.5
     batch = task.sample(1, torch.Generator().manual_seed(9), size=(4, 3))
     monkeypatch.undo()
     data = batch.inputs[0, :4, :3]

@@ -18,6 +18,7 @@ from bench.protocol import describe_difference, protocol
 from bench.registry import build_task
 from bench.report.data import load_suite_data
 from bench.results import RUNS_COLUMNS, collect, read_json
+from tasks.base import Task
 from tasks.copy import Copy
 from tests.conftest import REPO
 
@@ -65,6 +66,7 @@ def test_a_changed_example_without_a_bump_fails_the_record(monkeypatch):
         return inputs, 1 - targets, mask
 
     monkeypatch.setattr(Copy, "example", flipped)
+    monkeypatch.setattr(Copy, "examples", Task.examples)  # batches from `example`, as the default does
     lines = script.problems(script.current(), script.recorded())
     assert len(lines) == 1 and lines[0].startswith("task copy: its evaluation data or rules changed")
 
@@ -120,6 +122,7 @@ def test_a_changed_evaluation_tensor_changes_the_fingerprint_and_is_named(monkey
         return inputs, targets, mask
 
     monkeypatch.setattr(Copy, "example", one_bit_off)
+    monkeypatch.setattr(Copy, "examples", Task.examples)  # batches from `example`, as the default does
     after = entry(build_task("copy"))
     assert after["protocol"]["fingerprint"] != before["protocol"]["fingerprint"]
     assert describe_difference("copy", before, after) == (
