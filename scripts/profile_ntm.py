@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"| {phase} | {phase_time.get(phase, 0) / (wall * 1e6):.1%} |")
     rest = 1 - sum(phase_time.values()) / (wall * 1e6)
     print(f"| between phases (zero_grad, Python) | {rest:.1%} |")
-    print(f"\n| operator | calls per step | self CPU share |\n|---|---|---|")
+    print("\n| operator | calls per step | self CPU share |\n|---|---|---|")
     ranked = sorted((e for e in events if e.key not in PHASES), key=lambda e: -e.self_cpu_time_total)
     for event in ranked[:args.top]:
         print(f"| `{event.key}` | {event.count / args.steps:.0f} | {event.self_cpu_time_total / total:.1%} |")

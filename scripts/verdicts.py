@@ -193,13 +193,20 @@ def table(results: Path = RESULTS) -> str:
     lines = ["| claim | data (`results/`) | evidence | test | verdict |", "|---|---|---|---|---|"]
     for claim in CLAIMS:
         verdict = verdict_of(claim, results)
-        lines.append(f"| {claim.key} {claim.text} | {' + '.join(folders(claim, results)) or '—'} | {verdict.evidence} | {verdict.test} | "
+        data = " + ".join(folders(claim, results)) or "—"
+        lines.append(f"| {claim.key} {claim.text} | {data} | {verdict.evidence} | {verdict.test} | "
                      f"**{verdict.verdict}** |")
     return "\n".join(lines)
 
 
 README = REPO / "README.md"
 SCORE_START, SCORE_END = "<!-- scorecards:start -->", "<!-- scorecards:end -->"
+
+
+def _score_cell(row: pd.Series, kind: str) -> str:
+    """A scorecard's median and how many seeds reach the threshold, e.g. ``0.89 (5/10)``."""
+    seeds, median, share = int(row["seeds"]), row[f"{kind}_median"], row[f"{kind}_at_or_above"]
+    return "—" if pd.isna(median) else f"{median:.2f} ({round(share * seeds)}/{seeds})"
 
 
 def scorecard_table() -> str:
@@ -210,16 +217,8 @@ def scorecard_table() -> str:
     for folder in sorted(p for p in RESULTS.iterdir() if (p / "scorecard.csv").is_file()):
         card = read_csv(folder / "scorecard.csv")
         for _, row in card.iterrows():
-            seeds = int(row["seeds"])
-
-            def cell(kind: str) -> str:
-                median, share = row[f"{kind}_median"], row[f"{kind}_at_or_above"]
-                if pd.isna(median):
-                    return "—"
-                return f"{median:.2f} ({round(share * seeds)}/{seeds})"
-
-            lines.append(f"| `{folder.name}` | {row['task']} | {row['model']} | {seeds} | {cell('learning')} | "
-                         f"{cell('generalization')} |")
+            lines.append(f"| `{folder.name}` | {row['task']} | {row['model']} | {int(row['seeds'])} | "
+                         f"{_score_cell(row, 'learning')} | {_score_cell(row, 'generalization')} |")
     threshold = {float(read_csv(p)["threshold"].iloc[0]) for p in RESULTS.glob("*/scorecard.csv")}
     return "\n".join(lines) + f"\n\nThreshold: {', '.join(f'{t:g}' for t in sorted(threshold))}."
 

@@ -40,7 +40,6 @@ from bench.results import (
 )
 from bench.text import markdown_text
 from bench.train import CHECKPOINT_KEYS, load_checkpoint
-from tests.conftest import REPO
 from tests.test_end_to_end import TINY, assert_same_rows, frames
 from tests.test_report import rendered_markdown
 

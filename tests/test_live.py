@@ -146,7 +146,7 @@ def test_report_of_a_running_suite(partial_suite):
     assert (runs["status"] == RUNNING).sum() == 3
     assert "unfinished (still running, not counted)" in (out / "summary.md").read_text()
     header = re.sub(r"<style>.*?</style>", "", page, flags=re.S).split('id="scorecard"')[0].split('id="summary"')[0]
-    assert "diverged" not in header  # the page's header flags no diverged run (the scorecard's caption may say the word)
+    assert "diverged" not in header  # the header flags no diverged run (the scorecard's caption may say the word)
 
 
 def test_runs_not_started_while_others_train_are_the_queue_not_a_problem(partial_suite, tmp_path):

@@ -70,7 +70,7 @@ def combine(parts: list[tuple[SuiteData, Source]], only_first_tasks: bool) -> Su
                 facts[label], tasks[label] = theirs.get(label), data.tasks[label]
         runs = data.runs[data.runs["task"].astype(str).isin(keep)]
         labels = {m: source.prefix + m for m in dict.fromkeys(runs["model"].astype(str))}
-        for model, label in labels.items():
+        for label in labels.values():
             if label in owner:
                 raise ConfigError(f"model {label!r} is in both {owner[label]} and {source.path}; give "
                                   f"--prefix to tell them apart")
@@ -78,15 +78,9 @@ def combine(parts: list[tuple[SuiteData, Source]], only_first_tasks: bool) -> Su
             origins[label] = "" if source.role == HERE else \
                 f"reference: {source.name}" if source.role == REFERENCE else source.name
 
-        def renamed(frame: pd.DataFrame) -> pd.DataFrame:
-            frame = frame[frame["task"].astype(str).isin(keep)].copy()
-            frame["model"] = frame["model"].astype(str).map(lambda m: source.prefix + m)
-            if index:
-                frame["run_id"] = frame["run_id"].astype(str).map(lambda rid: f"{source.name}/{rid}")
-            return frame
-
+        namespace = f"{source.name}/" if index else ""
         for key, frame in (("runs", data.runs), ("curves", data.curves), ("gen", data.gen)):
-            frames[key].append(renamed(frame))
+            frames[key].append(_renamed(frame, keep, source.prefix, namespace))
         for rid in runs["run_id"].astype(str):
             new = f"{source.name}/{rid}" if index else rid
             specs[new] = data.specs.get(rid, {})
@@ -102,6 +96,15 @@ def combine(parts: list[tuple[SuiteData, Source]], only_first_tasks: bool) -> Su
                    gen=_concat(frames["gen"]), specs=specs, tasks=with_unique_slugs(tasks), models=models,
                    palette=model_palette(models), errors=errors, run_dirs=run_dirs,
                    origins={m: o for m, o in origins.items() if o})
+
+
+def _renamed(frame: pd.DataFrame, tasks: list[str], prefix: str, namespace: str) -> pd.DataFrame:
+    """`frame`'s rows of `tasks`, its model labels prefixed and its run ids namespaced."""
+    frame = frame[frame["task"].astype(str).isin(tasks)].copy()
+    frame["model"] = prefix + frame["model"].astype(str)
+    if namespace:
+        frame["run_id"] = namespace + frame["run_id"].astype(str)
+    return frame
 
 
 def _concat(frames: list[pd.DataFrame]) -> pd.DataFrame:
