@@ -3,111 +3,64 @@
 `models.addressing.update_link_and_read` calls `fused_link_update`, which computes ``update_link`` followed by
 ``directional_read_weights`` in one step with a hand-written backward, on one of two paths:
 
-- `_LinkUpdateAndReadCpp`, through the C++ CPU kernel in ``models/link_kernel.cpp`` (float32 and float64 on the CPU,
+- the C++ CPU kernel in ``models/link_kernel.cpp``, an op with its own backward (float32 and float64 on the CPU,
   when `link_ops()` has it loaded). Its forward reads L once and writes L_new once, forming both reads from each row
   while it is in L1; its backward reads the incoming link gradient and L once and writes the old links' gradient once,
   recomputing L_new row by row instead of reading it.
 - `_LinkUpdateAndRead`, in PyTorch, everywhere else. It makes about four times as many passes over [B, N, N].
 
-The extension is built on first use from ``link_kernel.cpp`` (shipped beside this module as package data) with
-`torch.utils.cpp_extension.load_inline` (plain -O3, no OpenMP, no -march flags) into torch's extension cache
-(TORCH_EXTENSIONS_DIR, by default ~/.cache/torch_extensions), so later processes only load it. The ops are registered
-with the dispatcher as ``ntm_bench_link::forward`` and ``ntm_bench_link::backward`` for CPU, with fake
-implementations for torch.compile, which treats them as opaque. When the build fails (no compiler, no ninja, a build
-error, a missing source file) `link_ops()` logs one warning and returns None, and the PyTorch path is used;
-NTM_BENCH_NO_CPP_KERNELS=1 forces that path without trying to build.
+The extension (`LINK`) is built on first use from ``link_kernel.cpp``, shipped beside this module as package data,
+by `models._cpp` (the build, cache and fallback machinery shared with the NTM's kernel). Its ops are registered with
+the dispatcher as ``forward`` and ``backward`` for CPU, in a namespace named like the extension, with fake
+implementations (torch.compile treats them as opaque), vmap rules (the population folded into the batch) and the
+forward's backward formula. When the build fails `link_ops()` returns None and the PyTorch path
+is used; NTM_BENCH_NO_CPP_KERNELS=1 forces that path without trying to build.
 """
 
 from __future__ import annotations
 
-import hashlib
-import logging
-import os
-import threading
-from pathlib import Path
-
 import torch
 
-LOGGER = logging.getLogger(__name__)
+from models._cpp import CppKernel, fold_population, register_op
 
 
 # ---- the C++ extension ----------------------------------------------------------------------------------------------
-#: the kernel's C++ source, read when the extension is built
-SOURCE = Path(__file__).with_name("link_kernel.cpp")
-#: the start of the extension's name (and of its folder in the build cache); the rest is a digest of the source,
-#: flags and torch version. Bumped whenever the way the library is built changes, so that two versions of this
-#: module never share a build folder.
-_NAME = "ntm_bench_link_v2"
-_CFLAGS = ["-O3"]
+def _register(namespace: str) -> None:
+    """The ops' fake implementations, vmap rules and backward formula (`models._cpp.register_op`)."""
 
-_lock = threading.Lock()
-_state: dict[str, object] = {}
-
-
-def _register_fakes() -> None:
-    @torch.library.register_fake("ntm_bench_link::forward")
-    def _forward_fake(link, precedence, write_weights, read_weights):
+    def forward_fake(link, precedence, write_weights, read_weights):
         return torch.empty_like(link), torch.empty_like(read_weights), torch.empty_like(read_weights)
 
-    @torch.library.register_fake("ntm_bench_link::backward")
-    def _backward_fake(grad_link, grad_forward, grad_backward, link, precedence, write_weights, read_weights):
+    def backward_fake(grad_link, grad_forward, grad_backward, link, precedence, write_weights, read_weights):
         return (torch.empty_like(link), torch.empty_like(precedence), torch.empty_like(write_weights),
                 torch.empty_like(read_weights))
 
+    def setup_context(ctx, inputs, output):
+        ctx.save_for_backward(*inputs)
 
-def _build():
-    from torch.utils.cpp_extension import get_default_build_root, load_inline
+    def backward(ctx, grad_link, grad_forward, grad_backward):
+        link, precedence, write_weights, read_weights = ctx.saved_tensors
+        zeros = torch.zeros_like
+        return LINK.library.backward(zeros(link) if grad_link is None else grad_link,
+                                     zeros(read_weights) if grad_forward is None else grad_forward,
+                                     zeros(read_weights) if grad_backward is None else grad_backward,
+                                     link, precedence, write_weights, read_weights)
 
-    source = SOURCE.read_text()
-    # the name carries a hash of the source, flags and torch version: a built library of that name is loaded directly
-    # (skipping load_inline's up-to-date check, which runs ninja and costs far more); otherwise load_inline builds it
-    digest = hashlib.sha256("\0".join([source, *_CFLAGS, torch.__version__]).encode()).hexdigest()[:16]
-    name = f"{_NAME}_{digest}"
-    library = os.path.join(get_default_build_root(), name, f"{name}.so")
-    loaded = False
-    if os.path.exists(library):
-        try:
-            torch.ops.load_library(library)
-            loaded = True
-        except OSError:  # half written by a concurrent build, say: load_inline waits for that build's lock
-            pass
-    if not loaded:
-        load_inline(name=name, cpp_sources=[source], functions=None, extra_cflags=_CFLAGS,
-                    is_python_module=False, verbose=False)
-    _register_fakes()
-    return torch.ops.ntm_bench_link
+    register_op(namespace, "forward", forward_fake, backward, setup_context)
+    register_op(namespace, "backward", backward_fake)
+
+
+#: the extension; its name starts with the prefix, then a digest of the sources, flags and torch version
+LINK = CppKernel("ntm_bench_link_v3", "link_kernel.cpp", _register, "DNC link")
 
 
 def link_ops():
-    """The loaded ``torch.ops.ntm_bench_link`` namespace, building the extension on the first call; None when
-    NTM_BENCH_NO_CPP_KERNELS=1 or the build failed (logged once)."""
-    if os.environ.get("NTM_BENCH_NO_CPP_KERNELS", "") not in ("", "0"):
-        return None
-    if "ops" not in _state:
-        with _lock:
-            if "ops" not in _state:
-                try:
-                    _state["ops"] = _build()
-                except Exception as error:  # no compiler, no ninja, a build or load error: the PyTorch path
-                    LOGGER.warning("DNC link C++ kernel unavailable, using the PyTorch path: %s", error)
-                    _state["ops"] = None
-    return _state["ops"]
+    """The loaded ops' namespace (``torch.ops.ntm_bench_link_v3_<digest>``), building the extension on the first
+    call; None when NTM_BENCH_NO_CPP_KERNELS=1 or the build failed (logged once)."""
+    return LINK.ops()
 
 
 # ---- the two paths as autograd functions, and the choice between them -----------------------------------------------
-def _fold_population(function, info, in_dims, inputs):
-    """The vmap rule of both link functions: fold the population axis P into the batch (every input is [B, ...]) and
-    call `function` once on [P * B, ...] tensors."""
-    population = info.batch_size
-
-    def fold(tensor: torch.Tensor, dim: int | None) -> torch.Tensor:
-        tensor = tensor.movedim(dim, 0) if dim is not None else tensor.expand(population, *tensor.shape)
-        return tensor.reshape(-1, *tensor.shape[2:])
-
-    outputs = function.apply(*(fold(t, d) for t, d in zip(inputs, in_dims)))
-    return tuple(o.reshape(population, -1, *o.shape[1:]) for o in outputs), (0, 0, 0)
-
-
 class _LinkUpdateAndRead(torch.autograd.Function):
     """`models.addressing.update_link` followed by `directional_read_weights` (one write head), with a hand-written
     backward.
@@ -146,7 +99,7 @@ class _LinkUpdateAndRead(torch.autograd.Function):
     def vmap(info, in_dims, *inputs):
         """Seed-parallel training vmaps the step over a population axis P: fold it into the batch (every input is
         [B, ...]), so the vmapped call is one call on [P * B, ...] tensors, not a per-seed fallback loop."""
-        return _fold_population(_LinkUpdateAndRead, info, in_dims, inputs)
+        return fold_population(_LinkUpdateAndRead.apply, info, in_dims, inputs)
 
     @staticmethod
     def backward(ctx, grad_link, grad_forward, grad_backward):
@@ -175,30 +128,6 @@ class _LinkUpdateAndRead(torch.autograd.Function):
         return grad_old_link, grad_precedence, grad_write, grad_read
 
 
-class _LinkUpdateAndReadCpp(torch.autograd.Function):
-    """`_LinkUpdateAndRead` on CPU through the fused C++ kernels of ``link_kernel.cpp``: the forward makes one read
-    of L and one write of L_new, the backward one read each of the incoming gradient and L and one write of the old
-    links' gradient (it recomputes L_new row by row rather than reading it). Opaque custom ops to torch.compile; under
-    vmap the population is folded into the batch as in `_LinkUpdateAndRead`. Same values and gradients to round-off
-    (tests/test_dnc.py compares the two paths)."""
-
-    @staticmethod
-    def forward(link, precedence, write_weights, read_weights):
-        return torch.ops.ntm_bench_link.forward(link, precedence, write_weights, read_weights)
-
-    @staticmethod
-    def setup_context(ctx, inputs, output):
-        ctx.save_for_backward(*inputs)
-
-    @staticmethod
-    def vmap(info, in_dims, *inputs):
-        return _fold_population(_LinkUpdateAndReadCpp, info, in_dims, inputs)
-
-    @staticmethod
-    def backward(ctx, grad_link, grad_forward, grad_backward):
-        return torch.ops.ntm_bench_link.backward(grad_link, grad_forward, grad_backward, *ctx.saved_tensors)
-
-
 @torch.compiler.assume_constant_result
 def _kernel_loaded() -> bool:
     """Whether the C++ link kernels are built and loaded (building them on the first call). A constant to
@@ -212,5 +141,5 @@ def fused_link_update(link: torch.Tensor, precedence: torch.Tensor, write_weight
     with the kernel loaded), else through `_LinkUpdateAndRead`. Shapes as in `models.addressing.update_link_and_read`.
     """
     if link.device.type == "cpu" and link.dtype in (torch.float32, torch.float64) and _kernel_loaded():
-        return _LinkUpdateAndReadCpp.apply(link, precedence, write_weights, read_weights)
+        return LINK.library.forward(link, precedence, write_weights, read_weights)
     return _LinkUpdateAndRead.apply(link, precedence, write_weights, read_weights)

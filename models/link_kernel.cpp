@@ -1,6 +1,6 @@
 // The DNC's temporal link update with both directional reads, forward and backward, as one fused CPU kernel each.
-// models/_link_kernel.py reads this file, builds it with torch's load_inline on first use and registers the two ops
-// (ntm_bench_link::forward and ::backward); the math is update_link then directional_read_weights in
+// models/_link_kernel.py has models/_cpp.py build it with torch's load_inline on first use, which registers the two
+// ops (forward and backward, in the namespace KERNEL_NAMESPACE: kernel_common.h); the math is update_link then directional_read_weights in
 // models/addressing.py, and its PyTorch twin is _LinkUpdateAndRead in models/_link_kernel.py.
 
 #include <torch/library.h>
@@ -9,55 +9,18 @@
 #include <tuple>
 #include <vector>
 
+#include "kernel_common.h"
+
 namespace {
 
-// the kernels are inlined into one wrapper per dtype; on x86-64 with GCC or clang each float wrapper is built twice,
-// for baseline SSE2 and for AVX2 (without FMA, so both give the same results), and the loader picks the one the CPU
-// runs: plain -O3, no -march flag, so the build stays portable
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-#define LINK_INLINE __attribute__((always_inline)) inline
-#define LINK_CLONES __attribute__((target_clones("avx2", "default")))
-#else
-#define LINK_INLINE inline
-#define LINK_CLONES
-#endif
-
-// a dot product with 8 independent partial sums, so the compiler can vectorise it without -ffast-math
-template <typename T>
-LINK_INLINE T dot(const T* __restrict a, const T* __restrict b, int64_t n) {
-  T acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-  int64_t j = 0;
-  for (; j + 8 <= n; j += 8) {
-    for (int k = 0; k < 8; ++k) acc[k] += a[j + k] * b[j + k];
-  }
-  T tail = 0;
-  for (; j < n; ++j) tail += a[j] * b[j];
-  return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7])) + tail;
-}
-
-// sum_j a_j (b_j - c_j), as `dot`
-template <typename T>
-LINK_INLINE T dot_diff(const T* __restrict a, const T* __restrict b, const T* __restrict c, int64_t n) {
-  T acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-  int64_t j = 0;
-  for (; j + 8 <= n; j += 8) {
-    for (int k = 0; k < 8; ++k) acc[k] += a[j + k] * (b[j + k] - c[j + k]);
-  }
-  T tail = 0;
-  for (; j < n; ++j) tail += a[j] * (b[j] - c[j]);
-  return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7])) + tail;
-}
-
-// y += a x
-template <typename T>
-LINK_INLINE void axpy(T* __restrict y, T a, const T* __restrict x, int64_t n) {
-  for (int64_t j = 0; j < n; ++j) y[j] += a * x[j];
-}
+using kernel_common::axpy;
+using kernel_common::dot;
+using kernel_common::dot_diff;
 
 // one row of L_new: (1 - w_i - w_j) L[i, j] + w_i p_j, with L_new[i, i] = 0
 template <typename T>
-LINK_INLINE void new_link_row(T* __restrict out, const T* __restrict row, const T* __restrict p,
-                         const T* __restrict w, T w_i, int64_t i, int64_t n) {
+KERNEL_INLINE void new_link_row(T* __restrict out, const T* __restrict row, const T* __restrict p,
+                           const T* __restrict w, T w_i, int64_t i, int64_t n) {
   const T keep = T(1) - w_i;
   for (int64_t j = 0; j < n; ++j) out[j] = (keep - w[j]) * row[j] + w_i * p[j];
   out[i] = 0;
@@ -65,21 +28,21 @@ LINK_INLINE void new_link_row(T* __restrict out, const T* __restrict row, const 
 
 // g = g0 + a r + c q (the gradient reaching a row of L_new from later steps and from one head's two reads)
 template <typename T>
-LINK_INLINE void row_grad_first(T* __restrict g, const T* __restrict g0, T a, const T* __restrict r, T c,
-                           const T* __restrict q, int64_t n) {
+KERNEL_INLINE void row_grad_first(T* __restrict g, const T* __restrict g0, T a, const T* __restrict r, T c,
+                             const T* __restrict q, int64_t n) {
   for (int64_t j = 0; j < n; ++j) g[j] = g0[j] + a * r[j] + c * q[j];
 }
 
 // g += a r + c q (further heads)
 template <typename T>
-LINK_INLINE void row_grad_more(T* __restrict g, T a, const T* __restrict r, T c, const T* __restrict q, int64_t n) {
+KERNEL_INLINE void row_grad_more(T* __restrict g, T a, const T* __restrict r, T c, const T* __restrict q, int64_t n) {
   for (int64_t j = 0; j < n; ++j) g[j] += a * r[j] + c * q[j];
 }
 
 // the column terms of one row: grad_w_j -= g_j L[i, j], grad_p_j += g_j w_i, grad_old[i, j] = g_j (1 - w_i - w_j)
 template <typename T>
-LINK_INLINE void row_grad_out(const T* __restrict g, const T* __restrict row, const T* __restrict w, T w_i,
-                         T* __restrict gw, T* __restrict gp, T* __restrict go, int64_t n) {
+KERNEL_INLINE void row_grad_out(const T* __restrict g, const T* __restrict row, const T* __restrict w, T w_i,
+                           T* __restrict gw, T* __restrict gp, T* __restrict go, int64_t n) {
   const T keep = T(1) - w_i;
   for (int64_t j = 0; j < n; ++j) {
     gw[j] -= g[j] * row[j];
@@ -89,8 +52,8 @@ LINK_INLINE void row_grad_out(const T* __restrict g, const T* __restrict row, co
 }
 
 template <typename T>
-LINK_INLINE void forward_kernel(const T* link, const T* p, const T* w, const T* r, T* new_link, T* fwd, T* bwd,
-                    int64_t batch, int64_t heads, int64_t n) {
+KERNEL_INLINE void forward_kernel(const T* link, const T* p, const T* w, const T* r, T* new_link, T* fwd, T* bwd,
+                      int64_t batch, int64_t heads, int64_t n) {
   for (int64_t b = 0; b < batch; ++b) {
     const T* Lb = link + b * n * n;
     T* NLb = new_link + b * n * n;
@@ -113,9 +76,9 @@ LINK_INLINE void forward_kernel(const T* link, const T* p, const T* w, const T* 
 }
 
 template <typename T>
-LINK_INLINE void backward_kernel(const T* grad_link, const T* gf, const T* gb, const T* link, const T* p, const T* w,
-                     const T* r, T* grad_old, T* grad_p, T* grad_w, T* grad_r, int64_t batch, int64_t heads,
-                     int64_t n) {
+KERNEL_INLINE void backward_kernel(const T* grad_link, const T* gf, const T* gb, const T* link, const T* p,
+                                   const T* w, const T* r, T* grad_old, T* grad_p, T* grad_w, T* grad_r, int64_t batch,
+                                   int64_t heads, int64_t n) {
   std::vector<T> g_buffer(n), nl_buffer(n);
   T* g = g_buffer.data();
   T* nl = nl_buffer.data();
@@ -154,12 +117,12 @@ LINK_INLINE void backward_kernel(const T* grad_link, const T* gf, const T* gb, c
   }
 }
 
-LINK_CLONES void forward_float(const float* link, const float* p, const float* w, const float* r, float* new_link,
+KERNEL_CLONES void forward_float(const float* link, const float* p, const float* w, const float* r, float* new_link,
                                float* fwd, float* bwd, int64_t batch, int64_t heads, int64_t n) {
   forward_kernel<float>(link, p, w, r, new_link, fwd, bwd, batch, heads, n);
 }
 
-LINK_CLONES void backward_float(const float* grad_link, const float* gf, const float* gb, const float* link,
+KERNEL_CLONES void backward_float(const float* grad_link, const float* gf, const float* gb, const float* link,
                                 const float* p, const float* w, const float* r, float* grad_old, float* grad_p,
                                 float* grad_w, float* grad_r, int64_t batch, int64_t heads, int64_t n) {
   backward_kernel<float>(grad_link, gf, gb, link, p, w, r, grad_old, grad_p, grad_w, grad_r, batch, heads, n);
@@ -240,14 +203,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> link_backward(
 
 }  // namespace
 
-TORCH_LIBRARY(ntm_bench_link, m) {
+KERNEL_LIBRARY(m) {
   m.def("forward(Tensor link, Tensor precedence, Tensor write_weights, Tensor read_weights) "
         "-> (Tensor, Tensor, Tensor)");
   m.def("backward(Tensor grad_link, Tensor grad_forward, Tensor grad_backward, Tensor link, Tensor precedence, "
         "Tensor write_weights, Tensor read_weights) -> (Tensor, Tensor, Tensor, Tensor)");
 }
 
-TORCH_LIBRARY_IMPL(ntm_bench_link, CPU, m) {
+KERNEL_LIBRARY_IMPL(CPU, m) {
   m.impl("forward", &link_forward);
   m.impl("backward", &link_backward);
 }

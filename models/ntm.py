@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from models._ntm_kernel import fused_heads, kernel_applies
 from models.addressing import circular_shift, content_weighting, erase_and_add, interpolate, read_memory, sharpen
 from models.base import (
     ModelConfig,
@@ -201,6 +202,43 @@ class NTMCell(nn.Module):
         memory = self.initial_memory().expand(batch_size, -1, -1)  # [B, N, M]
         return NTMState(zeros, zeros, reads, weights, memory)
 
+    def heads(self, raw: torch.Tensor, prev_weights: torch.Tensor,
+              memory: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Steps 2-4 of a step in PyTorch: the interface's raw output [B, P], the previous weights [B, H, N] and the
+        memory of step t-1 [B, N, M] -> (reads [B, R, M], weights [B, H, N], new memory [B, N, M]). `forward` runs
+        the same math through one C++ op where `models._ntm_kernel.kernel_applies`."""
+        clip = self.clip_value
+
+        # 2. One fused interface layer; every raw value is clipped before its activation (Collier & Beel's stability
+        #    fix).
+        raw = raw.clamp(-clip, clip)  # [B, P]
+        head_raw, write_raw = _parts(raw, self.interface_widths)  # [B, H * head_size], [B, W * 2M]
+        head_raw = head_raw.unflatten(-1, (-1, self.head_size))  # [B, H, head_size]
+        key, strength, gate, shift, gamma = _parts(head_raw, self.head_widths)
+        keys = torch.tanh(key)  # [B, H, M]
+        strengths = F.softplus(strength)  # [B, H]
+
+        # 3. Address every head against the memory of step t-1.
+        weights = content_weighting(keys, strengths, memory)  # [B, H, N]
+        if self.location_addressing:
+            gates = torch.sigmoid(gate)  # [B, H]
+            shifts = torch.softmax(shift, dim=-1)  # [B, H, 2S+1]
+            gammas = 1.0 + F.softplus(gamma)  # [B, H]
+            weights = interpolate(weights, prev_weights, gates)
+            weights = circular_shift(weights, shifts)
+            weights = sharpen(weights, gammas)
+
+        # 4. Read from the old memory, then write: erase then add, one write head after another.
+        read_weights = weights[:, : self.read_heads]  # [B, R, N]
+        reads = read_memory(read_weights, memory)  # [B, R, M]
+        erase, add = _parts(write_raw.unflatten(-1, (self.write_heads, -1)), self.write_widths)
+        erase = torch.sigmoid(erase)  # [B, W, M]
+        add = torch.tanh(add)  # [B, W, M]
+        for head in range(self.write_heads):
+            memory = erase_and_add(memory, weights[:, self.read_heads + head], erase[:, head], add[:, head])
+
+        return reads, weights, memory
+
     def forward(self, x_t: torch.Tensor, state: NTMState) -> tuple[torch.Tensor, NTMState]:
         """One step: x_t [B, in] -> logits_t [B, out] and the next state."""
         clip = self.clip_value
@@ -215,34 +253,14 @@ class NTMCell(nn.Module):
             layer_input = h
         controller_out = layer_input  # [B, units]
 
-        # 2. One fused interface layer; every raw value is clipped before its activation (Collier & Beel's stability
-        #    fix).
-        raw = self.interface(controller_out).clamp(-clip, clip)  # [B, P]
-        head_raw, write_raw = _parts(raw, self.interface_widths)  # [B, H * head_size], [B, W * 2M]
-        head_raw = head_raw.unflatten(-1, (-1, self.head_size))  # [B, H, head_size]
-        key, strength, gate, shift, gamma = _parts(head_raw, self.head_widths)
-        keys = torch.tanh(key)  # [B, H, M]
-        strengths = F.softplus(strength)  # [B, H]
-
-        # 3. Address every head against the memory of step t-1.
-        memory = state.memory  # [B, N, M]
-        weights = content_weighting(keys, strengths, memory)  # [B, H, N]
-        if self.location_addressing:
-            gates = torch.sigmoid(gate)  # [B, H]
-            shifts = torch.softmax(shift, dim=-1)  # [B, H, 2S+1]
-            gammas = 1.0 + F.softplus(gamma)  # [B, H]
-            weights = interpolate(weights, state.weights, gates)
-            weights = circular_shift(weights, shifts)
-            weights = sharpen(weights, gammas)
-
-        # 4. Read from the old memory, then write: erase then add, one write head after another.
-        read_weights = weights[:, : self.read_heads]  # [B, R, N]
-        reads = read_memory(read_weights, memory)  # [B, R, M]
-        erase, add = _parts(write_raw.unflatten(-1, (self.write_heads, -1)), self.write_widths)
-        erase = torch.sigmoid(erase)  # [B, W, M]
-        add = torch.tanh(add)  # [B, W, M]
-        for head in range(self.write_heads):
-            memory = erase_and_add(memory, weights[:, self.read_heads + head], erase[:, head], add[:, head])
+        # 2.-4. One fused interface layer, then the heads: addressing, read, write (`heads`, or the same math in one C++
+        #    op on a CPU: models/_ntm_kernel.py).
+        raw = self.interface(controller_out)  # [B, P]
+        if kernel_applies(raw):
+            reads, weights, memory = fused_heads(raw, state.weights, state.memory, clip, self.read_heads,
+                                                 self.shift_radius, self.location_addressing)
+        else:
+            reads, weights, memory = self.heads(raw, state.weights, state.memory)
 
         # 5. Output on [controller output, current reads], clipped like the interface.
         logits = self.output(torch.cat([controller_out, reads.flatten(1)], dim=-1)).clamp(-clip, clip)  # [B, out]

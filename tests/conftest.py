@@ -45,6 +45,30 @@ def converged(task, metrics: dict) -> bool:
     return convergence([{"step": 1, **metrics}], task.convergence).step is not None
 
 
+def assert_vmapped_alike(function, reference, stacked: list[torch.Tensor], generator: torch.Generator, in_dims=0,
+                         compiled: bool = False) -> None:
+    """`function` and `reference` (say a C++ kernel's op and its PyTorch twin), each `torch.func.vmap`-ed over the
+    population axis of `stacked`, give the same outputs and the same input gradients under random cotangents, and
+    those gradients are not all 0. `compiled` compiles the vmapped `function` (fullgraph), as the harness compiles
+    the vmapped step of every compiled run."""
+    runs = []
+    for candidate in (function, reference):
+        leaves = [t.clone().requires_grad_(True) for t in stacked]
+        mapped = torch.func.vmap(candidate, in_dims=in_dims)
+        if compiled and candidate is function:
+            torch._dynamo.reset()
+            mapped = torch.compile(mapped, fullgraph=True)
+        runs.append((mapped(*leaves), leaves))
+    (outputs, leaves), (expected_outputs, expected_leaves) = runs
+    for got, expected in zip(outputs, expected_outputs, strict=True):
+        torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
+    cotangents = [torch.randn(o.shape, generator=generator, dtype=o.dtype) for o in expected_outputs]
+    for got, expected in zip(torch.autograd.grad(outputs, leaves, cotangents),
+                             torch.autograd.grad(expected_outputs, expected_leaves, cotangents), strict=True):
+        assert got.abs().sum() > 0
+        torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+
+
 def small_task_params(task_name: str) -> dict:
     return dict(SMALL_TASK_PARAMS.get(task_name, {}))
 

@@ -20,6 +20,7 @@ from models.addressing import (
     update_usage,
 )
 from models.dnc import DNC, DNCConfig, DNCState
+from tests.conftest import assert_vmapped_alike
 
 TOLERANCE = 1e-6
 
@@ -211,7 +212,7 @@ def _cpp_link_functions():
         if os.environ.get("CI"):
             pytest.fail(message)  # CI installs both (.ci/run), so the kernel is always tested there
         pytest.skip(message)
-    return _link_kernel._LinkUpdateAndReadCpp, _link_kernel._LinkUpdateAndRead
+    return _link_kernel.LINK.library.forward, _link_kernel._LinkUpdateAndRead.apply
 
 
 @pytest.mark.parametrize("heads", [1, 2])
@@ -223,8 +224,8 @@ def test_cpp_link_kernel_matches_the_pytorch_path_in_float32(heads):
     base = [t.float() for t in _soft_link_inputs(5, 128, heads, generator)]
     cpp_inputs = [t.clone().requires_grad_(True) for t in base]
     plain_inputs = [t.clone().requires_grad_(True) for t in base]
-    cpp_out = cpp.apply(*cpp_inputs)
-    plain_out = plain.apply(*plain_inputs)
+    cpp_out = cpp(*cpp_inputs)
+    plain_out = plain(*plain_inputs)
     for got, expected in zip(cpp_out, plain_out):
         torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
     assert (cpp_out[0].diagonal(dim1=-2, dim2=-1) == 0).all()
@@ -235,27 +236,25 @@ def test_cpp_link_kernel_matches_the_pytorch_path_in_float32(heads):
         torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
 
 
-def test_cpp_link_kernel_gradcheck_float64_and_vmap():
-    cpp, plain = _cpp_link_functions()
+def test_cpp_link_kernel_gradcheck_float64():
+    cpp, _ = _cpp_link_functions()
     inputs = [t.requires_grad_(True) for t in _soft_link_inputs(3, 6, 2, torch.Generator().manual_seed(8))]
-    assert torch.autograd.gradcheck(cpp.apply, inputs)
-    # seed-parallel training vmaps the step: the population is folded into the batch, as on the PyTorch path
+    assert torch.autograd.gradcheck(cpp, inputs)
+
+
+@pytest.mark.parametrize("compiled", [False, True])
+def test_cpp_link_kernel_under_vmap_matches_the_pytorch_path(compiled):
+    # seed-parallel training vmaps the step, and the harness compiles the vmapped step of every compiled run: the
+    # op's own vmap rule folds the population into the batch, and its backward still runs (before the op had them,
+    # a compiled vmapped step batched it example by example and passed no gradient through the link)
+    cpp, plain = _cpp_link_functions()
     generator = torch.Generator().manual_seed(9)
     stacked = [torch.stack(parts).float() for parts in zip(*(_soft_link_inputs(2, 32, 1, generator) for _ in range(3)))]
-    cpp_inputs = [t.clone().requires_grad_(True) for t in stacked]
-    plain_inputs = [t.clone().requires_grad_(True) for t in stacked]
-    cpp_out = torch.func.vmap(cpp.apply)(*cpp_inputs)
-    plain_out = torch.func.vmap(plain.apply)(*plain_inputs)
-    for got, expected in zip(cpp_out, plain_out):
-        torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
-    weights = [torch.randn(t.shape, generator=generator) for t in plain_out]
-    for got, expected in zip(torch.autograd.grad(cpp_out, cpp_inputs, weights),
-                             torch.autograd.grad(plain_out, plain_inputs, weights)):
-        torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+    assert_vmapped_alike(cpp, plain, stacked, generator, compiled=compiled)
 
 
 def test_cpp_link_kernel_fallbacks(monkeypatch, caplog):
-    from models import _link_kernel
+    from models import _cpp, _link_kernel
 
     inputs = _soft_link_inputs(2, 5, 1, torch.Generator().manual_seed(10))
     reference = _link_kernel._LinkUpdateAndRead.apply(*inputs)
@@ -270,9 +269,9 @@ def test_cpp_link_kernel_fallbacks(monkeypatch, caplog):
     def broken_build():
         raise RuntimeError("no compiler")
 
-    monkeypatch.setattr(_link_kernel, "_state", {})
-    monkeypatch.setattr(_link_kernel, "_build", broken_build)
-    with caplog.at_level("WARNING", logger=_link_kernel.__name__):
+    monkeypatch.setattr(_link_kernel.LINK, "_state", {})
+    monkeypatch.setattr(_link_kernel.LINK, "_build", broken_build)
+    with caplog.at_level("WARNING", logger=_cpp.__name__):
         assert _link_kernel.link_ops() is None
         assert _link_kernel.link_ops() is None
         for got, expected in zip(update_link_and_read(*inputs), reference):
@@ -283,12 +282,12 @@ def test_cpp_link_kernel_fallbacks(monkeypatch, caplog):
 def test_cpp_link_kernel_without_its_source_falls_back(monkeypatch, caplog, tmp_path):
     # a copy of the package without link_kernel.cpp (a wheel built without its package data) warns once, naming the
     # file, and the PyTorch path runs
-    from models import _link_kernel
+    from models import _cpp, _link_kernel
 
     monkeypatch.delenv("NTM_BENCH_NO_CPP_KERNELS", raising=False)
-    monkeypatch.setattr(_link_kernel, "_state", {})
-    monkeypatch.setattr(_link_kernel, "SOURCE", tmp_path / "link_kernel.cpp")
-    with caplog.at_level("WARNING", logger=_link_kernel.__name__):
+    monkeypatch.setattr(_link_kernel.LINK, "_state", {})
+    monkeypatch.setattr(_link_kernel.LINK, "source", tmp_path / "link_kernel.cpp")
+    with caplog.at_level("WARNING", logger=_cpp.__name__):
         assert _link_kernel.link_ops() is None
         assert _link_kernel.link_ops() is None
     assert len([r for r in caplog.records if "link_kernel.cpp" in r.getMessage()]) == 1

@@ -64,19 +64,22 @@ def test_the_installed_package_is_the_wheel_not_the_checkout(installed):
         assert str(bin_dir.parent) in line and str(REPO) not in line, where
 
 
-def test_the_link_kernel_source_ships_and_loads_from_the_installed_package(installed):
-    """models/link_kernel.cpp is package data: the installed `models` reads it from its own folder and, wherever this
-    checkout can build the DNC's C++ link kernel, loads the kernel built from it."""
-    from models import _link_kernel
+def test_the_kernel_sources_ship_and_load_from_the_installed_package(installed):
+    """The C++ kernels' sources (models/link_kernel.cpp, models/ntm_kernel.cpp and the header both include) are
+    package data: the installed `models` reads them from its own folder and, wherever this checkout can build the C++
+    kernels, loads the kernels built from them."""
+    from models import _cpp, _link_kernel, _ntm_kernel
 
     bin_dir, work = installed
-    found = _ok(_run([str(bin_dir / "python"), "-c", "from models import _link_kernel as k; print(k.SOURCE); "
-                      "print(k.link_ops() is not None)"], cwd=work))
-    source, loaded = found.splitlines()
-    assert str(bin_dir.parent) in source and str(REPO) not in source, found
-    assert Path(source).read_text() == _link_kernel.SOURCE.read_text()
-    if _link_kernel.link_ops() is not None:
-        assert loaded == "True", found
+    found = _ok(_run([str(bin_dir / "python"), "-c", "from models import _cpp, _link_kernel as l, _ntm_kernel as n; "
+                      "print(l.LINK.source); print(n.HEADS.source); print(_cpp.HEADER); "
+                      "print(l.link_ops() is not None, n.HEADS.ops() is not None)"], cwd=work))
+    *sources, loaded = found.splitlines()
+    for source, ours in zip(sources, (_link_kernel.LINK.source, _ntm_kernel.HEADS.source, _cpp.HEADER)):
+        assert str(bin_dir.parent) in source and str(REPO) not in source, found
+        assert Path(source).read_text() == ours.read_text()
+    if _link_kernel.link_ops() is not None and _ntm_kernel.HEADS.ops() is not None:
+        assert loaded == "True True", found
 
 
 def test_version_list_and_usage(installed):
