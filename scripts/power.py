@@ -1,6 +1,6 @@
 """The power calculations behind the designs that docs/RESULTS.md declares, by simulation from pilot data.
 
-    python scripts/power.py recall      claims (c)/(f): paired permutation log-rank, NTM against an LSTM, 10 and 20 seeds
+    python scripts/power.py recall      claims (c)/(f): paired permutation log-rank, NTM against an LSTM
     python scripts/power.py init        claim (d): constant M0 against the next best arm, 20-150 seeds an arm
 
 Each prints the share of simulated studies in which the declared test reaches p < 0.05 (Holm's first step, 0.025,

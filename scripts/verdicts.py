@@ -147,7 +147,8 @@ def judge_solves_2x(claim: Claim, data) -> Verdict:
     size = data.tasks[claim.task].test_size_2x
     where = "" if size is None else " at " + ",".join(f"{part}={v}" for part, v in
                                                         zip(data.tasks[claim.task].size_parts, size))
-    evidence = (f"{interim(claim, min(n_a, n_b))}seeds solving 2×{where}: {claim.better} {k_a}/{n_a} {fmt_ci(stats.clopper_pearson(k_a, n_a))}, "
+    evidence = (f"{interim(claim, min(n_a, n_b))}seeds solving 2×{where}: "
+                f"{claim.better} {k_a}/{n_a} {fmt_ci(stats.clopper_pearson(k_a, n_a))}, "
                 f"{claim.other} {k_b}/{n_b} {fmt_ci(stats.clopper_pearson(k_b, n_b))} (Clopper–Pearson 95 %)")
     need = smallest_significant(n_a, n_b)
     test = f"Fisher exact, two-sided: p = {p:.3g}" + ("" if need is None else

@@ -392,8 +392,9 @@ def test_a_task_note_reaches_the_report_and_summary_md(tmp_path):
     summary.md), without changing its protocol or run ids."""
     note = "Trains for 2 steps: <b>a look</b>, not a result; see docs/RESULTS.md"
     base = ["run", "--suite", "smoke", "--no-estimate", "--set", "seeds=1", "--set", "train.steps=2",
-            "--set", "train.eval_every=1", "--set", "train.eval_sequences=2", "--set", "train.generalization_sequences=2",
-            "--set", "train.batch_size=2", "--set", "models={lstm: {layers: 1, units: 4}}"]
+            "--set", "train.eval_every=1", "--set", "train.eval_sequences=2",
+            "--set", "train.generalization_sequences=2", "--set", "train.batch_size=2",
+            "--set", "models={lstm: {layers: 1, units: 4}}"]
     copy = "copy: {bits: 2, train_sizes: [1, 2], test_sizes: [2, 3]"
     assert cli_main([*base, "--out", str(tmp_path / "a"), "--set", f"tasks={{{copy}, note: '{note}'}}}}"]) == 0
     assert cli_main([*base, "--out", str(tmp_path / "b"), "--no-report", "--set", f"tasks={{{copy}}}}}"]) == 0
