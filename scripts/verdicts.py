@@ -81,7 +81,7 @@ CLAIMS = [
           "paper_recall_fresh", "associative_recall", "ntm_constant", "lstm_3x256",
           missing="paper-size Associative Recall on fresh seeds 101-120, NTM and LSTM 3 x 256", declared=20),
     Claim("(d)", "Constant memory initialisation converges about 2x faster than the next best (Collier & Beel)",
-          "faster", None, missing="the init_schemes study on fresh seeds"),
+          "faster", None, missing="the init_study suite (3 reference arms, seeds 101-140), declared and queued"),
     Claim("(e)", "No NaN in training with gradient and controller clipping (Collier & Beel)", "no_nan",
           "quick_heldout", "copy", "ntm", "dnc"),
     Claim("(f)", "The LSTM learns Associative Recall far more slowly than the NTM (Graves 2014)", "faster",
