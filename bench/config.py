@@ -155,6 +155,8 @@ class Component:
     per_task: dict[str, dict[str, Any]] = field(default_factory=dict)
     #: tasks only: training keys that replace the suite's `train:` for this task's runs (e.g. a shorter budget)
     train: dict[str, Any] = field(default_factory=dict)
+    #: tasks only: a line the report shows with the task's results (e.g. why a short budget shows little)
+    note: str = ""
 
     def params_for(self, task_label: str) -> dict[str, Any]:
         return {**self.params, **self.per_task.get(task_label, {})}
@@ -174,7 +176,7 @@ class Suite:
         "the training protocol (docs/TASKS.md#training-protocol)"))
     tasks: dict[str, Component] = field(default_factory=dict, metadata=_help(
         "label -> task parameters; `task:` names the registry entry (defaults to the label); `train: {...}` "
-        "overrides training keys for this task's runs"))
+        "overrides training keys for this task's runs; `note: ...` is one line the report shows with its results"))
     models: dict[str, Component] = field(default_factory=dict, metadata=_help(
         "label -> model parameters; `model:` names the registry entry (defaults to the label); "
         "`per_task: {TASK_LABEL: {...}}` overrides parameters for one task"))
@@ -517,10 +519,11 @@ def _components(section: str, value: Any, file: str, type_key: str) -> dict[str,
         per_task = params.pop("per_task", {}) if section == "models" else {}
         train = _task_train(params.pop("train", None), f"{section}.{label}.train", file) if section == "tasks" \
             else {}
+        note = _task_note(params.pop("note", ""), f"{section}.{label}.note", file) if section == "tasks" else ""
         allowed = known_params(kind)
         for key in params:
             if key not in allowed:
-                extra = ["per_task"] if section == "models" else ["train"]
+                extra = ["per_task"] if section == "models" else ["train", "note"]
                 raise ConfigError(f"{file}: " + str(_unknown(f"{section}.{label}", key, [*allowed, *extra])))
         if not isinstance(per_task, dict) or not all(isinstance(v, dict) for v in per_task.values()):
             raise ConfigError(f"{file}: {section}.{label}.per_task: must map task labels to parameter mappings")
@@ -529,8 +532,20 @@ def _components(section: str, value: Any, file: str, type_key: str) -> dict[str,
                 if key not in allowed:
                     raise ConfigError(f"{file}: " + str(_unknown(f"{section}.{label}.per_task.{task_label}", key,
                                                                  allowed)))
-        components[str(label)] = Component(str(label), kind, params, per_task, train)
+        components[str(label)] = Component(str(label), kind, params, per_task, train, note)
     return components
+
+
+#: the longest task note a suite may give (it is one line of the report)
+MAX_NOTE_CHARS = 600
+
+
+def _task_note(value: Any, where: str, file: str) -> str:
+    """A task's `note:`, one line of plain text shown with its results."""
+    if not isinstance(value, str) or "\n" in value.strip() or len(value) > MAX_NOTE_CHARS:
+        raise ConfigError(f"{file}: {where}: must be one line of text of at most {MAX_NOTE_CHARS} characters, "
+                          f"got {str(value)[:60]!r}")
+    return value.strip()
 
 
 def _task_train(value: Any, where: str, file: str) -> dict[str, Any]:

@@ -212,7 +212,8 @@ def task_facts(suite: Suite) -> dict[str, dict[str, Any]]:
         fingerprint = protocol(task, component.type, component.params, train.eval_sequences,
                                train.generalization_sequences, suite.eval_seed,
                                task_key(component.type, component.params))
-        facts[label] = {"type": component.type, **task.facts(), "protocol": fingerprint}
+        facts[label] = {"type": component.type, **task.facts(), "protocol": fingerprint,
+                        **({"note": component.note} if component.note else {})}
     return facts
 
 

@@ -1,11 +1,20 @@
 """Each published claim's verdict, computed from the per-run data committed under results/ by the rules that
-docs/RESULTS.md declares ("How a verdict is decided"), so the page cannot drift from the data.
+docs/RESULTS.md declares ("How a verdict is decided"), and every data table of docs/RESULTS.md, recomputed from the
+same files, so the page cannot drift from the data.
 
     python scripts/verdicts.py                 print the verdict table (Markdown)
     python scripts/verdicts.py --write         rewrite the tables between the markers in docs/RESULTS.md and README.md
     python scripts/verdicts.py --check         exit 1 when a page's table differs from the data's
 
-It also writes the README's table of the shipped bundles' scorecards (`scorecard_table`).
+It also writes the README's table of the shipped bundles' scorecards (`scorecard_table`), and the tables between
+data markers in docs/RESULTS.md (`data_table`):
+
+    <!-- data:summary BUNDLE[+BUNDLE...] TASK -->   the report's summary table of TASK (as in summary.md)
+    <!-- data:seeds BUNDLE[+BUNDLE...] TASK -->     wrong bits/seq at every test size, per model and seed
+    ...
+    <!-- data:end -->
+
+Several bundles joined by `+` are one report of them (`bench.report.combine`, protocols checked).
 
 A claim is data (`CLAIMS`): which committed folder, task and models it is judged on, and which kind of test. A claim
 whose data are not committed yet gets "not shown" and says what is missing. The tests (tests/test_verdicts.py) check
@@ -15,8 +24,9 @@ the rules on small known cases and that docs/RESULTS.md holds what this script c
 from __future__ import annotations
 
 import argparse
+import re
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import pandas as pd
@@ -27,6 +37,8 @@ sys.path.insert(0, str(REPO))
 from bench import stats  # noqa: E402
 from bench.report.combine import COMPARED, Source, combine  # noqa: E402
 from bench.report.data import convergence_sample, load_suite_data, truthy  # noqa: E402
+from bench.report.page import summary_markdown_table  # noqa: E402
+from bench.report.tables import summary_table  # noqa: E402
 from bench.results import read_csv  # noqa: E402
 from bench.survival import logrank  # noqa: E402
 
@@ -53,6 +65,7 @@ class Claim:
     better: str = ""            # the model the claim favours
     other: str = ""             # the model it is compared with ("" for one-model claims)
     missing: str = ""           # what has to be run for a verdict, when `folder` is None
+    declared: int = 0           # seeds an arm the declared design needs (0: what is committed is the design)
 
 
 #: the claims of docs/RESULTS.md, each judged on data nobody tuned on
@@ -61,17 +74,19 @@ CLAIMS = [
                  "default suite", "solves_2x", "quick_heldout", "copy", "ntm", "lstm"),
     Claim("(a')", "The same claim at the paper's sizes (L 1-20, 1 x 100 controller, 128 x 20 memory)", "solves_2x",
           ("paper_copy_fresh", "paper_copy_fresh_lstm"), "copy", "ntm_constant", "lstm_2x256",
-          missing="the LSTM arm (2 x 256, Adam 3e-3, 25,000 steps) on the same fresh seeds"),
+          missing="the LSTM arm (2 x 256, Adam 3e-3, 25,000 steps) on the same fresh seeds", declared=20),
     Claim("(b)", "Copy trained on L 1-20 degrades around output position 36 at L = 40 (Collier & Beel)", "position",
           None, missing="per-run position errors of paper-size Copy on fresh seeds"),
-    Claim("(c)", "Associative Recall trained on 2-6 items generalises to 12 (Graves 2014)", "solves_2x", None,
-          missing="paper-size Associative Recall on fresh seeds"),
+    Claim("(c)", "Associative Recall trained on 2-6 items generalises to 12 (Graves 2014)", "solves_2x",
+          "paper_recall_fresh", "associative_recall", "ntm_constant", "lstm_3x256",
+          missing="paper-size Associative Recall on fresh seeds 101-120, NTM and LSTM 3 x 256", declared=20),
     Claim("(d)", "Constant memory initialisation converges about 2x faster than the next best (Collier & Beel)",
-          "faster", None, missing="the init_schemes study on fresh seeds"),
+          "faster", None, missing="the init_study suite (3 reference arms, seeds 101-140), declared and queued"),
     Claim("(e)", "No NaN in training with gradient and controller clipping (Collier & Beel)", "no_nan",
           "quick_heldout", "copy", "ntm", "dnc"),
-    Claim("(f)", "The LSTM learns Associative Recall far more slowly than the NTM (Graves 2014)", "faster", None,
-          missing="paper-size Associative Recall on fresh seeds, NTM and LSTM"),
+    Claim("(f)", "The LSTM learns Associative Recall far more slowly than the NTM (Graves 2014)", "faster",
+          "paper_recall_fresh", "associative_recall", "ntm_constant", "lstm_3x256",
+          missing="paper-size Associative Recall on fresh seeds 101-120, NTM and LSTM 3 x 256", declared=20),
 ]
 
 
@@ -132,7 +147,8 @@ def judge_solves_2x(claim: Claim, data) -> Verdict:
     size = data.tasks[claim.task].test_size_2x
     where = "" if size is None else " at " + ",".join(f"{part}={v}" for part, v in
                                                         zip(data.tasks[claim.task].size_parts, size))
-    evidence = (f"seeds solving 2×{where}: {claim.better} {k_a}/{n_a} {fmt_ci(stats.clopper_pearson(k_a, n_a))}, "
+    evidence = (f"{interim(claim, min(n_a, n_b))}seeds solving 2×{where}: "
+                f"{claim.better} {k_a}/{n_a} {fmt_ci(stats.clopper_pearson(k_a, n_a))}, "
                 f"{claim.other} {k_b}/{n_b} {fmt_ci(stats.clopper_pearson(k_b, n_b))} (Clopper–Pearson 95 %)")
     need = smallest_significant(n_a, n_b)
     test = f"Fisher exact, two-sided: p = {p:.3g}" + ("" if need is None else
@@ -140,11 +156,28 @@ def judge_solves_2x(claim: Claim, data) -> Verdict:
     return Verdict(evidence, test, solve_rate_verdict(k_a, n_a, k_b, n_b))
 
 
+def interim(claim: Claim, seeds: int) -> str:
+    """"interim: k of n seeds; " while fewer seeds than the declared design are in (a verdict on them is
+    provisional), else ""."""
+    return f"interim: {seeds} of {claim.declared} seeds; " if seeds < claim.declared else ""
+
+
+def _on_seeds(sample, seeds: set[int]):
+    """A `ConvergenceSample` cut to the given seeds (in seed order)."""
+    keep = [i for i, seed in enumerate(sample.seeds) if seed in seeds]
+    return type(sample)(**{field.name: [getattr(sample, field.name)[i] for i in keep] for field in fields(sample)})
+
+
 def judge_faster(claim: Claim, data) -> Verdict:
     a = convergence_sample(data, claim.task, claim.better)
     b = convergence_sample(data, claim.task, claim.other)
+    if a.seeds and b.seeds:  # the declared rule counts the seeds both arms have finished
+        common = set(a.seeds) & set(b.seeds)
+        a, b = _on_seeds(a, common), _on_seeds(b, common)
+    if not a.seeds or not b.seeds:
+        return Verdict("the runs of one arm are not finished yet", f"needs {claim.missing}", NOT_SHOWN)
     result = logrank((a.sequences, a.converged), (b.sequences, b.converged), paired=a.seeds == b.seeds)
-    evidence = (f"converged: {claim.better} {sum(a.converged)}/{len(a.seeds)}, "
+    evidence = (f"{interim(claim, len(a.seeds))}converged: {claim.better} {sum(a.converged)}/{len(a.seeds)}, "
                 f"{claim.other} {sum(b.converged)}/{len(b.seeds)}")
     if result is None:
         return Verdict(evidence, "log-rank: no run converged", NOT_SHOWN)
@@ -178,15 +211,20 @@ def folders(claim: Claim, results: Path = RESULTS) -> list[str]:
     return [name for name in named if (results / name / "suite.json").is_file()]
 
 
+def load_bundles(names: list[str], results: Path = RESULTS):
+    """One bundle's data, or one report of several (a task they share must be the same test: protocol
+    fingerprints)."""
+    if len(names) == 1:
+        return load_suite_data(results / names[0])
+    parts = [(load_suite_data(results / name), Source(results / name, name, COMPARED)) for name in names]
+    return combine(parts, only_first_tasks=False)
+
+
 def verdict_of(claim: Claim, results: Path = RESULTS) -> Verdict:
     present = folders(claim, results)
     if not present:
         return Verdict("no per-run data committed yet", f"needs {claim.missing}", NOT_SHOWN)
-    if len(present) == 1:
-        return JUDGES[claim.kind](claim, load_suite_data(results / present[0]))
-    # several folders, one report of them: a task they share must be the same test (protocol fingerprints)
-    parts = [(load_suite_data(results / name), Source(results / name, name, COMPARED)) for name in present]
-    return JUDGES[claim.kind](claim, combine(parts, only_first_tasks=False))
+    return JUDGES[claim.kind](claim, load_bundles(present, results))
 
 
 def table(results: Path = RESULTS) -> str:
@@ -223,6 +261,52 @@ def scorecard_table() -> str:
     return "\n".join(lines) + f"\n\nThreshold: {', '.join(f'{t:g}' for t in sorted(threshold))}."
 
 
+#: a data table of docs/RESULTS.md: <!-- data:KIND BUNDLE[+BUNDLE...] TASK --> table <!-- data:end -->
+DATA_BLOCK = re.compile(r"(<!-- data:(summary|seeds) (\S+) (\S+) -->\n)(.*?)(<!-- data:end -->)", re.S)
+
+
+def _bits(value: float) -> str:
+    return "—" if pd.isna(value) else "0" if value == 0 else f"{value:.3g}"
+
+
+def seeds_table(data, task: str) -> list[str]:
+    """Wrong bits per sequence at every test size, one row per model and seed (from generalization.csv), with the
+    step at which the run converged (runs.csv)."""
+    gen = data.gen[data.gen["task"] == task]
+    runs = data.runs[(data.runs["task"] == task) & (data.runs["status"] == "done")]
+    parts = [column for column in gen.columns if column.startswith("size_")]  # size_L, size_items, ...
+    sizes = list(gen.drop_duplicates("size").sort_values(parts or ["size"])["size"])
+    lines = ["| model | seed | converged at step | " + " | ".join(sizes) + " |",
+             "|---|---|---|" + "---|" * len(sizes)]
+    for model in [m for m in data.models if m in set(runs["model"])]:
+        for _, run in runs[runs["model"] == model].sort_values("seed").iterrows():
+            errors = gen[gen["run_id"] == run["run_id"]].set_index("size")["wrong_bits_per_seq"]
+            step = f"{int(run['converge_step']):,}" if truthy(run["converged"]) else "—"
+            lines.append(f"| {model} | {int(run['seed'])} | {step} | "
+                         + " | ".join(_bits(errors.get(size, float("nan"))) for size in sizes) + " |")
+    return lines
+
+
+def data_table(kind: str, bundles: str, task: str, results: Path = RESULTS) -> str:
+    """The table a data marker names, computed from the committed bundle(s)."""
+    names = bundles.split("+")
+    missing = [name for name in names if not (results / name / "suite.json").is_file()]
+    if missing:
+        raise SystemExit(f"{PAGE}: data marker names results/{missing[0]}, which is not a committed bundle")
+    data = load_bundles(names, results)
+    if task not in data.tasks:
+        raise SystemExit(f"{PAGE}: data marker names task '{task}', which results/{bundles} does not have "
+                         f"(it has: {', '.join(data.tasks)})")
+    lines = summary_markdown_table(summary_table(data, data.tasks[task])) if kind == "summary" \
+        else seeds_table(data, task)
+    return "\n".join(lines)
+
+
+def data_blocks(text: str, results: Path = RESULTS) -> str:
+    """`text` with every data marker's table recomputed."""
+    return DATA_BLOCK.sub(lambda m: f"{m[1]}{data_table(m[2], m[3], m[4], results)}\n{m[6]}", text)
+
+
 #: (page, start marker, end marker, the function that computes the block)
 BLOCKS = ((PAGE, START, END, lambda: table()), (README, SCORE_START, SCORE_END, scorecard_table))
 
@@ -242,6 +326,13 @@ def main(argv: list[str] | None = None) -> int:
     action.add_argument("--check", action="store_true", help="exit 1 if a page's table is not the data's")
     args = parser.parse_args(argv)
     status = 0
+    text = PAGE.read_text()
+    computed = data_blocks(text)
+    if args.write:
+        PAGE.write_text(computed)
+    elif args.check and computed != text:
+        print(f"{PAGE}: a data table differs from the data; run python scripts/verdicts.py --write", file=sys.stderr)
+        status = 1
     for page, start, end, compute in BLOCKS:
         computed = compute()
         if args.write:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import os
 import re
 import shutil
@@ -384,6 +385,35 @@ def test_renders_from_a_real_smoke_run(tmp_path, capsys):
     assert {"curves_copy.png", "generalization_copy.png", "samples_copy.png", "memory_copy.png"} <= figures
     if "convergence.png" not in figures:  # two steps: no seed converges, and the page says so instead of a blank plot
         assert "No seed converged" in path.read_text()
+
+
+def test_a_task_note_reaches_the_report_and_summary_md(tmp_path):
+    """A suite's `tasks.LABEL.note` is recorded in suite.json and shown with that task's results (HTML, escaped, and
+    summary.md), without changing its protocol or run ids."""
+    note = "Trains for 2 steps: <b>a look</b>, not a result; see docs/RESULTS.md"
+    base = ["run", "--suite", "smoke", "--no-estimate", "--set", "seeds=1", "--set", "train.steps=2",
+            "--set", "train.eval_every=1", "--set", "train.eval_sequences=2",
+            "--set", "train.generalization_sequences=2", "--set", "train.batch_size=2",
+            "--set", "models={lstm: {layers: 1, units: 4}}"]
+    copy = "copy: {bits: 2, train_sizes: [1, 2], test_sizes: [2, 3]"
+    assert cli_main([*base, "--out", str(tmp_path / "a"), "--set", f"tasks={{{copy}, note: '{note}'}}}}"]) == 0
+    assert cli_main([*base, "--out", str(tmp_path / "b"), "--no-report", "--set", f"tasks={{{copy}}}}}"]) == 0
+    facts = {name: json.loads((tmp_path / name / "suite.json").read_text())["tasks"]["copy"] for name in "ab"}
+    assert facts["a"]["note"] == note and "note" not in facts["b"]
+    assert facts["a"]["protocol"] == facts["b"]["protocol"]
+    assert json.loads((tmp_path / "a" / "suite.json").read_text())["run_ids"] == \
+        json.loads((tmp_path / "b" / "suite.json").read_text())["run_ids"]
+    page = (tmp_path / "a" / "index.html").read_text()
+    assert "Trains for 2 steps: &lt;b&gt;a look&lt;/b&gt;, not a result" in page
+    assert "Trains for 2 steps: &lt;b&gt;a look&lt;/b&gt;, not a result" in (tmp_path / "a" / "summary.md").read_text()
+
+
+@pytest.mark.parametrize("value", ["two\nlines", 3, "x" * 601])
+def test_a_bad_task_note_is_refused_in_one_line(tmp_path, value):
+    from bench.config import ConfigError, read_suite
+
+    with pytest.raises(ConfigError, match=r"tasks\.copy\.note: must be one line of text"):
+        read_suite({"name": "n", "tasks": {"copy": {"note": value}}, "models": {"lstm": {}}})
 
 
 # ---- a real browser ---------------------------------------------------------------------------------------------

@@ -81,7 +81,7 @@ def test_a_nan_claim_needs_long_runs(tmp_path):
     runs["steps"] = 200_000
     runs.to_csv(tmp_path / "runs.csv", index=False)
     assert verdicts.judge_no_nan(claim, verdicts.load_suite_data(tmp_path)).verdict == "replicates"
-    runs.loc[runs["model"] == "ntm", "nonfinite_steps"] = [3] + [0] * 9
+    runs.loc[runs.index[runs["model"] == "ntm"][0], "nonfinite_steps"] = 3  # one NTM run skipped 3 updates
     runs.to_csv(tmp_path / "runs.csv", index=False)
     assert verdicts.judge_no_nan(claim, verdicts.load_suite_data(tmp_path)).verdict == "does not replicate"
 
@@ -93,3 +93,47 @@ def test_a_claim_with_one_arm_committed_is_not_shown_and_says_what_is_missing(tm
     shutil.copytree(verdicts.RESULTS / claim.folder[0], tmp_path / claim.folder[0])  # the NTM arm alone
     verdict = verdicts.verdict_of(claim, tmp_path)
     assert verdict.verdict == "not shown" and "not run yet" in verdict.evidence and claim.missing in verdict.test
+
+
+def test_every_data_table_of_results_md_names_a_committed_bundle_and_is_recomputed():
+    text = verdicts.PAGE.read_text()
+    blocks = verdicts.DATA_BLOCK.findall(text)
+    assert len(blocks) >= 6, "docs/RESULTS.md's tables come from data markers"
+    for _, kind, bundles, task, table, _ in blocks:
+        for name in bundles.split("+"):
+            assert (verdicts.RESULTS / name / "runs.csv").is_file(), f"results/{name} is not committed"
+        assert table.strip() == verdicts.data_table(kind, bundles, task), \
+            f"{kind} {bundles} {task}: run python scripts/verdicts.py --write"
+
+
+def test_a_seeds_table_is_the_bundles_generalization_csv(tmp_path):
+    """The per-seed table reads its numbers from generalization.csv: change one there and the table changes."""
+    import shutil
+
+    shutil.copytree(verdicts.RESULTS / "quick_heldout", tmp_path / "b")
+    before = verdicts.data_table("seeds", "b", "copy", tmp_path)
+    gen = pd.read_csv(tmp_path / "b" / "generalization.csv")
+    row = gen[(gen["model"] == "ntm") & (gen["seed"] == 12) & (gen["size"] == "L=16")].index[0]
+    assert f"| ntm | 12 | — | 0 | {gen.loc[row - 2, 'wrong_bits_per_seq']:.3g} |" in before  # L=4, then L=8
+    gen.loc[row, "wrong_bits_per_seq"] = 123.0
+    gen.to_csv(tmp_path / "b" / "generalization.csv", index=False)
+    after = verdicts.data_table("seeds", "b", "copy", tmp_path)
+    changed = [line for line in after.splitlines() if line not in before.splitlines()]
+    assert len(changed) == 1 and changed[0].startswith("| ntm | 12 |") and "| 123 |" in changed[0]
+    # a page whose table is stale is rewritten from the data
+    page = f"x\n<!-- data:seeds b copy -->\n{before}\n<!-- data:end -->\ny"
+    assert verdicts.data_blocks(page, tmp_path) == f"x\n<!-- data:seeds b copy -->\n{after}\n<!-- data:end -->\ny"
+
+
+def test_a_data_marker_naming_a_missing_bundle_or_task_is_refused(tmp_path):
+    with pytest.raises(SystemExit, match="results/nothing_here"):
+        verdicts.data_table("summary", "nothing_here", "copy", tmp_path)
+    with pytest.raises(SystemExit, match="task 'sorting'"):
+        verdicts.data_table("summary", "quick_heldout", "sorting")
+
+
+def test_an_interim_verdict_says_how_many_declared_seeds_are_in():
+    claim = verdicts.Claim("(x)", "x", "solves_2x", "quick_heldout", "copy", "ntm", "lstm", declared=20)
+    assert verdicts.verdict_of(claim).evidence.startswith("interim: 10 of 20 seeds; ")
+    complete = verdicts.Claim("(x)", "x", "solves_2x", "quick_heldout", "copy", "ntm", "lstm", declared=10)
+    assert "interim" not in verdicts.verdict_of(complete).evidence

@@ -96,6 +96,8 @@ class TaskInfo:
     #: the task's name in figure files and anchors: its `slug`, unless two tasks of one report share that
     #: (`with_unique_slugs`)
     slug: str = ""
+    #: the suite's line about this task (`tasks.LABEL.note`), shown with its results; "" when none
+    note: str = ""
 
     def __post_init__(self) -> None:
         self.slug = self.slug or slug(self.label)
@@ -163,7 +165,8 @@ def task_info(label: str, fact: dict[str, Any], has_optimum: bool = False) -> Ta
                     solved=None if solved is None else Rule.from_json(solved),
                     test_size_2x=fact.get("test_size_2x"),
                     trivial_errors=_numbers(fact.get("trivial_errors")),
-                    trivial_error_train=_number(fact.get("trivial_error_train")))
+                    trivial_error_train=_number(fact.get("trivial_error_train")),
+                    note=fact["note"] if isinstance(fact.get("note"), str) else "")
 
 
 def _number(value: Any) -> float | None:

@@ -228,17 +228,25 @@ def summary_markdown(sections: list[dict[str, Any]], header: dict[str, Any]) -> 
         rule = f"converged when {md(task.rule)}" if task.has_threshold else "no convergence threshold"
         train = f"; trained on {md(section['train_range'])}" if section["train_range"] else ""
         lines += [f"## {md(task.label)}", "", f"{rule}{train}.", ""]
-        heads = [h["text"] + (f" ({h['sub']})" if h["sub"] else "") for h in section["summary"]["headers"]]
-        lines.append("| " + " | ".join(md(h) for h in heads) + " |")
-        lines.append("|" + "|".join("---" for _ in heads) + "|")
-        for row in section["summary"]["rows"]:
-            texts = []
-            for cell in row["cells"]:
-                text = cell.text + "".join(f" [{badge}]" for badge, _ in cell.badges)
-                texts.append(md(text + (f" ({cell.sub})" if cell.sub else "")))
-            lines.append("| " + " | ".join(texts) + " |")
+        if task.note:
+            lines += [md(task.note, newline=" "), ""]
+        lines += summary_markdown_table(section["summary"])
         lines.append("")
     return "\n".join(lines)
+
+
+def summary_markdown_table(summary: dict[str, Any]) -> list[str]:
+    """One task's summary table (`summary_table`) as the lines of a GitHub Markdown table."""
+    md = markdown_text
+    heads = [h["text"] + (f" ({h['sub']})" if h["sub"] else "") for h in summary["headers"]]
+    lines = ["| " + " | ".join(md(h) for h in heads) + " |", "|" + "|".join("---" for _ in heads) + "|"]
+    for row in summary["rows"]:
+        texts = []
+        for cell in row["cells"]:
+            text = cell.text + "".join(f" [{badge}]" for badge, _ in cell.badges)
+            texts.append(md(text + (f" ({cell.sub})" if cell.sub else "")))
+        lines.append("| " + " | ".join(texts) + " |")
+    return lines
 
 
 #: in an output folder: the reference bundles its report shows beside its own runs (`--reference`)
