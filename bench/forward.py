@@ -1,7 +1,7 @@
 """How a training step runs: the forward of a group of runs (`make_forward`: `SingleForward` for a run alone,
 `BatchedForward` for several sharing one vmapped computation), the group's inputs (`stack_batches`, one copy per
 tensor to the device; `keeps_slots`, whether runs that leave keep their place), the compile policy
-(`compile_options`, `COMPILE_AUTO_MIN_STEPS`, `CUDA_GRAPHS`, `begin_iteration`, `repair_compile_cache`), and
+(`compile_options`, `CUDA_GRAPHS`, `begin_iteration`, `repair_compile_cache`), and
 `optimizer_step`, the plain optimizer step of the code that times training outside the loop (`bench.preflight`,
 `bench.perf`).
 
@@ -27,10 +27,6 @@ from tasks.base import Batch
 
 log = logging.getLogger("bench")
 
-#: `compile: auto` compiles the step of runs with at least this many steps: compiling costs tens of seconds once per
-#: run, which paper-length runs repay and a short CPU-suite run (often stopped at convergence) does not. The
-#: measurements behind the threshold are in docs/PERFORMANCE.md ("Against the targets of issue 7").
-COMPILE_AUTO_MIN_STEPS = 10000
 
 
 #: torch.compile's options for `compile: cudagraphs` on CUDA
@@ -46,14 +42,16 @@ def begin_iteration(options: dict[str, Any] | None) -> None:
 def compile_options(spec: RunSpec, model: torch.nn.Module, device: torch.device) -> dict[str, Any] | None:
     """`torch.compile`'s options for this run's step, or None to run it eagerly.
 
-    `on` and `cudagraphs` compile; `auto` compiles runs of at least COMPILE_AUTO_MIN_STEPS steps. `cudagraphs` on a
+    `on` and `cudagraphs` compile; `auto` compiles runs whose step budget is at least the model's
+    `compile_break_even_steps` (compiling costs tens of seconds once per run, which long runs repay and a short CPU
+    run, often stopped at convergence, does not; the measurements are in docs/PERFORMANCE.md). `cudagraphs` on a
     GPU also captures the step as CUDA graphs (mode reduce-overhead; shapes are static there, as every batch is
     padded to the task's longest training T); elsewhere it is `on`.
     """
     setting = spec.train.compile
     if not isinstance(model, RecurrentModel) or setting == "off":
         return None
-    if setting == "auto" and spec.train.steps < COMPILE_AUTO_MIN_STEPS:
+    if setting == "auto" and spec.train.steps < model.compile_break_even_steps:
         return None
     return dict(CUDA_GRAPHS) if setting == "cudagraphs" and device.type == "cuda" else {}
 

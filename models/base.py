@@ -159,6 +159,10 @@ class RecurrentModel(SequenceModel):
     #: time steps per call of the compiled function: a few steps compiled unrolled pay the per-call overhead of a
     #: compiled function (guards, wrappers, autograd nodes) once per chunk; a subclass sets what measures fastest
     compile_unroll: int = 1
+    #: the shortest step budget for which `compile: auto` compiles this model's step: where the time a compiled step
+    #: saves over an eager one has paid for a cold compile. 10,000 unless a model measured its own (docs/PERFORMANCE.md,
+    #: "When `compile: auto` compiles")
+    compile_break_even_steps: int = 10_000
 
     def initial_state(self, batch_size: int, device: torch.device | str | None = None,
                       dtype: torch.dtype = torch.float32):  # pragma: no cover - interface

@@ -280,6 +280,9 @@ class NTM(RecurrentModel):
     #: compiled 4 steps at a time: faster training at the paper config than 1 step per call, for a longer compile
     #: (measurements in docs/PERFORMANCE.md)
     compile_unroll = 4
+    #: a cold compile (about 23 s) is repaid by about 3,000 training steps on Copy at the paper config; rounded up
+    #: because many runs stop at convergence, well before their budget (docs/PERFORMANCE.md)
+    compile_break_even_steps = 5_000
 
     def __init__(self, input_size: int, output_size: int, config: NTMConfig | None = None, **params: Any):
         super().__init__()

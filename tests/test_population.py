@@ -149,18 +149,24 @@ def test_evaluation_under_cuda_graphs_runs_eagerly():
 
 
 def test_compile_options_per_setting():
-    from bench.forward import COMPILE_AUTO_MIN_STEPS, compile_options
+    from bench.forward import compile_options
     from bench.registry import build_model
 
-    ntm, lstm = build_model("ntm", 4, 3), build_model("lstm", 4, 3)
+    ntm, dnc, lstm = build_model("ntm", 4, 3), build_model("dnc", 4, 3), build_model("lstm", 4, 3)
     cpu, cuda = torch.device("cpu"), torch.device("cuda")  # only the device type is looked at
     for setting, steps, device, expected in [("off", 50, cpu, None), ("on", 50, cpu, {}), ("auto", 50, cpu, None),
-                                             ("auto", COMPILE_AUTO_MIN_STEPS, cpu, {}), ("cudagraphs", 50, cpu, {}),
+                                             ("cudagraphs", 50, cpu, {}),
                                              ("cudagraphs", 50, cuda, {"mode": "reduce-overhead"}),
                                              ("on", 50, cuda, {})]:
         spec = _specs([f"train.compile={setting}", f"train.steps={steps}"])[0]
         assert compile_options(spec, ntm, device) == expected, (setting, steps, device)
         assert compile_options(spec, lstm, device) is None  # no step to compile
+    # auto: from each model's own measured break-even budget, the NTM's shorter than the default
+    assert ntm.compile_break_even_steps < dnc.compile_break_even_steps
+    for model in (ntm, dnc):
+        for steps, expected in [(model.compile_break_even_steps - 1, None), (model.compile_break_even_steps, {})]:
+            spec = _specs(["train.compile=auto", f"train.steps={steps}"])[0]
+            assert compile_options(spec, model, cpu) == expected, (type(model).__name__, steps)
 
 
 def test_run_unrolled_matches_stepping():
