@@ -6,7 +6,8 @@ same files, so the page cannot drift from the data.
     python scripts/verdicts.py --write         rewrite the tables between the markers in docs/RESULTS.md and README.md
     python scripts/verdicts.py --check         exit 1 when a page's table differs from the data's
 
-It also writes the README's table of the shipped bundles' scorecards (`scorecard_table`), and the tables between
+It also writes the README's table of the shipped bundles' scorecards (`scorecard_table`), docs/RESULTS.md's compute
+ledger (`ledger_table`, between `<!-- ledger:start -->` and `<!-- ledger:end -->`), and the tables between
 data markers in docs/RESULTS.md (`data_table`):
 
     <!-- data:summary BUNDLE[+BUNDLE...] TASK -->   the report's summary table of TASK (as in summary.md)
@@ -261,6 +262,62 @@ def scorecard_table() -> str:
     return "\n".join(lines) + f"\n\nThreshold: {', '.join(f'{t:g}' for t in sorted(threshold))}."
 
 
+LEDGER_START, LEDGER_END = "<!-- ledger:start -->", "<!-- ledger:end -->"
+
+
+#: an evaluation interval this much longer than the run's median interval (and over PAUSE_MIN_S) is a pause, not
+#: training: the run's process was suspended (e.g. while the machine was measured) and the clock ran on
+PAUSE_FACTOR, PAUSE_MIN_S = 20, 600
+
+
+def _minutes(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.1f} min"
+
+
+def active_seconds(wall_s: float, curve: pd.DataFrame) -> tuple[float, bool]:
+    """A run's wall time less the pauses its curve shows (an interval between evaluations over PAUSE_FACTOR times
+    the median interval and over PAUSE_MIN_S counts as one median interval), and whether it had any."""
+    intervals = curve.sort_values("step")["wall_s"].diff().dropna()
+    if intervals.empty:
+        return wall_s, False
+    median = float(intervals.median())
+    paused = intervals[intervals > max(PAUSE_FACTOR * median, PAUSE_MIN_S)]
+    return wall_s - float(paused.sum()) + median * len(paused), not paused.empty
+
+
+def ledger_table(results: Path = RESULTS) -> str:
+    """The compute ledger: per committed bundle, the runs trained for it and their cost in core-hours (each run's
+    wall time less pauses, times its torch threads; manifest.json and curves.csv), its commits and machines. A run a
+    bundle reused from another shipped bundle is counted there, not twice."""
+    shipped = {p.name for p in results.iterdir() if (p / "manifest.json").is_file()}
+    lines = ["| bundle | runs trained | core-hours | median run | commits | machine |", "|---|---|---|---|---|---|"]
+    total, total_runs, paused_runs = 0.0, 0, 0
+    for name in sorted(shipped):
+        runs = pd.read_json(results / name / "manifest.json", typ="series")["by_run"]
+        own = {run_id: r for run_id, r in runs.items()
+               if r.get("source", "trained").removeprefix("reused from ") not in shipped - {name}}
+        if not own:
+            continue
+        curves = read_csv(results / name / "curves.csv")
+        seconds = []
+        for run_id, r in own.items():
+            active, paused = active_seconds(float(r["wall_s"]), curves[curves["run_id"] == run_id])
+            seconds.append(active * int(r.get("threads") or 1))
+            paused_runs += paused
+        machines = sorted({f"{r['cpu']['model']} ({r['cpu'].get('isa', '?')})" if isinstance(r.get("cpu"), dict)
+                           else str(r.get("device")) for r in own.values()})
+        commits = sorted({str(r.get("commit", "?"))[:7] for r in own.values()})
+        others = len(runs) - len(own)
+        lines.append(f"| `{name}` | {len(own)}{f' (+{others} reused)' if others else ''} | {sum(seconds) / 3600:.2f} | "
+                     f"{_minutes(sorted(seconds)[len(seconds) // 2])} | {', '.join(commits)} | {'; '.join(machines)} |")
+        total += sum(seconds)
+        total_runs += len(own)
+    lines.append(f"| all | {total_runs} | {total / 3600:.1f} | | | |")
+    note = (f"\n\n{paused_runs} run(s) were suspended for a while; their pauses (an evaluation interval over "
+            f"{PAUSE_FACTOR}× the run's median and over {PAUSE_MIN_S} s) count as one median interval each.")
+    return "\n".join(lines) + (note if paused_runs else "")
+
+
 #: a data table of docs/RESULTS.md: <!-- data:KIND BUNDLE[+BUNDLE...] TASK --> table <!-- data:end -->
 DATA_BLOCK = re.compile(r"(<!-- data:(summary|seeds) (\S+) (\S+) -->\n)(.*?)(<!-- data:end -->)", re.S)
 
@@ -308,7 +365,8 @@ def data_blocks(text: str, results: Path = RESULTS) -> str:
 
 
 #: (page, start marker, end marker, the function that computes the block)
-BLOCKS = ((PAGE, START, END, lambda: table()), (README, SCORE_START, SCORE_END, scorecard_table))
+BLOCKS = ((PAGE, START, END, lambda: table()), (README, SCORE_START, SCORE_END, scorecard_table),
+          (PAGE, LEDGER_START, LEDGER_END, lambda: ledger_table()))
 
 
 def page_table(page: Path = PAGE, start: str = START, end: str = END) -> str | None:

@@ -137,3 +137,34 @@ def test_an_interim_verdict_says_how_many_declared_seeds_are_in():
     assert verdicts.verdict_of(claim).evidence.startswith("interim: 10 of 20 seeds; ")
     complete = verdicts.Claim("(x)", "x", "solves_2x", "quick_heldout", "copy", "ntm", "lstm", declared=10)
     assert "interim" not in verdicts.verdict_of(complete).evidence
+
+
+def _ledger_bundle(root, name: str, runs: dict, curves: list[tuple[str, int, float]]) -> None:
+    import json
+
+    folder = root / name
+    folder.mkdir()
+    (folder / "manifest.json").write_text(json.dumps({"by_run": runs}))
+    pd.DataFrame(curves, columns=["run_id", "step", "wall_s"]).to_csv(folder / "curves.csv", index=False)
+
+
+def test_the_compute_ledger_counts_each_run_once_and_leaves_out_pauses(tmp_path):
+    cpu = {"model": "Some CPU", "isa": "avx2"}
+    run = {"commit": "abcdef0123", "cpu": cpu, "device": "cpu", "threads": 1, "source": "trained"}
+    # a: one run of an hour (evaluations every 600 s), one of 2 threads and 30 min with a 5-hour pause after step 0
+    _ledger_bundle(tmp_path, "a", {"r1": {**run, "wall_s": 3600.0},
+                                   "r2": {**run, "wall_s": 1800.0 + 18000.0, "threads": 2}},
+                   [("r1", s, 600.0 * i) for i, s in enumerate(range(0, 700, 100))]
+                   + [("r2", 0, 0.0)] + [("r2", s, 18000.0 + 300.0 * i) for i, s in enumerate(range(100, 700, 100), 1)])
+    # b: trained one run of 900 s, reused a's first (counted in a, not again)
+    _ledger_bundle(tmp_path, "b", {"r3": {**run, "wall_s": 900.0},
+                                   "r1": {**run, "wall_s": 3600.0, "source": "reused from a"}},
+                   [("r3", 0, 0.0), ("r3", 100, 450.0), ("r3", 200, 900.0), ("r1", 0, 0.0), ("r1", 600, 3600.0)])
+    rows = {line.split(" | ")[0].strip("| `"): line.split(" | ") for line in
+            verdicts.ledger_table(tmp_path).split("\n") if line.startswith("| ")}
+    # r2: 19,800 s of wall, of which the 18,300 s interval to step 100 is a pause, counted as its median interval
+    # (300 s): 1,800 s on 2 threads
+    assert rows["a"][1] == "2" and rows["a"][2] == f"{(3600 + 2 * 1800) / 3600:.2f}"
+    assert rows["b"][1] == "1 (+1 reused)" and rows["b"][2] == "0.25"
+    assert rows["all"][1] == "3" and rows["all"][2] == f"{(3600 + 2 * 1800 + 900) / 3600:.1f}"
+    assert "1 run(s) were suspended" in verdicts.ledger_table(tmp_path)
