@@ -58,6 +58,23 @@ def holm(p_values: Sequence[float | None]) -> list[float | None]:
     return adjusted
 
 
+def median_interval(values: Sequence[float], confidence: float = 0.95) -> tuple[float, float] | None:
+    """The distribution-free interval of a median from order statistics: the j-th and k-th smallest values, j and k
+    symmetric and the narrowest whose binomial(n, 1/2) coverage is at least `confidence`. None when even the sample's
+    minimum and maximum cover less (n < 6 at 95 %)."""
+    ordered = sorted(float(v) for v in values)
+    n = len(ordered)
+    if n == 0:
+        return None
+    best = None
+    for j in range(1, n // 2 + 1):  # ranks j and n + 1 - j, 1-based
+        coverage = float(stats.binom.cdf(n - j, n, 0.5) - stats.binom.cdf(j - 1, n, 0.5))
+        if coverage < confidence:
+            break
+        best = (ordered[j - 1], ordered[n - j])
+    return best
+
+
 @dataclass(frozen=True)
 class Relabellings:
     """The relabellings a two-group permutation test considers, as rows of a (m, n_a + n_b) boolean matrix

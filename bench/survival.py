@@ -99,6 +99,13 @@ def logrank_statistics(durations: np.ndarray, events: np.ndarray, labels: np.nda
     It is lifelines' ``logrank_test(...).test_statistic`` for the same split (tests/test_stats.py checks it);
     recomputing it here lets a permutation test run 200,000 relabellings in under a second, where one lifelines
     call takes about 10 ms."""
+    z, v = _observed_minus_expected(durations, events, labels)
+    return np.divide(z ** 2, v, out=np.zeros_like(z), where=v > 1e-12)
+
+
+def _observed_minus_expected(durations: np.ndarray, events: np.ndarray,
+                             labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per row of `labels`: group A's observed minus expected events, O_A − E_A, and its variance V."""
     times = np.unique(durations[events])
     at_risk = (durations[:, None] >= times[None, :]).astype(float)              # (n, T)
     died = ((durations[:, None] == times[None, :]) & events[:, None]).astype(float)
@@ -108,8 +115,19 @@ def logrank_statistics(durations: np.ndarray, events: np.ndarray, labels: np.nda
     expected = n_a * d_t / n_t
     with np.errstate(divide="ignore", invalid="ignore"):
         variance = np.where(n_t > 1, n_a * (n_t - n_a) * d_t * (n_t - d_t) / (n_t ** 2 * (n_t - 1)), 0.0)
-    z, v = (d_a - expected).sum(axis=1), variance.sum(axis=1)
-    return np.divide(z ** 2, v, out=np.zeros_like(z), where=v > 1e-12)
+    return (d_a - expected).sum(axis=1), variance.sum(axis=1)
+
+
+def sooner(a: tuple[Sequence[float], Sequence[bool]], b: tuple[Sequence[float], Sequence[bool]]) -> int:
+    """Which of A's and B's (durations, converged) converges sooner in the log-rank sense: 1 when A has more events
+    than expected under no difference (O_A > E_A), −1 when fewer, 0 when neither (or no event)."""
+    durations = np.concatenate([np.asarray(a[0], dtype=float), np.asarray(b[0], dtype=float)])
+    events = np.concatenate([np.asarray(a[1], dtype=bool), np.asarray(b[1], dtype=bool)])
+    if not events.any():
+        return 0
+    labels = (np.arange(len(durations)) < len(a[0]))[None, :]
+    z = float(_observed_minus_expected(durations, events, labels)[0][0])
+    return 0 if abs(z) < 1e-12 else 1 if z > 0 else -1
 
 
 def logrank(a: tuple[Sequence[float], Sequence[bool]], b: tuple[Sequence[float], Sequence[bool]],

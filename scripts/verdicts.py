@@ -41,7 +41,7 @@ from bench.report.data import convergence_sample, load_suite_data, truthy  # noq
 from bench.report.page import summary_markdown_table  # noqa: E402
 from bench.report.tables import summary_table  # noqa: E402
 from bench.results import read_csv  # noqa: E402
-from bench.survival import logrank  # noqa: E402
+from bench.survival import hazard_ratio, logrank, sooner  # noqa: E402
 
 RESULTS = REPO / "results"
 PAGE = REPO / "docs" / "RESULTS.md"
@@ -60,13 +60,15 @@ REPLICATES, DOES_NOT, NOT_SHOWN = "replicates", "does not replicate", "not shown
 class Claim:
     key: str                    # (a), (b), ...
     text: str
-    kind: str                   # "solves_2x" (A solves 2x, B does not), "faster" (A converges sooner), "no_nan"
+    kind: str                   # "solves_2x" (A solves 2x, B does not), "faster" (A converges sooner), "fastest"
+                                # (A sooner than each of `others`), "position" (claim (b)), "no_nan"
     folder: str | tuple[str, ...] | None  # under results/ (several: one report of them); None: no data yet
     task: str = ""
     better: str = ""            # the model the claim favours
     other: str = ""             # the model it is compared with ("" for one-model claims)
     missing: str = ""           # what has to be run for a verdict, when `folder` is None
     declared: int = 0           # seeds an arm the declared design needs (0: what is committed is the design)
+    others: tuple[str, ...] = ()  # "fastest": the arms `better` is compared with, Holm-corrected together
 
 
 #: the claims of docs/RESULTS.md, each judged on data nobody tuned on
@@ -77,12 +79,15 @@ CLAIMS = [
           ("paper_copy_fresh", "paper_copy_fresh_lstm"), "copy", "ntm_constant", "lstm_2x256",
           missing="the LSTM arm (2 x 256, Adam 3e-3, 25,000 steps) on the same fresh seeds", declared=20),
     Claim("(b)", "Copy trained on L 1-20 degrades around output position 36 at L = 40 (Collier & Beel)", "position",
-          None, missing="per-run position errors of paper-size Copy on fresh seeds"),
+          "init_study", "copy", missing="the init_study suite's converged seeds' position errors at L = 40",
+          declared=40, others=("ntm_constant", "ntm_random", "ntm_learned")),
     Claim("(c)", "Associative Recall trained on 2-6 items generalises to 12 (Graves 2014)", "solves_2x",
           "paper_recall_fresh", "associative_recall", "ntm_constant", "lstm_3x256",
           missing="paper-size Associative Recall on fresh seeds 101-120, NTM and LSTM 3 x 256", declared=20),
     Claim("(d)", "Constant memory initialisation converges about 2x faster than the next best (Collier & Beel)",
-          "faster", None, missing="the init_study suite (3 reference arms, seeds 101-140), declared and queued"),
+          "fastest", "init_study", "copy", "ntm_constant",
+          missing="the init_study suite (3 reference arms, seeds 101-140), declared and queued", declared=40,
+          others=("ntm_random", "ntm_learned")),
     Claim("(e)", "No NaN in training with gradient and controller clipping (Collier & Beel)", "no_nan",
           "quick_heldout", "copy", "ntm", "dnc"),
     Claim("(f)", "The LSTM learns Associative Recall far more slowly than the NTM (Graves 2014)", "faster",
@@ -134,7 +139,7 @@ def _solves_2x(runs: pd.DataFrame) -> tuple[int, int]:
     return int(runs["solved_2x"].map(truthy).sum()), len(runs)
 
 
-def judge_solves_2x(claim: Claim, data) -> Verdict:
+def judge_solves_2x(claim: Claim, data, results: Path = RESULTS) -> Verdict:
     a, b = _finished(data, claim.task, claim.better), _finished(data, claim.task, claim.other)
     if len(a) and len(b):  # the declared rule counts the seeds both arms have finished
         common = set(a["seed"]) & set(b["seed"])
@@ -169,7 +174,7 @@ def _on_seeds(sample, seeds: set[int]):
     return type(sample)(**{field.name: [getattr(sample, field.name)[i] for i in keep] for field in fields(sample)})
 
 
-def judge_faster(claim: Claim, data) -> Verdict:
+def judge_faster(claim: Claim, data, results: Path = RESULTS) -> Verdict:
     a = convergence_sample(data, claim.task, claim.better)
     b = convergence_sample(data, claim.task, claim.other)
     if a.seeds and b.seeds:  # the declared rule counts the seeds both arms have finished
@@ -188,7 +193,113 @@ def judge_faster(claim: Claim, data) -> Verdict:
                    verdict)
 
 
-def judge_no_nan(claim: Claim, data) -> Verdict:
+def _fmt_hr(hr) -> str:
+    return hr.reason if hr.ratio is None else f"{hr.ratio:.2f} {fmt_ci(hr.ci)}"
+
+
+def judge_fastest(claim: Claim, data, results: Path = RESULTS) -> Verdict:
+    """`better` against each of `others` on the seeds every arm finished: the log-rank permutation test paired by
+    seed, Holm-corrected over the comparisons. Replicates when every adjusted p < ALPHA with `better` converging in
+    more seeds (in as many: sooner, by the log-rank's observed against expected events); does not replicate when
+    another arm is significantly ahead; not shown otherwise. The Cox hazard ratio stratified by seed (95 % Wald)
+    is reported beside it."""
+    arms = [claim.better, *claim.others]
+    samples = {arm: convergence_sample(data, claim.task, arm) for arm in arms}
+    common = set.intersection(*(set(sample.seeds) for sample in samples.values()))
+    if not common:
+        return Verdict("no seed has finished under every arm yet", f"needs {claim.missing}", NOT_SHOWN)
+    samples = {arm: _on_seeds(sample, common) for arm, sample in samples.items()}
+    a = samples[claim.better]
+    tests, ratios, ahead = [], [], []
+    for other in claim.others:
+        b = samples[other]
+        tests.append(logrank((a.sequences, a.converged), (b.sequences, b.converged), paired=True))
+        ratios.append(hazard_ratio((a.sequences, a.converged), (b.sequences, b.converged), a.seeds))
+        # ahead: converged in more seeds (the declared reading); with as many, sooner in the log-rank sense
+        count = (sum(a.converged) > sum(b.converged)) - (sum(a.converged) < sum(b.converged))
+        ahead.append(count or sooner((a.sequences, a.converged), (b.sequences, b.converged)))
+    adjusted = stats.holm([None if t is None else t.p_value for t in tests])
+    evidence = (f"{interim(claim, len(common))}converged: "
+                + ", ".join(f"{arm} {sum(samples[arm].converged)}/{len(common)}" for arm in arms)
+                + "; Cox hazard ratio (stratified by seed, 95 % Wald): "
+                + "; ".join(f"{claim.better} : {other} {_fmt_hr(hr)}" for other, hr in zip(claim.others, ratios)))
+    test = "log-rank permutation test paired by seed, Holm over the comparisons: " + "; ".join(
+        f"vs {other} " + ("no run converged" if t is None else f"p = {t.p_value:.3g} (Holm {p:.3g})")
+        for other, t, p in zip(claim.others, tests, adjusted))
+    significant = [p is not None and p < ALPHA for p in adjusted]
+    if any(sig and first < 0 for sig, first in zip(significant, ahead)):
+        verdict = DOES_NOT
+    elif all(significant) and all(first > 0 for first in ahead):
+        verdict = REPLICATES
+    else:
+        verdict = NOT_SHOWN
+    return Verdict(evidence, test, verdict)
+
+
+#: claim (b): where along L = 40 a Copy model's output first fails, against the claimed position 36
+POSITION_SIZE, POSITION_THRESHOLD, POSITION_CLAIMED, POSITION_WINDOW = 40, 0.5, 36, (31, 41)
+#: a seed's position is measured only when its final model solves its training range: at most this many wrong
+#: bits per sequence at L = 20
+POSITION_FIT = 1.0
+
+
+def first_failures(data, positions: pd.DataFrame, task: str, models: tuple[str, ...]) -> dict[str, list[int]]:
+    """Per model, for each converged seed whose final model makes at most POSITION_FIT wrong bits at L = 20, the
+    first output position whose mean error exceeds POSITION_THRESHOLD (POSITION_SIZE + 1 when none does)."""
+    gen = data.gen[(data.gen["task"] == task) & (data.gen["size"] == "L=20")].set_index("run_id")
+    out = {}
+    for model in models:
+        runs = _finished(data, task, model)
+        firsts = []
+        for _, run in runs.sort_values("seed").iterrows():
+            fits = run["run_id"] in gen.index and float(gen.loc[run["run_id"], "wrong_bits_per_seq"]) <= POSITION_FIT
+            curve = positions[positions["run_id"] == run["run_id"]].sort_values("position")
+            if not truthy(run["converged"]) or not fits or curve.empty:
+                continue
+            over = curve[curve["wrong_bits"] > POSITION_THRESHOLD]["position"]
+            firsts.append(int(over.iloc[0]) if len(over) else POSITION_SIZE + 1)
+        out[model] = firsts
+    return out
+
+
+def judge_position(claim: Claim, data, results: Path = RESULTS) -> Verdict:
+    """The declared rule of claim (b): the median first failing position over the measured seeds (pooled over the
+    arms), with its distribution-free 95 % interval (order statistics). Replicates when the interval contains the
+    claimed position and lies within POSITION_WINDOW; does not replicate when it excludes the claimed position."""
+    path = results / claim.folder / "position_errors.csv"
+    if not path.is_file():
+        return Verdict("no position errors committed yet", f"needs {claim.missing}", NOT_SHOWN)
+    firsts = first_failures(data, read_csv(path), claim.task, claim.others)
+    pooled = sorted(p for values in firsts.values() for p in values)
+    seeds = min(len(set(data.runs_of(claim.task, m)["seed"])) for m in claim.others)
+    per_arm = ", ".join(f"{m} {len(v)} seeds" for m, v in firsts.items())
+    if not pooled:
+        return Verdict(f"{interim(claim, seeds)}no seed solves its training range yet ({per_arm})",
+                       "median first failing position with its order-statistic 95 % interval", NOT_SHOWN)
+    median, ci, verdict = position_verdict(pooled)
+    shown = "no interval (n < 6)" if ci is None else f"[{ci[0]:g}, {ci[1]:g}]"
+    evidence = (f"{interim(claim, seeds)}first position above {POSITION_THRESHOLD:g} wrong bits at L = "
+                f"{POSITION_SIZE} ({POSITION_SIZE + 1}: none), pooled over {per_arm}: median {median:g}, "
+                f"95 % interval {shown} (order statistics)")
+    test = (f"replicates if the interval contains {POSITION_CLAIMED} and lies within {POSITION_WINDOW[0]}–"
+            f"{POSITION_WINDOW[1]}; does not if it excludes {POSITION_CLAIMED}")
+    return Verdict(evidence, test, verdict)
+
+
+def position_verdict(firsts: list[int]) -> tuple[float, tuple[float, float] | None, str]:
+    """Claim (b)'s declared rule on the seeds' first failing positions: (median, its order-statistic 95 % interval,
+    verdict)."""
+    median = float(pd.Series(firsts).median())
+    ci = stats.median_interval(firsts)
+    if ci is None:
+        return median, ci, NOT_SHOWN
+    if not ci[0] <= POSITION_CLAIMED <= ci[1]:
+        return median, ci, DOES_NOT
+    inside = POSITION_WINDOW[0] <= ci[0] and ci[1] <= POSITION_WINDOW[1]
+    return median, ci, REPLICATES if inside else NOT_SHOWN
+
+
+def judge_no_nan(claim: Claim, data, results: Path = RESULTS) -> Verdict:
     runs = data.runs[data.runs["model"].isin([claim.better, claim.other]) & (data.runs["status"] != "failed")]
     with_nan = int((pd.to_numeric(runs["nonfinite_steps"], errors="coerce").fillna(0) > 0).sum())
     steps = pd.to_numeric(runs["steps"], errors="coerce")
@@ -203,7 +314,8 @@ def judge_no_nan(claim: Claim, data) -> Verdict:
     return Verdict(evidence, "count of runs with a skipped update", REPLICATES)
 
 
-JUDGES = {"solves_2x": judge_solves_2x, "faster": judge_faster, "no_nan": judge_no_nan}
+JUDGES = {"solves_2x": judge_solves_2x, "faster": judge_faster, "fastest": judge_fastest,
+          "position": judge_position, "no_nan": judge_no_nan}
 
 
 def folders(claim: Claim, results: Path = RESULTS) -> list[str]:
@@ -225,7 +337,7 @@ def verdict_of(claim: Claim, results: Path = RESULTS) -> Verdict:
     present = folders(claim, results)
     if not present:
         return Verdict("no per-run data committed yet", f"needs {claim.missing}", NOT_SHOWN)
-    return JUDGES[claim.kind](claim, load_bundles(present, results))
+    return JUDGES[claim.kind](claim, load_bundles(present, results), results)
 
 
 def table(results: Path = RESULTS) -> str:
