@@ -5,8 +5,9 @@ the 36th item at L = 40).
     python scripts/position_errors.py reports/paper_copy --task copy --size 40 [--sequences 192] [--out DIR]
 
 Scores each run's final model (run folder checkpoint) on the suite's own generalisation sequences at that size
-(the same evaluation seed), writes DIR/position_errors.csv (run, model, seed, position, wrong bits) and
-DIR/position_errors.png, and prints, per run, the first position whose mean error exceeds 0.5 wrong bits.
+(the same evaluation seed), writes DIR/position_errors.csv (run, model, seed, whether it converged, position, wrong
+bits) and DIR/position_errors.png (runs that never converged faint), and prints, per run, the first position whose
+mean error exceeds 0.5 wrong bits.
 """
 
 from __future__ import annotations
@@ -52,8 +53,9 @@ def main(argv: list[str] | None = None) -> int:
         over = [i + 1 for i, e in enumerate(errors.tolist()) if e > args.threshold]
         print(f"{spec['model']:>16} seed {spec['seed']}: mean {float(errors.sum()):.2f} wrong bits/seq; "
               f"first position above {args.threshold:g}: {over[0] if over else 'none'}")
-        rows += [{"run_id": run_id, "model": spec["model"], "seed": spec["seed"], "position": i + 1,
-                  "wrong_bits": float(e)} for i, e in enumerate(errors.tolist())]
+        converged = bool(read_json(run_dir / "result.json").get("converged"))
+        rows += [{"run_id": run_id, "model": spec["model"], "seed": spec["seed"], "converged": converged,
+                  "position": i + 1, "wrong_bits": float(e)} for i, e in enumerate(errors.tolist())]
     if not rows:
         print(f"no finished runs of task {args.task!r} in {args.suite_dir}", file=sys.stderr)
         return 1
@@ -70,6 +72,7 @@ def plot(frame: pd.DataFrame, size: tuple[int, ...], path: Path) -> None:
     import matplotlib
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
 
     models = list(dict.fromkeys(frame["model"]))
     colours = matplotlib.colormaps["tab10"]
@@ -77,13 +80,17 @@ def plot(frame: pd.DataFrame, size: tuple[int, ...], path: Path) -> None:
     FigureCanvasAgg(fig)
     ax = fig.subplots()
     for i, model in enumerate(models):
-        for j, (_, part) in enumerate(frame[frame["model"] == model].groupby("seed")):
-            ax.plot(part["position"], part["wrong_bits"], color=colours(i % 10), lw=1.2, alpha=0.8,
-                    label=model if j == 0 else None)
+        for _, part in frame[frame["model"] == model].groupby("seed"):
+            converged = bool(part["converged"].iloc[0]) if "converged" in part else True
+            ax.plot(part["position"], part["wrong_bits"], color=colours(i % 10), lw=1.2 if converged else 0.8,
+                    alpha=0.85 if converged else 0.25, ls="-" if converged else ":")
+    if "converged" in frame and not frame["converged"].all():
+        ax.set_title("dotted, faint: runs that never converged", fontsize=8, loc="left")
     ax.set_xlabel(f"output position (test size {','.join(map(str, size))})")
     ax.set_ylabel("mean wrong bits at the position")
     ax.grid(alpha=0.3)
-    ax.legend(frameon=False, fontsize=8)
+    handles = [Line2D([], [], color=colours(i % 10), lw=1.2) for i in range(len(models))]
+    ax.legend(handles, models, frameon=False, fontsize=8)
     fig.savefig(path)
 
 

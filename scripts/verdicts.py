@@ -243,13 +243,17 @@ POSITION_SIZE, POSITION_THRESHOLD, POSITION_CLAIMED, POSITION_WINDOW = 40, 0.5, 
 POSITION_FIT = 1.0
 
 
-def first_failures(data, positions: pd.DataFrame, task: str, models: tuple[str, ...]) -> dict[str, list[int]]:
-    """Per model, for each converged seed whose final model makes at most POSITION_FIT wrong bits at L = 20, the
-    first output position whose mean error exceeds POSITION_THRESHOLD (POSITION_SIZE + 1 when none does)."""
+def first_failures(data, positions: pd.DataFrame, task: str, models: tuple[str, ...],
+                   seeds: set[int] | None = None) -> dict[str, list[int]]:
+    """Per model, for each converged seed (of `seeds`, when given) whose final model makes at most POSITION_FIT wrong
+    bits at L = 20, the first output position whose mean error exceeds POSITION_THRESHOLD (POSITION_SIZE + 1 when
+    none does)."""
     gen = data.gen[(data.gen["task"] == task) & (data.gen["size"] == "L=20")].set_index("run_id")
     out = {}
     for model in models:
         runs = _finished(data, task, model)
+        if seeds is not None:
+            runs = runs[runs["seed"].isin(seeds)]
         firsts = []
         for _, run in runs.sort_values("seed").iterrows():
             fits = run["run_id"] in gen.index and float(gen.loc[run["run_id"], "wrong_bits_per_seq"]) <= POSITION_FIT
@@ -269,18 +273,19 @@ def judge_position(claim: Claim, data, results: Path = RESULTS) -> Verdict:
     path = results / claim.folder / "position_errors.csv"
     if not path.is_file():
         return Verdict("no position errors committed yet", f"needs {claim.missing}", NOT_SHOWN)
-    firsts = first_failures(data, read_csv(path), claim.task, claim.others)
+    # the seeds every arm has finished, as the other claims count them
+    common = set.intersection(*(set(_finished(data, claim.task, m)["seed"]) for m in claim.others))
+    firsts = first_failures(data, read_csv(path), claim.task, claim.others, common)
     pooled = sorted(p for values in firsts.values() for p in values)
-    seeds = min(len(set(data.runs_of(claim.task, m)["seed"])) for m in claim.others)
-    per_arm = ", ".join(f"{m} {len(v)} seeds" for m, v in firsts.items())
+    per_arm = ", ".join(f"{m} {len(v)}" for m, v in firsts.items())
     if not pooled:
-        return Verdict(f"{interim(claim, seeds)}no seed solves its training range yet ({per_arm})",
+        return Verdict(f"{interim(claim, len(common))}no seed solves its training range yet ({per_arm})",
                        "median first failing position with its order-statistic 95 % interval", NOT_SHOWN)
     median, ci, verdict = position_verdict(pooled)
-    shown = "no interval (n < 6)" if ci is None else f"[{ci[0]:g}, {ci[1]:g}]"
-    evidence = (f"{interim(claim, seeds)}first position above {POSITION_THRESHOLD:g} wrong bits at L = "
-                f"{POSITION_SIZE} ({POSITION_SIZE + 1}: none), pooled over {per_arm}: median {median:g}, "
-                f"95 % interval {shown} (order statistics)")
+    shown = "no 95 % interval (n < 6)" if ci is None else f"95 % interval [{ci[0]:g}, {ci[1]:g}] (order statistics)"
+    evidence = (f"{interim(claim, len(common))}first position above {POSITION_THRESHOLD:g} wrong bits at L = "
+                f"{POSITION_SIZE} ({POSITION_SIZE + 1}: none) of the converged seeds that fit L = 20 ({per_arm}), "
+                f"pooled: median {median:g}, {shown}")
     test = (f"replicates if the interval contains {POSITION_CLAIMED} and lies within {POSITION_WINDOW[0]}–"
             f"{POSITION_WINDOW[1]}; does not if it excludes {POSITION_CLAIMED}")
     return Verdict(evidence, test, verdict)
