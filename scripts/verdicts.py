@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import statistics
 import sys
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -41,7 +42,7 @@ from bench.report.data import convergence_sample, load_suite_data, truthy  # noq
 from bench.report.page import summary_markdown_table  # noqa: E402
 from bench.report.tables import summary_table  # noqa: E402
 from bench.results import read_csv  # noqa: E402
-from bench.survival import hazard_ratio, logrank, sooner  # noqa: E402
+from bench.survival import hazard_ratio, km_median, logrank, sooner  # noqa: E402
 
 RESULTS = REPO / "results"
 PAGE = REPO / "docs" / "RESULTS.md"
@@ -66,7 +67,7 @@ class Claim:
     task: str = ""
     better: str = ""            # the model the claim favours
     other: str = ""             # the model it is compared with ("" for one-model claims)
-    missing: str = ""           # what has to be run for a verdict, when `folder` is None
+    missing: str = ""           # what has to be run for a (final) verdict while the data are missing or interim
     declared: int = 0           # seeds an arm the declared design needs (0: what is committed is the design)
     others: tuple[str, ...] = ()  # "fastest": the arms `better` is compared with, Holm-corrected together
 
@@ -86,7 +87,7 @@ CLAIMS = [
           missing="paper-size Associative Recall on fresh seeds 101-120, NTM and LSTM 3 x 256", declared=20),
     Claim("(d)", "Constant memory initialisation converges about 2x faster than the next best (Collier & Beel)",
           "fastest", "init_study", "copy", "ntm_constant",
-          missing="the init_study suite (3 reference arms, seeds 101-140), declared and queued", declared=40,
+          missing="the init_study suite (3 reference arms, seeds 101-140), declared and running", declared=40,
           others=("ntm_random", "ntm_learned")),
     Claim("(e)", "No NaN in training with gradient and controller clipping (Collier & Beel)", "no_nan",
           "quick_heldout", "copy", "ntm", "dnc"),
@@ -187,10 +188,15 @@ def judge_faster(claim: Claim, data, results: Path = RESULTS) -> Verdict:
                 f"{claim.other} {sum(b.converged)}/{len(b.seeds)}")
     if result is None:
         return Verdict(evidence, "log-rank: no run converged", NOT_SHOWN)
-    sooner = sum(a.converged) / max(1, len(a.seeds)) > sum(b.converged) / max(1, len(b.seeds))
-    verdict = NOT_SHOWN if result.p_value >= ALPHA else REPLICATES if sooner else DOES_NOT
+    ahead = sooner((a.sequences, a.converged), (b.sequences, b.converged))  # the log-rank's own sign
+    verdict = NOT_SHOWN if result.p_value >= ALPHA or not ahead else REPLICATES if ahead > 0 else DOES_NOT
     return Verdict(evidence, f"log-rank permutation test: p = {result.p_value:.3g} (min p {result.min_p:.3g})",
                    verdict)
+
+
+def _steps(median: float | None) -> str:
+    """A KM median in steps; None: the curve never reaches one half (the median lies past the budget)."""
+    return "not reached" if median is None else f"{median:,.0f}"
 
 
 def _fmt_hr(hr) -> str:
@@ -215,17 +221,20 @@ def judge_fastest(claim: Claim, data, results: Path = RESULTS) -> Verdict:
         b = samples[other]
         tests.append(logrank((a.sequences, a.converged), (b.sequences, b.converged), paired=True))
         ratios.append(hazard_ratio((a.sequences, a.converged), (b.sequences, b.converged), a.seeds))
-        # ahead: converged in more seeds (the declared reading); with as many, sooner in the log-rank sense
-        count = (sum(a.converged) > sum(b.converged)) - (sum(a.converged) < sum(b.converged))
-        ahead.append(count or sooner((a.sequences, a.converged), (b.sequences, b.converged)))
-    adjusted = stats.holm([None if t is None else t.p_value for t in tests])
+        ahead.append(sooner((a.sequences, a.converged), (b.sequences, b.converged)))  # the log-rank's own sign
+    # a comparison with no converged run is a test with p = 1: it still counts in Holm's correction
+    adjusted = stats.holm([1.0 if t is None else t.p_value for t in tests])
+    medians = {arm: km_median(sample.steps, sample.converged).median for arm, sample in samples.items()}
     evidence = (f"{interim(claim, len(common))}converged: "
                 + ", ".join(f"{arm} {sum(samples[arm].converged)}/{len(common)}" for arm in arms)
+                + "; KM median steps: " + ", ".join(f"{arm} {_steps(medians[arm])}" for arm in arms)
                 + "; Cox hazard ratio (stratified by seed, 95 % Wald): "
                 + "; ".join(f"{claim.better} : {other} {_fmt_hr(hr)}" for other, hr in zip(claim.others, ratios)))
+    direction = {1: f"{claim.better} sooner", -1: f"{claim.better} later", 0: "even"}
     test = "log-rank permutation test paired by seed, Holm over the comparisons: " + "; ".join(
-        f"vs {other} " + ("no run converged" if t is None else f"p = {t.p_value:.3g} (Holm {p:.3g})")
-        for other, t, p in zip(claim.others, tests, adjusted))
+        f"vs {other} " + ("no run converged, p = 1" if t is None else
+                          f"p = {t.p_value:.3g} (Holm {p:.3g}; {direction[first]})")
+        for other, t, p, first in zip(claim.others, tests, adjusted, ahead))
     significant = [p is not None and p < ALPHA for p in adjusted]
     if any(sig and first < 0 for sig, first in zip(significant, ahead)):
         verdict = DOES_NOT
@@ -237,7 +246,7 @@ def judge_fastest(claim: Claim, data, results: Path = RESULTS) -> Verdict:
 
 
 #: claim (b): where along L = 40 a Copy model's output first fails, against the claimed position 36
-POSITION_SIZE, POSITION_THRESHOLD, POSITION_CLAIMED, POSITION_WINDOW = 40, 0.5, 36, (31, 41)
+POSITION_SIZE, POSITION_THRESHOLD, POSITION_CLAIMED, POSITION_WINDOW = 40, 0.5, 36, (31, 40)
 #: a seed's position is measured only when its final model solves its training range: at most this many wrong
 #: bits per sequence at L = 20
 POSITION_FIT = 1.0
@@ -245,9 +254,9 @@ POSITION_FIT = 1.0
 
 def first_failures(data, positions: pd.DataFrame, task: str, models: tuple[str, ...],
                    seeds: set[int] | None = None) -> dict[str, list[int]]:
-    """Per model, for each converged seed (of `seeds`, when given) whose final model makes at most POSITION_FIT wrong
-    bits at L = 20, the first output position whose mean error exceeds POSITION_THRESHOLD (POSITION_SIZE + 1 when
-    none does)."""
+    """Per model, for each seed (of `seeds`, when given) whose final model makes at most POSITION_FIT wrong bits at
+    L = 20, the first output position whose mean error exceeds POSITION_THRESHOLD (POSITION_SIZE + 1 when none
+    does: a censored value, not a position)."""
     gen = data.gen[(data.gen["task"] == task) & (data.gen["size"] == "L=20")].set_index("run_id")
     out = {}
     for model in models:
@@ -258,8 +267,12 @@ def first_failures(data, positions: pd.DataFrame, task: str, models: tuple[str, 
         for _, run in runs.sort_values("seed").iterrows():
             fits = run["run_id"] in gen.index and float(gen.loc[run["run_id"], "wrong_bits_per_seq"]) <= POSITION_FIT
             curve = positions[positions["run_id"] == run["run_id"]].sort_values("position")
-            if not truthy(run["converged"]) or not fits or curve.empty:
+            if not fits or curve.empty:
                 continue
+            if int(curve["position"].max()) != POSITION_SIZE:
+                raise SystemExit(f"position errors of run {run['run_id']} end at position "
+                                 f"{int(curve['position'].max())}, not {POSITION_SIZE}: rerun "
+                                 f"scripts/position_errors.py --size {POSITION_SIZE}")
             over = curve[curve["wrong_bits"] > POSITION_THRESHOLD]["position"]
             firsts.append(int(over.iloc[0]) if len(over) else POSITION_SIZE + 1)
         out[model] = firsts
@@ -273,22 +286,29 @@ def judge_position(claim: Claim, data, results: Path = RESULTS) -> Verdict:
     path = results / claim.folder / "position_errors.csv"
     if not path.is_file():
         return Verdict("no position errors committed yet", f"needs {claim.missing}", NOT_SHOWN)
-    # the seeds every arm has finished, as the other claims count them
-    common = set.intersection(*(set(_finished(data, claim.task, m)["seed"]) for m in claim.others))
+    # the seeds every arm has a result for, as claim (d) counts them
+    common = set.intersection(*(set(convergence_sample(data, claim.task, m).seeds) for m in claim.others))
     firsts = first_failures(data, read_csv(path), claim.task, claim.others, common)
     pooled = sorted(p for values in firsts.values() for p in values)
-    per_arm = ", ".join(f"{m} {len(v)}" for m, v in firsts.items())
+    per_arm = "; ".join(f"{m} {len(v)}" + (f" (median {pd.Series(v).median():g}, {_position_ci(v)})" if v else "")
+                        for m, v in firsts.items())
     if not pooled:
         return Verdict(f"{interim(claim, len(common))}no seed solves its training range yet ({per_arm})",
                        "median first failing position with its order-statistic 95 % interval", NOT_SHOWN)
-    median, ci, verdict = position_verdict(pooled)
-    shown = "no 95 % interval (n < 6)" if ci is None else f"95 % interval [{ci[0]:g}, {ci[1]:g}] (order statistics)"
+    median, _, verdict = position_verdict(pooled)
+    held = sum(p > POSITION_SIZE for p in pooled)
     evidence = (f"{interim(claim, len(common))}first position above {POSITION_THRESHOLD:g} wrong bits at L = "
-                f"{POSITION_SIZE} ({POSITION_SIZE + 1}: none) of the converged seeds that fit L = 20 ({per_arm}), "
-                f"pooled: median {median:g}, {shown}")
-    test = (f"replicates if the interval contains {POSITION_CLAIMED} and lies within {POSITION_WINDOW[0]}–"
-            f"{POSITION_WINDOW[1]}; does not if it excludes {POSITION_CLAIMED}")
+                f"{POSITION_SIZE} ({POSITION_SIZE + 1}: none) of the seeds that fit L = 20, per arm: {per_arm}; "
+                f"pooled ({held} of {len(pooled)} hold all of L = {POSITION_SIZE}): median {median:g}, "
+                f"{_position_ci(pooled)}")
+    test = (f"the pooled interval decides: replicates if it contains {POSITION_CLAIMED} and lies within "
+            f"{POSITION_WINDOW[0]}–{POSITION_WINDOW[1]}; does not if it excludes {POSITION_CLAIMED}")
     return Verdict(evidence, test, verdict)
+
+
+def _position_ci(values: list[int]) -> str:
+    ci = stats.median_interval(values)
+    return "no 95 % interval (n < 6)" if ci is None else f"95 % interval [{ci[0]:g}, {ci[1]:g}] (order statistics)"
 
 
 def position_verdict(firsts: list[int]) -> tuple[float, tuple[float, float] | None, str]:
@@ -384,7 +404,7 @@ LEDGER_START, LEDGER_END = "<!-- ledger:start -->", "<!-- ledger:end -->"
 
 #: an evaluation interval this much longer than the run's median interval (and over PAUSE_MIN_S) is a pause, not
 #: training: the run's process was suspended (e.g. while the machine was measured) and the clock ran on
-PAUSE_FACTOR, PAUSE_MIN_S = 20, 600
+PAUSE_FACTOR, PAUSE_MIN_S = 20, 300
 
 
 def _minutes(seconds: float) -> str:
@@ -406,13 +426,20 @@ def ledger_table(results: Path = RESULTS) -> str:
     """The compute ledger: per committed bundle, the runs trained for it and their cost in core-hours (each run's
     wall time less pauses, times its torch threads; manifest.json and curves.csv), its commits and machines. A run a
     bundle reused from another shipped bundle is counted there, not twice."""
-    shipped = {p.name for p in results.iterdir() if (p / "manifest.json").is_file()}
+    shipped = {p.name: pd.read_json(p / "manifest.json", typ="series")["by_run"]
+               for p in results.iterdir() if (p / "manifest.json").is_file()}
+
+    def counted_elsewhere(name: str, run_id: str, run: dict) -> bool:
+        """Reused from another shipped bundle that still holds the same run (same id, same commit)."""
+        origin = run.get("source", "trained").removeprefix("reused from ")
+        held = shipped.get(origin, {}) if origin != name else {}
+        return run_id in held and held[run_id].get("commit") == run.get("commit")
+
     lines = ["| bundle | runs trained | core-hours | median run | commits | machine |", "|---|---|---|---|---|---|"]
     total, total_runs, paused_runs = 0.0, 0, 0
     for name in sorted(shipped):
-        runs = pd.read_json(results / name / "manifest.json", typ="series")["by_run"]
-        own = {run_id: r for run_id, r in runs.items()
-               if r.get("source", "trained").removeprefix("reused from ") not in shipped - {name}}
+        runs = shipped[name]
+        own = {run_id: r for run_id, r in runs.items() if not counted_elsewhere(name, run_id, r)}
         if not own:
             continue
         curves = read_csv(results / name / "curves.csv")
@@ -426,7 +453,7 @@ def ledger_table(results: Path = RESULTS) -> str:
         commits = sorted({str(r.get("commit", "?"))[:7] for r in own.values()})
         others = len(runs) - len(own)
         lines.append(f"| `{name}` | {len(own)}{f' (+{others} reused)' if others else ''} | {sum(seconds) / 3600:.2f} | "
-                     f"{_minutes(sorted(seconds)[len(seconds) // 2])} | {', '.join(commits)} | {'; '.join(machines)} |")
+                     f"{_minutes(statistics.median(seconds))} | {', '.join(commits)} | {'; '.join(machines)} |")
         total += sum(seconds)
         total_runs += len(own)
     lines.append(f"| all | {total_runs} | {total / 3600:.1f} | | | |")
