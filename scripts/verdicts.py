@@ -362,7 +362,11 @@ def verdict_of(claim: Claim, results: Path = RESULTS) -> Verdict:
     present = folders(claim, results)
     if not present:
         return Verdict("no per-run data committed yet", f"needs {claim.missing}", NOT_SHOWN)
-    return JUDGES[claim.kind](claim, load_bundles(present, results), results)
+    verdict = JUDGES[claim.kind](claim, load_bundles(present, results), results)
+    if verdict.evidence.startswith("interim:") and verdict.verdict != NOT_SHOWN:
+        # the declared rules take a verdict on the complete sample only: an interim reading is shown, not taken
+        return Verdict(verdict.evidence, verdict.test, f"{NOT_SHOWN} yet (interim reading: {verdict.verdict})")
+    return verdict
 
 
 def table(results: Path = RESULTS) -> str:

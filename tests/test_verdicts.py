@@ -182,7 +182,9 @@ def test_the_fastest_arm_rule_holm_corrects_over_the_other_arms():
     assert "dnc 10/10, ntm 8/10, lstm 0/10" in dnc.evidence and "Holm" in dnc.test
     assert verdict("lstm", ("dnc", "ntm")).verdict == "does not replicate"
     assert verdict("ntm", ("dnc", "lstm")).verdict == "does not replicate"  # the DNC is significantly ahead
-    assert "interim: 10 of 40 seeds" in verdict("dnc", ("ntm", "lstm"), declared=40).evidence
+    interim = verdict("dnc", ("ntm", "lstm"), declared=40)
+    assert "interim: 10 of 40 seeds" in interim.evidence
+    assert interim.verdict == "not shown yet (interim reading: replicates)"  # taken on the complete sample only
 
 
 def test_which_arm_converges_sooner_when_both_converge_as_often():
