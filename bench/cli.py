@@ -179,6 +179,8 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--out", required=True, help="the folder to write the report into")
     compare.add_argument("--prefix", action="append", default=[], metavar="TEXT",
                          help="a prefix for each source's model labels, in order (give one per source)")
+    compare.add_argument("--seeds", metavar="LIST",
+                         help="only these seeds' runs, e.g. 101-105 or 1,3,10-12 (the seeds the sources share)")
 
     evaluate = sub.add_parser("evaluate", help="score a finished run's model at any test sizes (and draw figures)")
     evaluate.add_argument("run_folder", metavar="RUN_FOLDER", help="a finished run's folder, <out>/runs/<run_id>")
@@ -284,12 +286,14 @@ def cmd_export(args) -> int:
 
 
 def cmd_compare(args) -> int:
+    from bench.report.combine import parse_seeds
     from bench.report.page import write_comparison
 
     if args.prefix and len(args.prefix) != len(args.sources):
         raise CliError(f"--prefix: give one per source ({len(args.sources)}), got {len(args.prefix)}")
     prefixes = args.prefix or [""] * len(args.sources)
-    print(f"report: {write_comparison(list(zip(args.sources, prefixes)), Path(args.out))}")
+    seeds = parse_seeds(args.seeds, "--seeds") if args.seeds is not None else None
+    print(f"report: {write_comparison(list(zip(args.sources, prefixes)), Path(args.out), seeds)}")
     return 0
 
 

@@ -15,7 +15,8 @@ data markers in docs/RESULTS.md (`data_table`):
     ...
     <!-- data:end -->
 
-Several bundles joined by `+` are one report of them (`bench.report.combine`, protocols checked).
+Several bundles joined by `+` are one report of them (`bench.report.combine`, protocols checked). A last word
+`seeds=101-105` keeps only those seeds' runs (`bench.report.combine.only_seeds`, as `bench compare --seeds`).
 
 A claim is data (`CLAIMS`): which committed folder, task and models it is judged on, and which kind of test. A claim
 whose data are not committed yet gets "not shown" and says what is missing. The tests (tests/test_verdicts.py) check
@@ -37,7 +38,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench import stats  # noqa: E402
-from bench.report.combine import COMPARED, Source, combine  # noqa: E402
+from bench.errors import ConfigError  # noqa: E402
+from bench.report.combine import COMPARED, Source, combine, only_seeds, parse_seeds  # noqa: E402
 from bench.report.data import convergence_sample, load_suite_data, truthy  # noqa: E402
 from bench.report.page import summary_markdown_table  # noqa: E402
 from bench.report.tables import summary_table  # noqa: E402
@@ -466,8 +468,9 @@ def ledger_table(results: Path = RESULTS) -> str:
     return "\n".join(lines) + (note if paused_runs else "")
 
 
-#: a data table of docs/RESULTS.md: <!-- data:KIND BUNDLE[+BUNDLE...] TASK --> table <!-- data:end -->
-DATA_BLOCK = re.compile(r"(<!-- data:(summary|seeds) (\S+) (\S+) -->\n)(.*?)(<!-- data:end -->)", re.S)
+#: a data table of docs/RESULTS.md: <!-- data:KIND BUNDLE[+BUNDLE...] TASK [seeds=LIST] --> table <!-- data:end -->
+DATA_BLOCK = re.compile(r"(<!-- data:(summary|seeds) (\S+) (\S+)(?: seeds=(\S+))? -->\n)(.*?)(<!-- data:end -->)",
+                        re.S)
 
 
 def _bits(value: float) -> str:
@@ -492,13 +495,18 @@ def seeds_table(data, task: str) -> list[str]:
     return lines
 
 
-def data_table(kind: str, bundles: str, task: str, results: Path = RESULTS) -> str:
-    """The table a data marker names, computed from the committed bundle(s)."""
+def data_table(kind: str, bundles: str, task: str, results: Path = RESULTS, seeds: str | None = None) -> str:
+    """The table a data marker names, computed from the committed bundle(s), on `seeds` only if given."""
     names = bundles.split("+")
     missing = [name for name in names if not (results / name / "suite.json").is_file()]
     if missing:
         raise SystemExit(f"{PAGE}: data marker names results/{missing[0]}, which is not a committed bundle")
     data = load_bundles(names, results)
+    if seeds is not None:
+        try:
+            data = only_seeds(data, parse_seeds(seeds, f"{PAGE}: data marker {bundles} {task}"))
+        except ConfigError as error:
+            raise SystemExit(str(error)) from None
     if task not in data.tasks:
         raise SystemExit(f"{PAGE}: data marker names task '{task}', which results/{bundles} does not have "
                          f"(it has: {', '.join(data.tasks)})")
@@ -509,7 +517,7 @@ def data_table(kind: str, bundles: str, task: str, results: Path = RESULTS) -> s
 
 def data_blocks(text: str, results: Path = RESULTS) -> str:
     """`text` with every data marker's table recomputed."""
-    return DATA_BLOCK.sub(lambda m: f"{m[1]}{data_table(m[2], m[3], m[4], results)}\n{m[6]}", text)
+    return DATA_BLOCK.sub(lambda m: f"{m[1]}{data_table(m[2], m[3], m[4], results, m[5])}\n{m[7]}", text)
 
 
 #: (page, start marker, end marker, the function that computes the block)

@@ -11,6 +11,7 @@ from bench import bundles
 from bench.api import load
 from bench.cli import main
 from bench.errors import ConfigError
+from bench.report.combine import parse_seeds
 from bench.report.page import write_comparison, write_report
 from bench.runner import task_facts
 
@@ -146,6 +147,36 @@ def test_compare_renders_one_report_from_two_folders(full, half_bundle, tmp_path
     assert (out / "index.html").is_file()
     write_report(out)  # a comparison is redone from its recorded sources
     assert len(pd.read_csv(out / "summary.csv")) == 4
+
+
+def test_compare_on_the_seeds_the_sources_share(full, half_bundle, tmp_path, capsys):
+    """--seeds keeps only those seeds' runs from every source (here the full suite has seeds 1-2, the bundle seed 1),
+    and a later `report` redoes the comparison on the same seeds."""
+    out = tmp_path / "cmp"
+    assert main(["compare", str(full), str(half_bundle), "--out", str(out), "--prefix", "all-",
+                 "--prefix", "half-", "--seeds", "1"]) == 0
+    runs = pd.read_csv(out / "runs.csv")
+    assert len(runs) == 4 and set(runs["seed"]) == {1}
+    assert set(pd.read_csv(out / "curves.csv")["seed"]) == {1} == set(pd.read_csv(out / "generalization.csv")["seed"])
+    assert set(pd.read_csv(out / "summary.csv")["seeds"]) == {1}
+    manifest = json.loads((out / "suite.json").read_text())
+    assert manifest["compare_seeds"] == [1] and manifest["seeds"] == [1] and len(manifest["run_ids"]) == 4
+    write_report(out)
+    assert set(pd.read_csv(out / "runs.csv")["seed"]) == {1}
+    capsys.readouterr()
+    assert main(["compare", str(full), str(half_bundle), "--out", str(tmp_path / "bad"), "--prefix", "a-",
+                 "--prefix", "b-", "--seeds", "2-1"]) != 0
+    error = capsys.readouterr().err
+    assert "--seeds: '2-1' is not a seed list" in error and error.count("\n") == 1
+    assert not (tmp_path / "bad").exists()
+
+
+def test_seed_lists_are_read_as_written():
+    assert parse_seeds("101-105", "x") == (101, 102, 103, 104, 105)
+    assert parse_seeds("1,3,10-12,3", "x") == (1, 3, 10, 11, 12)
+    for bad in ("", "a", "5-3", "1-", "-3", "1-5000"):
+        with pytest.raises(ConfigError, match=f"where: '{bad}' is not a seed list"):
+            parse_seeds(bad, "where")
 
 
 def test_compare_refuses_a_changed_evaluation_set_in_one_line(full, tmp_path):

@@ -99,10 +99,10 @@ def test_every_data_table_of_results_md_names_a_committed_bundle_and_is_recomput
     text = verdicts.PAGE.read_text()
     blocks = verdicts.DATA_BLOCK.findall(text)
     assert len(blocks) >= 6, "docs/RESULTS.md's tables come from data markers"
-    for _, kind, bundles, task, table, _ in blocks:
+    for _, kind, bundles, task, seeds, table, _ in blocks:
         for name in bundles.split("+"):
             assert (verdicts.RESULTS / name / "runs.csv").is_file(), f"results/{name} is not committed"
-        assert table.strip() == verdicts.data_table(kind, bundles, task), \
+        assert table.strip() == verdicts.data_table(kind, bundles, task, seeds=seeds or None), \
             f"{kind} {bundles} {task}: run python scripts/verdicts.py --write"
 
 
@@ -123,6 +123,19 @@ def test_a_seeds_table_is_the_bundles_generalization_csv(tmp_path):
     # a page whose table is stale is rewritten from the data
     page = f"x\n<!-- data:seeds b copy -->\n{before}\n<!-- data:end -->\ny"
     assert verdicts.data_blocks(page, tmp_path) == f"x\n<!-- data:seeds b copy -->\n{after}\n<!-- data:end -->\ny"
+
+
+def test_a_data_marker_can_keep_the_seeds_that_bundles_share():
+    """`seeds=` keeps only those seeds' rows (e.g. the seeds a baseline ran beside a longer study)."""
+    every = verdicts.data_table("seeds", "quick_heldout", "copy")
+    some = verdicts.data_table("seeds", "quick_heldout", "copy", seeds="10,12-13")
+    rows = some.splitlines()[2:]
+    assert {line.split(" | ")[1] for line in rows} == {"10", "12", "13"} and set(rows) < set(every.splitlines())
+    assert len(rows) == 3 * len({line.split(" | ")[0] for line in rows})
+    marker = "<!-- data:seeds quick_heldout copy seeds=10,12-13 -->"
+    assert verdicts.data_blocks(f"{marker}\nstale\n<!-- data:end -->") == f"{marker}\n{some}\n<!-- data:end -->"
+    with pytest.raises(SystemExit, match="'12-10' is not a seed list"):
+        verdicts.data_table("seeds", "quick_heldout", "copy", seeds="12-10")
 
 
 def test_a_data_marker_naming_a_missing_bundle_or_task_is_refused(tmp_path):

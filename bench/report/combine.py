@@ -1,6 +1,6 @@
 """Several results folders or bundles as one `SuiteData`, so one report shows them side by side.
 
-Two uses, one function (`combine`):
+Two uses, one function (`combine`), and a filter (`only_seeds`) that keeps the seeds several sources share:
 - **reference overlay** (`ntm-bench run/report --reference NAME|PATH`): a folder's own runs plus the runs of a
   reference bundle on the folder's tasks, marked as reference, so a user who adds one model trains only that model;
 - **compare** (`ntm-bench compare A B ... --out DIR`): every task of every source (e.g. a GPU run beside a CPU run
@@ -21,9 +21,10 @@ from typing import Any
 import pandas as pd
 
 from bench.bundles import read_manifest
+from bench.config import MAX_SEED_VALUE, MAX_SEEDS
 from bench.errors import ConfigError
 from bench.protocol import describe_difference
-from bench.report.data import SuiteData, model_palette, with_unique_slugs
+from bench.report.data import SuiteData, model_palette, read_json_or_none, with_unique_slugs
 
 #: the roles a source plays in a combined report
 HERE, REFERENCE, COMPARED = "this folder", "reference", "compared"
@@ -110,3 +111,47 @@ def _renamed(frame: pd.DataFrame, tasks: list[str], prefix: str, namespace: str)
 def _concat(frames: list[pd.DataFrame]) -> pd.DataFrame:
     frames = [f for f in frames if len(f.columns)]
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def parse_seeds(text: str, where: str) -> tuple[int, ...]:
+    """Seeds written as ``101-105``, ``1,4,9`` or both (``1,3,10-12``), in order, each once; a ConfigError names
+    `where` (the option or file) when the text is not that."""
+    seeds: list[int] = []
+    for part in str(text).split(","):
+        low, dash, high = part.strip().partition("-")
+        try:
+            first, last = int(low), int(high) if dash else int(low)
+        except ValueError:
+            first = last = -1
+        if first < 0 or last < first or last > MAX_SEED_VALUE or len(seeds) + last - first >= MAX_SEEDS:
+            raise ConfigError(f"{where}: '{text}' is not a seed list; write seeds as 101-105, 1,4,9 or 1,3,10-12 "
+                              f"(whole numbers 0 to {MAX_SEED_VALUE}, each range low-high, {MAX_SEEDS} seeds at most)")
+        seeds += [seed for seed in range(first, last + 1) if seed not in seeds]
+    return tuple(seeds)
+
+
+def only_seeds(data: SuiteData, seeds: tuple[int, ...]) -> SuiteData:
+    """`data` restricted to `seeds`: its runs, curves and generalisation rows, and the runs the page expects (a run
+    not finished yet counts when its spec names one of the seeds), e.g. to compare models on the seeds they share."""
+    wanted = set(seeds)
+
+    def rows(frame: pd.DataFrame) -> pd.DataFrame:
+        if "seed" not in frame.columns:
+            return frame
+        return frame[pd.to_numeric(frame["seed"], errors="coerce").isin(wanted)].copy()
+
+    runs = rows(data.runs)
+    listed, kept = set(data.runs["run_id"].astype(str)), set(runs["run_id"].astype(str))
+
+    def expected(run_id: str) -> bool:
+        if run_id in listed:
+            return run_id in kept
+        spec = data.specs.get(run_id) or read_json_or_none(data.run_dir(run_id) / "spec.json") or {}
+        return spec.get("seed") in wanted
+
+    run_ids = [str(r) for r in data.manifest.get("run_ids") or []]
+    manifest = {**data.manifest, "run_ids": [r for r in run_ids if expected(r)], "seeds": sorted(wanted)}
+    return replace(data, manifest=manifest, runs=runs, curves=rows(data.curves), gen=rows(data.gen),
+                   specs={r: s for r, s in data.specs.items() if r in kept},
+                   errors={r: e for r, e in data.errors.items() if r in kept},
+                   run_dirs={r: d for r, d in data.run_dirs.items() if r in kept})

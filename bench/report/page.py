@@ -29,7 +29,7 @@ import yaml
 from bench import stats, survival
 from bench.bundles import read_manifest, resolve
 from bench.errors import ConfigError
-from bench.report.combine import COMPARED, HERE, REFERENCE, Source, combine
+from bench.report.combine import COMPARED, HERE, REFERENCE, Source, combine, only_seeds
 from bench.report.data import (
     CSV_FILES,
     SUMMARY_FILES,
@@ -267,7 +267,8 @@ def write_report(out_dir: Path, collect_runs: bool = True,
     claim_output_folder(out_dir)  # refuses a folder of the user's own files before anything is written
     manifest = read_json_or_none(out_dir / "suite.json") or {}
     if isinstance(manifest, dict) and manifest.get("compare"):
-        return write_comparison([(s["path"], s.get("prefix", "")) for s in manifest["compare"]], out_dir)
+        return write_comparison([(s["path"], s.get("prefix", "")) for s in manifest["compare"]], out_dir,
+                                manifest.get("compare_seeds"))
     if collect_runs and (out_dir / "runs").is_dir() and (out_dir / "suite.json").is_file():
         collect(out_dir, unfinished=True)
     data = load_suite_data(out_dir)
@@ -305,11 +306,13 @@ def with_references(data: SuiteData, out_dir: Path, references: list[tuple[str, 
     return combine(parts, only_first_tasks=True)
 
 
-def write_comparison(sources: list[tuple[str | Path, str]], out_dir: Path) -> Path:
+def write_comparison(sources: list[tuple[str | Path, str]], out_dir: Path,
+                     seeds: tuple[int, ...] | list[int] | None = None) -> Path:
     """One report in `out_dir` from several output folders or bundles ((path or bundle name, prefix) pairs): every
-    task of every source, a task two sources share only when it is the same test. `out_dir` also gets the combined
-    runs.csv, curves.csv and generalization.csv, and a suite.json that records the sources (so `ntm-bench report`
-    redoes the comparison)."""
+    task of every source, a task two sources share only when it is the same test; with `seeds`, only those seeds'
+    runs (e.g. the seeds every source ran). `out_dir` also gets the combined runs.csv, curves.csv and
+    generalization.csv, and a suite.json that records the sources and seeds (so `ntm-bench report` redoes the
+    comparison)."""
     started = time.perf_counter()
     out_dir = Path(out_dir)
     if len(sources) < 2:
@@ -325,6 +328,8 @@ def write_comparison(sources: list[tuple[str | Path, str]], out_dir: Path) -> Pa
     parts = [(load_suite_data(path), Source(path, name, COMPARED, prefix))
              for path, name, (_, prefix) in zip(paths, names, sources)]
     data = combine(parts, only_first_tasks=False)
+    if seeds:
+        data = only_seeds(data, tuple(seeds))
     claim_output_folder(out_dir)
     title = " vs ".join(names)
     manifest = {**data.manifest, "name": f"comparison: {title}",
@@ -333,6 +338,7 @@ def write_comparison(sources: list[tuple[str | Path, str]], out_dir: Path) -> Pa
                     for s in data.manifest["sources"]) + ".",
                 "compare": [{"path": str(path.resolve()), "prefix": prefix}
                             for path, (_, prefix) in zip(paths, sources)],
+                "compare_seeds": list(seeds) if seeds else None,
                 "seeds": sorted({int(s) for s in data.runs["seed"].dropna()})}
     data = replace(data, out_dir=out_dir, manifest=manifest)
     atomic_write_json(out_dir / "suite.json", manifest)
