@@ -121,10 +121,23 @@ def fold_population(call: Callable, info, in_dims, inputs):
     return tuple(o.reshape(population, -1, *o.shape[1:]) for o in outputs), (0,) * len(outputs)
 
 
+def loop_population(call: Callable, info, in_dims, inputs):
+    """The vmap rule of ops whose inputs include parameters, which differ between the runs of a population: `call`
+    once per run on its slices (other inputs pass through), the outputs stacked; returns (outputs, out_dims)."""
+
+    def member(index: int):
+        return call(*(v.select(d, index) if isinstance(v, torch.Tensor) and d is not None else v
+                      for v, d in zip(inputs, in_dims)))
+
+    outputs = [member(index) for index in range(info.batch_size)]
+    return tuple(torch.stack(parts) for parts in zip(*outputs)), (0,) * len(outputs[0])
+
+
 def register_op(namespace: str, name: str, fake: Callable, backward: Callable | None = None,
-                setup_context: Callable | None = None) -> None:
+                setup_context: Callable | None = None, vmap_rule: Callable = fold_population) -> None:
     """Register with torch what one op of a kernel needs besides its CPU kernel: its fake implementation (for
-    torch.compile), its vmap rule (`fold_population`) and, for a forward op, its backward formula (for autograd).
+    torch.compile), its vmap rule (`fold_population`, or `loop_population` for ops that take parameters) and, for a
+    forward op, its backward formula (for autograd).
 
     The autograd and vmap rules belong to the op itself, not to an autograd.Function around it: torch.compile of a
     vmapped step (seed-parallel training, and every compiled run of the harness) traces the op as it is, and an op
@@ -132,6 +145,6 @@ def register_op(namespace: str, name: str, fake: Callable, backward: Callable | 
     qualname = f"{namespace}::{name}"
     op = getattr(getattr(torch.ops, namespace), name)
     torch.library.register_fake(qualname)(fake)
-    torch.library.register_vmap(qualname, lambda info, in_dims, *args: fold_population(op, info, in_dims, args))
+    torch.library.register_vmap(qualname, lambda info, in_dims, *args: vmap_rule(op, info, in_dims, args))
     if backward is not None:
         torch.library.register_autograd(qualname, backward, setup_context=setup_context)

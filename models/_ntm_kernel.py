@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import torch
 
-from models._cpp import CppKernel, register_op
+from models._cpp import CppKernel, loop_population, register_op
 
 #: the rows of N values the forward saves per head for the backward, besides the norms and activations (ntm_kernel.cpp's
 #: kSavedRows)
@@ -74,6 +74,66 @@ def _register(namespace: str) -> None:
 
     register_op(namespace, "forward", forward_fake, backward, setup_context)
     register_op(namespace, "backward", backward_fake)
+    _register_sequence(namespace)
+
+
+#: the sequence op's outputs that are values (logits, then the last state's h, c, reads, weights and memory); the
+#: rest are saved for its backward
+SEQUENCE_VALUES = 6
+
+
+def _register_sequence(namespace: str) -> None:
+    """``sequence_forward``: (inputs [B, T, I], h0 [B, U], c0 [B, U], reads0 [B, R, M], weights0 [B, H, N], memory0
+    [B, N, M], the controller's w_ih, b_ih, w_hh, b_hh, the interface's weight and bias, the output layer's weight
+    and bias, clip, read heads R, shift radius S, location addressing) -> (logits [B, T, O], h, c, reads, weights,
+    memory, then eight tensors for the backward): `models.ntm.NTMCell.sequence`."""
+
+    def forward_fake(x, h0, c0, reads0, weights0, memory0, w_ih, b_ih, w_hh, b_hh, w_if, b_if, w_out, b_out, clip,
+                     read_heads, shift_radius, location):
+        (batch, time, _), units = x.shape, h0.shape[1]
+        heads, locations = weights0.shape[1:]
+        width, interface = memory0.shape[2], w_if.shape[0]
+        new = x.new_empty
+        return (new(batch, time, w_out.shape[0]), new(batch, units), new(batch, units), new(batch, read_heads, width),
+                new(batch, heads, locations), _memory_like(memory0),
+                new(time + 1, batch, units + read_heads * width), new(time, batch, 4 * units),
+                new(time + 1, batch, units), new(time, batch, interface), new(time + 1, batch, heads, locations),
+                new(time + 1, batch, width, locations),
+                new(time, batch, (heads * SAVED_ROWS + 1) * locations + interface), new(time, batch, w_out.shape[0]))
+
+    def backward_fake(grad_logits, grad_h, grad_c, grad_reads, grad_weights, grad_memory, x, w_ih, w_hh, w_if, w_out,
+                      *rest):
+        memory = grad_memory
+        return (x.new_empty(x.shape), grad_h.new_empty(grad_h.shape), grad_c.new_empty(grad_c.shape),
+                grad_reads.new_empty(grad_reads.shape), grad_weights.new_empty(grad_weights.shape),
+                _memory_like(memory), w_ih.new_empty(w_ih.shape), w_ih.new_empty(w_ih.shape[0]),
+                w_hh.new_empty(w_hh.shape), w_hh.new_empty(w_hh.shape[0]), w_if.new_empty(w_if.shape),
+                w_if.new_empty(w_if.shape[0]), w_out.new_empty(w_out.shape), w_out.new_empty(w_out.shape[0]))
+
+    def setup_context(ctx, inputs, output):
+        x, *_, w_ih, _b_ih, w_hh, _b_hh, w_if, _b_if, w_out, _b_out = inputs[:14]
+        ctx.options = inputs[14:]  # clip, read heads, shift radius, location
+        ctx.mark_non_differentiable(*output[SEQUENCE_VALUES:])
+        ctx.set_materialize_grads(False)  # else autograd fills zero gradients for the saved tensors (tens of MB)
+        ctx.save_for_backward(x, w_ih, w_hh, w_if, w_out, *output[SEQUENCE_VALUES:])
+
+    def backward(ctx, *grads):
+        x, w_ih, w_hh, w_if, w_out, *saved = ctx.saved_tensors
+        states = saved[0]  # [T + 1, B, U + R M]
+        weights, memory = saved[4], saved[5]
+        batch, units, width = x.shape[0], w_hh.shape[1], memory.shape[2]
+        read_heads = ctx.options[1]
+        likes = (x.new_zeros(batch, x.shape[1], w_out.shape[0]), states.new_zeros(batch, units),
+                 states.new_zeros(batch, units), states.new_zeros(batch, read_heads, width),
+                 torch.zeros_like(weights[0]), memory.new_zeros(batch, memory.shape[3], width))
+        grads = [like if grad is None else grad for grad, like in zip(grads[:SEQUENCE_VALUES], likes)]
+        out = list(HEADS.library.sequence_backward(*grads, x, w_ih, w_hh, w_if, w_out, *saved, *ctx.options))
+        if not ctx.options[3]:  # the `content` ablation: the previous weights get no gradient
+            out[4] = None
+        return (*out, None, None, None, None)
+
+    register_op(namespace, "sequence_forward", forward_fake, backward, setup_context, vmap_rule=loop_population)
+    register_op(namespace, "sequence_backward", backward_fake, vmap_rule=loop_population)
 
 
 #: the extension; its name starts with the prefix, then a digest of the sources, flags and torch version
@@ -100,3 +160,19 @@ def fused_heads(raw: torch.Tensor, prev_weights: torch.Tensor, memory: torch.Ten
     reads, weights, new_memory, _ = HEADS.library.forward(raw, prev_weights, memory, float(clip), int(read_heads),
                                                           int(shift_radius), bool(location))
     return reads, weights, new_memory
+
+
+def sequence_applies(inputs: torch.Tensor, controller_layers: int) -> bool:
+    """Whether `fused_sequence` can run the NTM over these inputs: a one-layer controller, float32 or float64 on the
+    CPU, with the kernel loaded."""
+    return controller_layers == 1 and kernel_applies(inputs)
+
+
+def fused_sequence(inputs: torch.Tensor, state: tuple, params: tuple, clip: float, read_heads: int,
+                   shift_radius: int, location: bool) -> tuple[torch.Tensor, ...]:
+    """(logits [B, T, O], h, c, reads, weights, memory) of the NTM over inputs [B, T, I] from `state` (h0, c0,
+    reads0, weights0, memory0) and `params` (the controller's w_ih, b_ih, w_hh, b_hh; the interface's weight and
+    bias; the output layer's weight and bias), through the C++ sequence op (check `sequence_applies` first)."""
+    outputs = HEADS.library.sequence_forward(inputs, *state, *params, float(clip), int(read_heads),
+                                             int(shift_radius), bool(location))
+    return outputs[:SEQUENCE_VALUES]

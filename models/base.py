@@ -171,6 +171,15 @@ class RecurrentModel(SequenceModel):
     def step(self, x_t: torch.Tensor, state):  # pragma: no cover - interface
         raise NotImplementedError
 
+    def runs_fused(self, inputs: torch.Tensor) -> bool:
+        """Whether this model, compiled, runs these inputs [B, T, in] through `fused_steps` (its own fused op, such
+        as the NTM's C++ sequence op on a CPU) instead of torch.compile's graphs. False unless a model overrides it."""
+        return False
+
+    def fused_steps(self, inputs: torch.Tensor, state):
+        """What a compiled model runs where `runs_fused`: the whole sequence, like `steps`, as a fused op."""
+        raise NotImplementedError(f"{type(self).__name__} has no fused steps")
+
     def steps(self, inputs: torch.Tensor, state):
         """`step` over inputs [B, k, in] -> (logits [B, k, out], the last state)."""
         logits = []
@@ -188,9 +197,12 @@ class RecurrentModel(SequenceModel):
 
     def run(self, inputs: torch.Tensor, state):
         """All time steps of inputs [B, T, in] -> (logits [B, T, out], the last state); compiled after
-        `compile_step`. Without gradients (evaluation) a step compiled with CUDA graphs runs eagerly: with no backward
-        pending, every call would start a new graph iteration and overwrite the previous chunk's outputs."""
+        `compile_step` (through the model's `fused_steps` where it `runs_fused`). Without gradients (evaluation) a
+        step compiled with CUDA graphs runs eagerly: with no backward pending, every call would start a new graph
+        iteration and overwrite the previous chunk's outputs."""
         compiled = self.__dict__.get("_compiled")
+        if compiled is not None and self.runs_fused(inputs):
+            return self.fused_steps(inputs, state)
         if compiled is None or (self.__dict__.get("_cuda_graphs") and not torch.is_grad_enabled()):
             return self.steps(inputs, state)
         return run_unrolled(*compiled, self.compile_unroll, inputs, state, time_dim=1)

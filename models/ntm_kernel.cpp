@@ -19,6 +19,7 @@
 #include <ATen/Dispatch.h>
 #include <algorithm>
 #include <cmath>
+#include <mutex>
 #include <tuple>
 #include <vector>
 
@@ -256,6 +257,18 @@ KERNEL_INLINE void write_head(T* __restrict mem, const T* __restrict w, const T*
     T* row = mem + k * n;
     const T e = erase[k], a = add[k];
     for (int64_t i = 0; i < n; ++i) row[i] = row[i] * (T(1) - w[i] * e) + w[i] * a;
+  }
+}
+
+// the same from the memory into another buffer: out <- memory (1 - w e^T) + w a^T
+template <typename T>
+KERNEL_INLINE void write_head_into(const T* __restrict mem, T* __restrict out, const T* __restrict w,
+                                   const T* __restrict erase, const T* __restrict add, int64_t n, int64_t m) {
+  for (int64_t k = 0; k < m; ++k) {
+    const T* row = mem + k * n;
+    T* row_out = out + k * n;
+    const T e = erase[k], a = add[k];
+    for (int64_t i = 0; i < n; ++i) row_out[i] = row[i] * (T(1) - w[i] * e) + w[i] * a;
   }
 }
 
@@ -564,6 +577,266 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> heads_backward(
   return {grad_raw, grad_prev, grad_old.transpose(1, 2)};
 }
 
+
+// ---------------------------------------------------------------------------------------------------------------------
+// A whole sequence of NTM steps with a one-layer LSTM controller, forward and backward (models/ntm.py, NTM.run): the
+// cell's five steps per time step, with the heads above, so that a training step is two op calls instead of several
+// hundred small ones. Every buffer is time-major. The state after step t is st[t] = [h_t, reads_t] ([B, U + RM]; st[0]
+// is the initial state); step t computes the gates from x_t and st[t], the controller's h_{t+1} and c_{t+1}, the
+// interface's raw values from h_{t+1}, the heads (reads_{t+1}, weights_{t+1}, memory_{t+1}); the output layer then
+// runs once on st[1..T] after the loop. The backward runs the steps in reverse and forms the weights' gradients as
+// one matrix product each after its loop. Products go through ATen (BLAS); the pointwise LSTM math is written out.
+
+// the activated LSTM gates (torch's order i, f, g, o) from their pre-activations, in place; the new cell and
+// hidden state
+template <typename T>
+void lstm_forward(int64_t batch, int64_t units, T* gates, const T* c_prev, T* c, T* h, int64_t h_stride) {
+  for (int64_t b = 0; b < batch; ++b) {
+    T* g = gates + b * 4 * units;
+    for (int64_t u = 0; u < 2 * units; ++u) g[u] = sigmoid(g[u]);
+    for (int64_t u = 2 * units; u < 3 * units; ++u) g[u] = Math<T>::tanh(g[u]);
+    for (int64_t u = 3 * units; u < 4 * units; ++u) g[u] = sigmoid(g[u]);
+    const T* cp = c_prev + b * units;
+    T* cb = c + b * units;
+    T* hb = h + b * h_stride;
+    for (int64_t u = 0; u < units; ++u) {
+      cb[u] = g[units + u] * cp[u] + g[u] * g[2 * units + u];
+      hb[u] = g[3 * units + u] * Math<T>::tanh(cb[u]);
+    }
+  }
+}
+
+// the gates' pre-activation gradients [B, 4U] from dh (read with stride h_stride) and dc, which becomes dc_prev
+template <typename T>
+void lstm_backward(int64_t batch, int64_t units, const T* gates, const T* c_prev, const T* c, const T* dh,
+                   int64_t h_stride, T* dc, T* dgates) {
+  for (int64_t b = 0; b < batch; ++b) {
+    const T* g = gates + b * 4 * units;
+    const T* cp = c_prev + b * units;
+    const T* cb = c + b * units;
+    const T* dhb = dh + b * h_stride;
+    T* dcb = dc + b * units;
+    T* d = dgates + b * 4 * units;
+    for (int64_t u = 0; u < units; ++u) {
+      const T i = g[u], f = g[units + u], z = g[2 * units + u], o = g[3 * units + u];
+      const T tc = Math<T>::tanh(cb[u]);
+      const T dct = dcb[u] + dhb[u] * o * (T(1) - tc * tc);
+      d[u] = dct * z * i * (T(1) - i);
+      d[units + u] = dct * cp[u] * f * (T(1) - f);
+      d[2 * units + u] = dct * i * (T(1) - z * z);
+      d[3 * units + u] = dhb[u] * tc * o * (T(1) - o);
+      dcb[u] = dct * f;
+    }
+  }
+}
+
+// The sequence ops' large buffers (the forward keeps about 25 MB for the backward at the paper's sizes and T = 41)
+// come from a small pool of storages, reused once nothing else holds them (the backward has run and autograd freed
+// its saved tensors). Allocated fresh, buffers of that size are mapped and unmapped by malloc at every training step,
+// and the page faults took about a fifth of the step's time.
+class BufferPool {
+ public:
+  at::Tensor empty(at::IntArrayRef sizes, const at::TensorOptions& options) {
+    const int64_t bytes = c10::multiply_integers(sizes) * static_cast<int64_t>(options.dtype().itemsize());
+    std::lock_guard<std::mutex> lock(mutex_);
+    c10::Storage* best = nullptr;
+    for (auto& storage : storages_) {
+      if (storage.use_count() == 1 && static_cast<int64_t>(storage.nbytes()) >= bytes &&
+          (best == nullptr || storage.nbytes() < best->nbytes()))
+        best = &storage;
+    }
+    if (best != nullptr) return at::empty({0}, options).set_(*best, 0, sizes);
+    auto tensor = at::empty(sizes, options);
+    if (storages_.size() >= kCapacity) {  // forget a free storage, the smallest, if any
+      auto victim = storages_.end();
+      for (auto it = storages_.begin(); it != storages_.end(); ++it) {
+        if (it->use_count() == 1 && (victim == storages_.end() || it->nbytes() < victim->nbytes())) victim = it;
+      }
+      if (victim != storages_.end()) storages_.erase(victim);
+    }
+    if (storages_.size() < kCapacity) storages_.push_back(tensor.storage());
+    return tensor;
+  }
+
+ private:
+  static constexpr size_t kCapacity = 64;
+  std::mutex mutex_;
+  std::vector<c10::Storage> storages_;
+};
+
+at::Tensor pooled(at::IntArrayRef sizes, const at::TensorOptions& options) {
+  static BufferPool pool;
+  return pool.empty(sizes, options);
+}
+
+// the sequence ops' outputs: fourteen tensors each way
+using Fourteen = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,
+                            at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
+
+struct SequenceShape {
+  Shape heads;
+  int64_t time, inputs, units, outputs, state;  // state = U + R M
+};
+
+SequenceShape sequence_shape(const at::Tensor& x, const at::Tensor& h0, const at::Tensor& weights0,
+                             const at::Tensor& memory0, const at::Tensor& w_ih, const at::Tensor& w_if,
+                             const at::Tensor& w_out, int64_t reads, int64_t radius, bool location) {
+  TORCH_CHECK(x.dim() == 3 && h0.dim() == 2, "inputs [B, T, I], h0 [B, U]");
+  const int64_t batch = x.size(0);
+  SequenceShape q;
+  q.heads = shape_of(at::empty({batch, w_if.size(0)}, x.options()), weights0, memory0, reads, radius, location);
+  q.time = x.size(1);
+  q.inputs = x.size(2);
+  q.units = h0.size(1);
+  q.outputs = w_out.size(0);
+  q.state = q.units + reads * q.heads.m;
+  TORCH_CHECK(w_ih.size(0) == 4 * q.units && w_ih.size(1) == q.inputs + reads * q.heads.m &&
+              w_if.size(1) == q.units && w_out.size(1) == q.state, "parameter shapes disagree");
+  return q;
+}
+
+// the products' weights for the state [h, reads]: the controller's [W_hh, W_ih's reads columns] [4U, U + RM]
+at::Tensor state_weights(const at::Tensor& w_ih, const at::Tensor& w_hh, int64_t inputs) {
+  return at::cat({w_hh, w_ih.narrow(1, inputs, w_ih.size(1) - inputs)}, 1);
+}
+
+Fourteen sequence_forward(
+    const at::Tensor& x_, const at::Tensor& h0, const at::Tensor& c0, const at::Tensor& reads0,
+    const at::Tensor& weights0, const at::Tensor& memory0, const at::Tensor& w_ih, const at::Tensor& b_ih,
+    const at::Tensor& w_hh, const at::Tensor& b_hh, const at::Tensor& w_if, const at::Tensor& b_if,
+    const at::Tensor& w_out, const at::Tensor& b_out, double clip, int64_t read_heads, int64_t shift_radius,
+    bool location) {
+  at::AutoDispatchBelowADInplaceOrView guard;
+  const SequenceShape q = sequence_shape(x_, h0, weights0, memory0, w_ih, w_if, w_out, read_heads, shift_radius,
+                                         location);
+  const Shape& s = q.heads;
+  const int64_t B = s.batch, T = q.time, U = q.units, RM = s.reads * s.m;
+  auto opts = x_.options();
+  auto x = x_.transpose(0, 1).contiguous();  // [T, B, I]
+  // the gates' pre-activations from the inputs and both biases, for every step at once; activated in place below
+  auto gates = pooled({T, B, 4 * U}, opts);
+  auto gates_flat = gates.view({T * B, 4 * U});
+  at::addmm_out(gates_flat, b_ih + b_hh, x.view({T * B, q.inputs}), w_ih.narrow(1, 0, q.inputs).t());
+  auto wz = state_weights(w_ih, w_hh, q.inputs);
+  auto st = pooled({T + 1, B, q.state}, opts);
+  st[0].narrow(1, 0, U).copy_(h0);
+  st[0].narrow(1, U, RM).copy_(reads0.reshape({B, RM}));
+  auto cells = pooled({T + 1, B, U}, opts);
+  cells[0].copy_(c0);
+  auto raw = pooled({T, B, s.interface_size}, opts);
+  auto weights = pooled({T + 1, B, s.heads, s.n}, opts);
+  weights[0].copy_(weights0);
+  auto memory = pooled({T + 1, B, s.m, s.n}, opts);  // the kernel's layout
+  memory[0].copy_(memory0.transpose(1, 2));
+  auto saved = pooled({T, B, s.saved()}, opts);
+  auto reads = at::empty({B, s.reads, s.m}, opts);
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "ntm_sequence_forward", [&] {
+    using scalar = scalar_t;
+    for (int64_t t = 0; t < T; ++t) {
+      auto gates_t = gates[t];
+      gates_t.addmm_(st[t], wz.t());
+      auto next = st[t + 1];
+      lstm_forward<scalar>(B, U, gates_t.data_ptr<scalar>(), cells[t].data_ptr<scalar>(),
+                           cells[t + 1].data_ptr<scalar>(), next.data_ptr<scalar>(), q.state);
+      auto raw_t = raw[t];
+      at::addmm_out(raw_t, b_if, next.narrow(1, 0, U), w_if.t());
+      forward_any<scalar>(s, static_cast<scalar>(clip),
+                          Forward<scalar>{raw_t.data_ptr<scalar>(), weights[t].data_ptr<scalar>(),
+                                          memory[t].data_ptr<scalar>(), reads.data_ptr<scalar>(),
+                                          weights[t + 1].data_ptr<scalar>(), memory[t + 1].data_ptr<scalar>(),
+                                          saved[t].data_ptr<scalar>()});
+      next.narrow(1, U, RM).copy_(reads.view({B, RM}));
+    }
+  });
+  auto unclipped = pooled({T, B, q.outputs}, opts);
+  auto unclipped_flat = unclipped.view({T * B, q.outputs});
+  at::addmm_out(unclipped_flat, b_out, st.narrow(0, 1, T).reshape({T * B, q.state}), w_out.t());
+  auto logits = unclipped.clamp(-clip, clip).transpose(0, 1).contiguous();
+  auto last = st[T];
+  return {logits,
+          last.narrow(1, 0, U).clone(),
+          cells[T].clone(),
+          last.narrow(1, U, RM).reshape({B, s.reads, s.m}).clone(),
+          weights[T].clone(),
+          pooled({B, s.m, s.n}, opts).copy_(memory[T]).transpose(1, 2),
+          st, gates, cells, raw, weights, memory, saved, unclipped};
+}
+
+Fourteen sequence_backward(
+    const at::Tensor& grad_logits, const at::Tensor& grad_h, const at::Tensor& grad_c, const at::Tensor& grad_reads,
+    const at::Tensor& grad_weights, const at::Tensor& grad_memory, const at::Tensor& x_, const at::Tensor& w_ih,
+    const at::Tensor& w_hh, const at::Tensor& w_if, const at::Tensor& w_out, const at::Tensor& st,
+    const at::Tensor& gates, const at::Tensor& cells, const at::Tensor& raw, const at::Tensor& weights,
+    const at::Tensor& memory, const at::Tensor& saved, const at::Tensor& unclipped, double clip, int64_t read_heads,
+    int64_t shift_radius, bool location) {
+  at::AutoDispatchBelowADInplaceOrView guard;
+  const int64_t B = x_.size(0), T = x_.size(1), I = x_.size(2), U = w_hh.size(1), M = memory.size(2);
+  const int64_t RM = read_heads * M, state = U + RM, P = w_if.size(0);
+  const Shape s = shape_of(raw[0], weights[0], memory[0].transpose(1, 2), read_heads, shift_radius, location);
+  auto opts = x_.options();
+  const auto dtype = x_.scalar_type();
+  // the logits' gradient through the clip (passed inside [-clip, clip], ends included, as torch's clamp)
+  auto dlogits = grad_logits.to(dtype).transpose(0, 1) * unclipped.ge(-clip).logical_and(unclipped.le(clip));
+  auto dlogits_flat = dlogits.reshape({T * B, -1});
+  auto grad_w_out = dlogits_flat.t().mm(st.narrow(0, 1, T).reshape({T * B, state}));
+  auto grad_b_out = dlogits_flat.sum(0);
+  auto dstate = pooled({T, B, state}, opts);  // each st[t + 1]'s gradient from the outputs
+  auto dstate_flat = dstate.view({T * B, state});
+  at::mm_out(dstate_flat, dlogits_flat, w_out);
+  auto wz = state_weights(w_ih, w_hh, I);
+  auto dcur = at::empty({B, state}, opts);  // the gradient reaching st[t + 1]
+  dcur.narrow(1, 0, U).copy_(grad_h);
+  dcur.narrow(1, U, RM).copy_(grad_reads.reshape({B, RM}));
+  auto dc = grad_c.to(dtype).contiguous().clone();
+  auto dw = grad_weights.to(dtype).contiguous().clone();
+  auto dmem = pooled({B, M, s.n}, opts).copy_(grad_memory.transpose(1, 2));  // [B, M, N]
+  auto dw_prev = at::empty_like(dw);
+  auto dmem_prev = pooled({B, M, s.n}, opts);
+  auto draw = pooled({T, B, P}, opts);
+  auto dgates = pooled({T, B, 4 * U}, opts);
+  AT_DISPATCH_FLOATING_TYPES(dtype, "ntm_sequence_backward", [&] {
+    using scalar = scalar_t;
+    for (int64_t t = T - 1; t >= 0; --t) {
+      dcur.add_(dstate[t]);
+      auto draw_t = draw[t];
+      auto dreads = dcur.narrow(1, U, RM).contiguous();
+      backward_any<scalar>(s, static_cast<scalar>(clip),
+                           Backward<scalar>{dreads.data_ptr<scalar>(), dw.data_ptr<scalar>(),
+                                            dmem.data_ptr<scalar>(), raw[t].data_ptr<scalar>(),
+                                            weights[t].data_ptr<scalar>(), memory[t].data_ptr<scalar>(),
+                                            weights[t + 1].data_ptr<scalar>(), saved[t].data_ptr<scalar>(),
+                                            draw_t.data_ptr<scalar>(), dw_prev.data_ptr<scalar>(),
+                                            dmem_prev.data_ptr<scalar>()});
+      std::swap(dw, dw_prev);
+      std::swap(dmem, dmem_prev);
+      auto dh = dcur.narrow(1, 0, U);
+      dh.addmm_(draw_t, w_if);
+      auto dgates_t = dgates[t];
+      lstm_backward<scalar>(B, U, gates[t].data_ptr<scalar>(), cells[t].data_ptr<scalar>(),
+                            cells[t + 1].data_ptr<scalar>(), dcur.data_ptr<scalar>(), state, dc.data_ptr<scalar>(),
+                            dgates_t.data_ptr<scalar>());
+      at::mm_out(dcur, dgates_t, wz);
+    }
+  });
+  auto dgates_flat = dgates.view({T * B, 4 * U});
+  auto x = x_.transpose(0, 1).contiguous().view({T * B, I});
+  auto grad_wz = dgates_flat.t().mm(st.narrow(0, 0, T).reshape({T * B, state}));  // [4U, U + RM]
+  auto grad_w_ih = at::cat({dgates_flat.t().mm(x), grad_wz.narrow(1, U, RM)}, 1);
+  auto grad_w_hh = grad_wz.narrow(1, 0, U).contiguous();
+  auto grad_b = dgates_flat.sum(0);
+  auto draw_flat = draw.view({T * B, P});
+  auto grad_w_if = draw_flat.t().mm(st.narrow(0, 1, T).narrow(2, 0, U).reshape({T * B, U}));
+  auto grad_b_if = draw_flat.sum(0);
+  auto grad_x = dgates_flat.mm(w_ih.narrow(1, 0, I)).view({T, B, I}).transpose(0, 1).contiguous();
+  return {grad_x,
+          dcur.narrow(1, 0, U).contiguous(),
+          dc,
+          dcur.narrow(1, U, RM).reshape({B, read_heads, M}).contiguous(),
+          dw,
+          dmem.transpose(1, 2),
+          grad_w_ih, grad_b, grad_w_hh, grad_b.clone(), grad_w_if, grad_b_if, grad_w_out, grad_b_out};
+}
+
 }  // namespace
 
 KERNEL_LIBRARY(m) {
@@ -572,9 +845,20 @@ KERNEL_LIBRARY(m) {
   m.def("backward(Tensor grad_reads, Tensor grad_weights, Tensor grad_memory, Tensor raw, Tensor prev_weights, "
         "Tensor memory, Tensor weights, Tensor saved, float clip, int read_heads, int shift_radius, bool location) "
         "-> (Tensor, Tensor, Tensor)");
+  m.def("sequence_forward(Tensor x, Tensor h0, Tensor c0, Tensor reads0, Tensor weights0, Tensor memory0, "
+        "Tensor w_ih, Tensor b_ih, Tensor w_hh, Tensor b_hh, Tensor w_if, Tensor b_if, Tensor w_out, Tensor b_out, "
+        "float clip, int read_heads, int shift_radius, bool location) -> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, "
+        "Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
+  m.def("sequence_backward(Tensor grad_logits, Tensor grad_h, Tensor grad_c, Tensor grad_reads, "
+        "Tensor grad_weights, Tensor grad_memory, Tensor x, Tensor w_ih, Tensor w_hh, Tensor w_if, Tensor w_out, "
+        "Tensor st, Tensor gates, Tensor cells, Tensor raw, Tensor weights, Tensor memory, Tensor saved, "
+        "Tensor unclipped, float clip, int read_heads, int shift_radius, bool location) -> (Tensor, Tensor, Tensor, "
+        "Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
 }
 
 KERNEL_LIBRARY_IMPL(CPU, m) {
   m.impl("forward", &heads_forward);
   m.impl("backward", &heads_backward);
+  m.impl("sequence_forward", &sequence_forward);
+  m.impl("sequence_backward", &sequence_backward);
 }
