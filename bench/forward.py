@@ -207,7 +207,7 @@ class BatchedForward:
         from torch.func import functional_call, vmap
 
         template = copy.deepcopy(models[0]).to("meta")  # the architecture; every call swaps in the runs' tensors
-        methods = {name: _Method(template, name) for name in ("initial_state", "steps", "step", "fused_steps")}
+        methods = {name: _Method(template, name) for name in ("initial_state", "steps", "step")}
 
         def call(method, params, buffers, *args):
             return functional_call(methods[method], (params, buffers), args)
@@ -215,7 +215,6 @@ class BatchedForward:
         self.initial_state = lambda params, buffers, *args: vmap(lambda p, b: call("initial_state", p, b, *args))(
             params, buffers)
         self.steps = vmap(lambda p, b, x, s: call("steps", p, b, x, s))
-        self.fused_steps = vmap(lambda p, b, x, s: call("fused_steps", p, b, x, s))
         self.step = vmap(lambda p, b, x, s: call("step", p, b, x, s))
         self.unroll = None  # eager: one call of the vmapped `steps` over the whole sequence
         if compile_options is not None:
@@ -238,8 +237,6 @@ class BatchedForward:
         state = self.initial_state(params, buffers, inputs.shape[1], inputs.device, inputs.dtype)
         if self.unroll is None:
             return self.steps(params, buffers, inputs, state)[0]  # [P, B, T, out]
-        if self.models[0].runs_fused(inputs[0]):  # compiled: the model's own fused op over the whole sequence
-            return self.fused_steps(params, buffers, inputs, state)[0]
         steps = functools.partial(self.steps, params, buffers)
         step = functools.partial(self.step, params, buffers)
         return run_unrolled(steps, step, self.unroll, inputs, state, time_dim=2)[0]  # [P, B, T, out]

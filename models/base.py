@@ -172,8 +172,10 @@ class RecurrentModel(SequenceModel):
         raise NotImplementedError
 
     def runs_fused(self, inputs: torch.Tensor) -> bool:
-        """Whether this model, compiled, runs these inputs [B, T, in] through `fused_steps` (its own fused op, such
-        as the NTM's C++ sequence op on a CPU) instead of torch.compile's graphs. False unless a model overrides it."""
+        """Whether this model, compiled and trained alone, runs these inputs [B, T, in] through `fused_steps` (its own
+        fused op, such as the NTM's C++ sequence op on a CPU) instead of torch.compile's graphs. A compiled group of
+        seeds (`bench.forward.BatchedForward`) keeps torch.compile's vmapped graphs. False unless a model overrides
+        it."""
         return False
 
     def fused_steps(self, inputs: torch.Tensor, state):
