@@ -85,18 +85,21 @@ SEQUENCE_VALUES = 6
 def _register_sequence(namespace: str) -> None:
     """``sequence_forward``: (inputs [B, T, I], h0 [B, U], c0 [B, U], reads0 [B, R, M], weights0 [B, H, N], memory0
     [B, N, M], the controller's w_ih, b_ih, w_hh, b_hh, the interface's weight and bias, the output layer's weight
-    and bias, clip, read heads R, shift radius S, location addressing) -> (logits [B, T, O], h, c, reads, weights,
-    memory, then eight tensors for the backward): `models.ntm.NTMCell.sequence`."""
+    and bias, clip, read heads R, shift radius S, location addressing, keep) -> (logits [B, T, O], h, c, reads,
+    weights, memory, then eight tensors for the backward, empty unless `keep`): `models.ntm.NTMCell.sequence`.
+    Without `keep` (no gradient wanted) the op holds two time steps' values at a time, not T."""
 
     def forward_fake(x, h0, c0, reads0, weights0, memory0, w_ih, b_ih, w_hh, b_hh, w_if, b_if, w_out, b_out, clip,
-                     read_heads, shift_radius, location):
+                     read_heads, shift_radius, location, keep):
         (batch, time, _), units = x.shape, h0.shape[1]
         heads, locations = weights0.shape[1:]
         width, interface = memory0.shape[2], w_if.shape[0]
         new = x.new_empty
-        return (new(batch, time, w_out.shape[0]), new(batch, units), new(batch, units), new(batch, read_heads, width),
-                new(batch, heads, locations), _memory_like(memory0),
-                new(time + 1, batch, units + read_heads * width), new(time, batch, 4 * units),
+        values = (new(batch, time, w_out.shape[0]), new(batch, units), new(batch, units),
+                  new(batch, read_heads, width), new(batch, heads, locations), _memory_like(memory0))
+        if not keep:
+            return (*values, *(new(0) for _ in range(8)))
+        return (*values, new(time + 1, batch, units + read_heads * width), new(time, batch, 4 * units),
                 new(time + 1, batch, units), new(time, batch, interface), new(time + 1, batch, heads, locations),
                 new(time + 1, batch, width, locations),
                 new(time, batch, (heads * SAVED_ROWS + 1) * locations + interface), new(time, batch, w_out.shape[0]))
@@ -112,7 +115,7 @@ def _register_sequence(namespace: str) -> None:
 
     def setup_context(ctx, inputs, output):
         x, *_, w_ih, _b_ih, w_hh, _b_hh, w_if, _b_if, w_out, _b_out = inputs[:14]
-        ctx.options = inputs[14:]  # clip, read heads, shift radius, location
+        ctx.options = inputs[14:18]  # clip, read heads, shift radius, location (then keep, True here)
         ctx.mark_non_differentiable(*output[SEQUENCE_VALUES:])
         ctx.set_materialize_grads(False)  # else autograd fills zero gradients for the saved tensors (tens of MB)
         ctx.save_for_backward(x, w_ih, w_hh, w_if, w_out, *output[SEQUENCE_VALUES:])
@@ -130,7 +133,7 @@ def _register_sequence(namespace: str) -> None:
         out = list(HEADS.library.sequence_backward(*grads, x, w_ih, w_hh, w_if, w_out, *saved, *ctx.options))
         if not ctx.options[3]:  # the `content` ablation: the previous weights get no gradient
             out[4] = None
-        return (*out, None, None, None, None)
+        return (*out, None, None, None, None, None)
 
     register_op(namespace, "sequence_forward", forward_fake, backward, setup_context, vmap_rule=loop_population)
     register_op(namespace, "sequence_backward", backward_fake, vmap_rule=loop_population)
@@ -173,6 +176,9 @@ def fused_sequence(inputs: torch.Tensor, state: tuple, params: tuple, clip: floa
     """(logits [B, T, O], h, c, reads, weights, memory) of the NTM over inputs [B, T, I] from `state` (h0, c0,
     reads0, weights0, memory0) and `params` (the controller's w_ih, b_ih, w_hh, b_hh; the interface's weight and
     bias; the output layer's weight and bias), through the C++ sequence op (check `sequence_applies` first)."""
+    # the values for a backward unless gradients are off (evaluation, which keeps two time steps' at a time). Not
+    # decided from requires_grad: under vmap the tensors the op sees do not carry it
+    keep = torch.is_grad_enabled()
     outputs = HEADS.library.sequence_forward(inputs, *state, *params, float(clip), int(read_heads),
-                                             int(shift_radius), bool(location))
+                                             int(shift_radius), bool(location), keep)
     return outputs[:SEQUENCE_VALUES]

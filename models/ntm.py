@@ -311,7 +311,7 @@ class NTM(RecurrentModel):
 
     def runs_fused(self, inputs: torch.Tensor) -> bool:
         """Compiled on a CPU (float32 or float64, one controller layer, the C++ kernel built), the whole sequence is
-        one op each way (`NTMCell.sequence`), about twice as fast as torch.compile's graphs and with nothing to
+        one op each way (`NTMCell.sequence`), about 1.5x as fast as torch.compile's graphs and with nothing to
         compile. Eager runs keep the step-by-step path, so their results stay those of earlier versions."""
         return sequence_applies(inputs, len(self.cell.controller))
 

@@ -260,18 +260,6 @@ KERNEL_INLINE void write_head(T* __restrict mem, const T* __restrict w, const T*
   }
 }
 
-// the same from the memory into another buffer: out <- memory (1 - w e^T) + w a^T
-template <typename T>
-KERNEL_INLINE void write_head_into(const T* __restrict mem, T* __restrict out, const T* __restrict w,
-                                   const T* __restrict erase, const T* __restrict add, int64_t n, int64_t m) {
-  for (int64_t k = 0; k < m; ++k) {
-    const T* row = mem + k * n;
-    T* row_out = out + k * n;
-    const T e = erase[k], a = add[k];
-    for (int64_t i = 0; i < n; ++i) row_out[i] = row[i] * (T(1) - w[i] * e) + w[i] * a;
-  }
-}
-
 template <typename T>
 KERNEL_INLINE void forward_kernel(const Shape& s, T clip, const Forward<T>& t) {
   const int64_t N = s.n, M = s.m, H = s.heads, K = s.shifts, S = s.radius, P = s.interface_size, HS = s.head_size;
@@ -655,11 +643,24 @@ class BufferPool {
       if (victim != storages_.end()) storages_.erase(victim);
     }
     if (storages_.size() < kCapacity) storages_.push_back(tensor.storage());
+    // and forget the largest free storages while the free ones hold more than kIdleBytes
+    for (;;) {
+      size_t idle = 0;
+      auto largest = storages_.end();
+      for (auto it = storages_.begin(); it != storages_.end(); ++it) {
+        if (it->use_count() != 1) continue;
+        idle += it->nbytes();
+        if (largest == storages_.end() || it->nbytes() > largest->nbytes()) largest = it;
+      }
+      if (idle <= kIdleBytes) break;
+      storages_.erase(largest);
+    }
     return tensor;
   }
 
  private:
   static constexpr size_t kCapacity = 64;
+  static constexpr size_t kIdleBytes = size_t(256) << 20;
   std::mutex mutex_;
   std::vector<c10::Storage> storages_;
 };
@@ -705,61 +706,92 @@ Fourteen sequence_forward(
     const at::Tensor& weights0, const at::Tensor& memory0, const at::Tensor& w_ih, const at::Tensor& b_ih,
     const at::Tensor& w_hh, const at::Tensor& b_hh, const at::Tensor& w_if, const at::Tensor& b_if,
     const at::Tensor& w_out, const at::Tensor& b_out, double clip, int64_t read_heads, int64_t shift_radius,
-    bool location) {
+    bool location, bool keep) {
   at::AutoDispatchBelowADInplaceOrView guard;
   const SequenceShape q = sequence_shape(x_, h0, weights0, memory0, w_ih, w_if, w_out, read_heads, shift_radius,
                                          location);
   const Shape& s = q.heads;
   const int64_t B = s.batch, T = q.time, U = q.units, RM = s.reads * s.m;
+  TORCH_CHECK(T >= 1, "a sequence of at least one time step");
+  for (const auto* t : {&h0, &c0, &reads0, &weights0, &memory0, &w_ih, &b_ih, &w_hh, &b_hh, &w_if, &b_if, &w_out,
+                        &b_out})
+    TORCH_CHECK(t->scalar_type() == x_.scalar_type() && t->device().is_cpu(), "dtypes or devices disagree");
   auto opts = x_.options();
   auto x = x_.transpose(0, 1).contiguous();  // [T, B, I]
-  // the gates' pre-activations from the inputs and both biases, for every step at once; activated in place below
-  auto gates = pooled({T, B, 4 * U}, opts);
-  auto gates_flat = gates.view({T * B, 4 * U});
-  at::addmm_out(gates_flat, b_ih + b_hh, x.view({T * B, q.inputs}), w_ih.narrow(1, 0, q.inputs).t());
+  // With `keep` (a forward that autograd will go back through) every step's values stay for the backward. Without
+  // it (evaluation) the per-step buffers are two slots used in turn, and the output layer runs at every step, so
+  // that memory does not grow with T.
+  const int64_t steps = keep ? T : 1, states = keep ? T + 1 : 2;
+  auto slot = [&](int64_t t) { return keep ? t : t % 2; };
+  auto step_slot = [&](int64_t t) { return keep ? t : int64_t(0); };
+  auto biases = b_ih + b_hh;
+  auto w_x = w_ih.narrow(1, 0, q.inputs).t();
+  // the gates' pre-activations from the inputs and both biases (for every step at once with `keep`), activated in
+  // place below
+  auto gates = pooled({steps, B, 4 * U}, opts);
+  if (keep) {
+    auto gates_flat = gates.view({T * B, 4 * U});
+    at::addmm_out(gates_flat, biases, x.view({T * B, q.inputs}), w_x);
+  }
   auto wz = state_weights(w_ih, w_hh, q.inputs);
-  auto st = pooled({T + 1, B, q.state}, opts);
+  auto st = pooled({states, B, q.state}, opts);
   st[0].narrow(1, 0, U).copy_(h0);
   st[0].narrow(1, U, RM).copy_(reads0.reshape({B, RM}));
-  auto cells = pooled({T + 1, B, U}, opts);
+  auto cells = pooled({states, B, U}, opts);
   cells[0].copy_(c0);
-  auto raw = pooled({T, B, s.interface_size}, opts);
-  auto weights = pooled({T + 1, B, s.heads, s.n}, opts);
+  auto raw = pooled({steps, B, s.interface_size}, opts);
+  auto weights = pooled({states, B, s.heads, s.n}, opts);
   weights[0].copy_(weights0);
-  auto memory = pooled({T + 1, B, s.m, s.n}, opts);  // the kernel's layout
+  auto memory = pooled({states, B, s.m, s.n}, opts);  // the kernel's layout
   memory[0].copy_(memory0.transpose(1, 2));
-  auto saved = pooled({T, B, s.saved()}, opts);
+  auto saved = pooled({steps, B, s.saved()}, opts);
+  auto unclipped = pooled({T, B, q.outputs}, opts);
   auto reads = at::empty({B, s.reads, s.m}, opts);
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "ntm_sequence_forward", [&] {
     using scalar = scalar_t;
     for (int64_t t = 0; t < T; ++t) {
-      auto gates_t = gates[t];
-      gates_t.addmm_(st[t], wz.t());
-      auto next = st[t + 1];
-      lstm_forward<scalar>(B, U, gates_t.data_ptr<scalar>(), cells[t].data_ptr<scalar>(),
-                           cells[t + 1].data_ptr<scalar>(), next.data_ptr<scalar>(), q.state);
-      auto raw_t = raw[t];
+      const int64_t now = slot(t), next_slot = slot(t + 1), k = step_slot(t);
+      auto gates_t = gates[k];
+      if (!keep) at::addmm_out(gates_t, biases, x[t], w_x);
+      gates_t.addmm_(st[now], wz.t());
+      auto next = st[next_slot];
+      lstm_forward<scalar>(B, U, gates_t.data_ptr<scalar>(), cells[now].data_ptr<scalar>(),
+                           cells[next_slot].data_ptr<scalar>(), next.data_ptr<scalar>(), q.state);
+      auto raw_t = raw[k];
       at::addmm_out(raw_t, b_if, next.narrow(1, 0, U), w_if.t());
       forward_any<scalar>(s, static_cast<scalar>(clip),
-                          Forward<scalar>{raw_t.data_ptr<scalar>(), weights[t].data_ptr<scalar>(),
-                                          memory[t].data_ptr<scalar>(), reads.data_ptr<scalar>(),
-                                          weights[t + 1].data_ptr<scalar>(), memory[t + 1].data_ptr<scalar>(),
-                                          saved[t].data_ptr<scalar>()});
+                          Forward<scalar>{raw_t.data_ptr<scalar>(), weights[now].data_ptr<scalar>(),
+                                          memory[now].data_ptr<scalar>(), reads.data_ptr<scalar>(),
+                                          weights[next_slot].data_ptr<scalar>(),
+                                          memory[next_slot].data_ptr<scalar>(), saved[k].data_ptr<scalar>()});
       next.narrow(1, U, RM).copy_(reads.view({B, RM}));
+      if (!keep) {
+        auto unclipped_t = unclipped[t];
+        at::addmm_out(unclipped_t, b_out, next, w_out.t());
+      }
     }
   });
-  auto unclipped = pooled({T, B, q.outputs}, opts);
-  auto unclipped_flat = unclipped.view({T * B, q.outputs});
-  at::addmm_out(unclipped_flat, b_out, st.narrow(0, 1, T).reshape({T * B, q.state}), w_out.t());
+  if (keep) {  // the output layer once over every step's state
+    auto unclipped_flat = unclipped.view({T * B, q.outputs});
+    at::addmm_out(unclipped_flat, b_out, st.narrow(0, 1, T).reshape({T * B, q.state}), w_out.t());
+  }
   auto logits = unclipped.clamp(-clip, clip).transpose(0, 1).contiguous();
-  auto last = st[T];
-  return {logits,
-          last.narrow(1, 0, U).clone(),
-          cells[T].clone(),
-          last.narrow(1, U, RM).reshape({B, s.reads, s.m}).clone(),
-          weights[T].clone(),
-          pooled({B, s.m, s.n}, opts).copy_(memory[T]).transpose(1, 2),
-          st, gates, cells, raw, weights, memory, saved, unclipped};
+  const int64_t last_slot = slot(T);
+  auto last = st[last_slot];
+  auto outputs = Fourteen{logits,
+                          last.narrow(1, 0, U).clone(),
+                          cells[last_slot].clone(),
+                          last.narrow(1, U, RM).reshape({B, s.reads, s.m}).clone(),
+                          weights[last_slot].clone(),
+                          pooled({B, s.m, s.n}, opts).copy_(memory[last_slot]).transpose(1, 2),
+                          st, gates, cells, raw, weights, memory, saved, unclipped};
+  if (!keep) {  // nothing for a backward
+    auto none = at::empty({0}, opts);
+    outputs = Fourteen{std::get<0>(outputs), std::get<1>(outputs), std::get<2>(outputs), std::get<3>(outputs),
+                       std::get<4>(outputs), std::get<5>(outputs), none, none.clone(), none.clone(), none.clone(),
+                       none.clone(), none.clone(), none.clone(), none.clone()};
+  }
+  return outputs;
 }
 
 Fourteen sequence_backward(
@@ -772,6 +804,7 @@ Fourteen sequence_backward(
   at::AutoDispatchBelowADInplaceOrView guard;
   const int64_t B = x_.size(0), T = x_.size(1), I = x_.size(2), U = w_hh.size(1), M = memory.size(2);
   const int64_t RM = read_heads * M, state = U + RM, P = w_if.size(0);
+  TORCH_CHECK(T >= 1 && raw.size(0) == T, "the saved values of a forward with keep=True");
   const Shape s = shape_of(raw[0], weights[0], memory[0].transpose(1, 2), read_heads, shift_radius, location);
   auto opts = x_.options();
   const auto dtype = x_.scalar_type();
@@ -787,8 +820,8 @@ Fourteen sequence_backward(
   auto dcur = at::empty({B, state}, opts);  // the gradient reaching st[t + 1]
   dcur.narrow(1, 0, U).copy_(grad_h);
   dcur.narrow(1, U, RM).copy_(grad_reads.reshape({B, RM}));
-  auto dc = grad_c.to(dtype).contiguous().clone();
-  auto dw = grad_weights.to(dtype).contiguous().clone();
+  auto dc = grad_c.to(dtype).clone(at::MemoryFormat::Contiguous);
+  auto dw = grad_weights.to(dtype).clone(at::MemoryFormat::Contiguous);
   auto dmem = pooled({B, M, s.n}, opts).copy_(grad_memory.transpose(1, 2));  // [B, M, N]
   auto dw_prev = at::empty_like(dw);
   auto dmem_prev = pooled({B, M, s.n}, opts);
@@ -829,9 +862,9 @@ Fourteen sequence_backward(
   auto grad_b_if = draw_flat.sum(0);
   auto grad_x = dgates_flat.mm(w_ih.narrow(1, 0, I)).view({T, B, I}).transpose(0, 1).contiguous();
   return {grad_x,
-          dcur.narrow(1, 0, U).contiguous(),
+          dcur.narrow(1, 0, U).clone(at::MemoryFormat::Contiguous),  // fresh tensors, never views of dcur
           dc,
-          dcur.narrow(1, U, RM).reshape({B, read_heads, M}).contiguous(),
+          dcur.narrow(1, U, RM).reshape({B, read_heads, M}).clone(at::MemoryFormat::Contiguous),
           dw,
           dmem.transpose(1, 2),
           grad_w_ih, grad_b, grad_w_hh, grad_b.clone(), grad_w_if, grad_b_if, grad_w_out, grad_b_out};
@@ -847,7 +880,8 @@ KERNEL_LIBRARY(m) {
         "-> (Tensor, Tensor, Tensor)");
   m.def("sequence_forward(Tensor x, Tensor h0, Tensor c0, Tensor reads0, Tensor weights0, Tensor memory0, "
         "Tensor w_ih, Tensor b_ih, Tensor w_hh, Tensor b_hh, Tensor w_if, Tensor b_if, Tensor w_out, Tensor b_out, "
-        "float clip, int read_heads, int shift_radius, bool location) -> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, "
+        "float clip, int read_heads, int shift_radius, bool location, bool keep) -> (Tensor, Tensor, Tensor, Tensor, "
+        "Tensor, Tensor, "
         "Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
   m.def("sequence_backward(Tensor grad_logits, Tensor grad_h, Tensor grad_c, Tensor grad_reads, "
         "Tensor grad_weights, Tensor grad_memory, Tensor x, Tensor w_ih, Tensor w_hh, Tensor w_if, Tensor w_out, "

@@ -16,6 +16,13 @@ from tests.test_ntm_kernel import CONFIGS, SEVERAL_HEADS, _kernel
 SMALL = dict(controller_units=3, memory_locations=6, memory_width=3)
 
 
+def _params(cell) -> list[torch.Tensor]:
+    """The op's parameter inputs, in its order: the controller's, the interface's, the output layer's."""
+    (lstm,) = cell.controller
+    return [lstm.weight_ih, lstm.bias_ih, lstm.weight_hh, lstm.bias_hh, cell.interface.weight, cell.interface.bias,
+            cell.output.weight, cell.output.bias]
+
+
 def _model(config: dict, dtype=torch.float32, seed: int = 0) -> NTM:
     torch.manual_seed(seed)
     return NTM(9, 8, **config).to(dtype)
@@ -75,9 +82,7 @@ def test_sequence_gradcheck_float64(config):
     start = [state.controller_h[0] + 0.1 * torch.randn(2, 3, generator=generator, dtype=torch.float64),
              0.1 * torch.randn(2, 3, generator=generator, dtype=torch.float64), state.reads, state.weights,
              torch.tanh(torch.randn(2, 6, 3, generator=generator, dtype=torch.float64))]
-    (lstm,) = cell.controller
-    params = [lstm.weight_ih, lstm.bias_ih, lstm.weight_hh, lstm.bias_hh, cell.interface.weight, cell.interface.bias,
-              cell.output.weight, cell.output.bias]
+    params = _params(cell)
     leaves = [t.detach().clone().requires_grad_(True) for t in [inputs, *start, *params]]
 
     def sequence(*tensors):
@@ -185,11 +190,40 @@ def test_opcheck_of_the_sequence_op():
     model = _model({**SEVERAL_HEADS, **SMALL})
     cell = model.cell
     state = model.initial_state(2)
-    (lstm,) = cell.controller
-    params = [lstm.weight_ih, lstm.bias_ih, lstm.weight_hh, lstm.bias_hh, cell.interface.weight, cell.interface.bias,
-              cell.output.weight, cell.output.bias]
+    params = _params(cell)
     args = (torch.randn(2, 4, 9), state.controller_h[0], state.controller_c[0], state.reads.contiguous(),
             state.weights.contiguous(), state.memory.contiguous(), *[p.detach().requires_grad_(True) for p in params],
-            cell.clip_value, cell.read_heads, cell.shift_radius, True)
+            cell.clip_value, cell.read_heads, cell.shift_radius, True, True)
     torch.library.opcheck(library.sequence_forward, args,
                           test_utils=("test_schema", "test_faketensor", "test_autograd_registration"))
+
+
+def test_evaluation_keeps_nothing_for_a_backward_and_gives_the_same_values():
+    """Under no_grad the op keeps two time steps' values at a time (its saved outputs are empty), and its logits and
+    last state are those of a forward that keeps everything; at batch 1 its gradients are fresh tensors, not views of
+    one buffer."""
+    library = _kernel()
+    model = _model(SEVERAL_HEADS)
+    cell = model.cell
+    inputs = torch.randn(4, 9, 9, generator=torch.Generator().manual_seed(10))
+    state = model.initial_state(4)
+    params = _params(cell)
+    start = (state.controller_h[0], state.controller_c[0], state.reads, state.weights, state.memory)
+    options = (cell.clip_value, cell.read_heads, cell.shift_radius, True)
+    with torch.no_grad():
+        kept = library.sequence_forward(inputs, *start, *params, *options, True)
+        lean = library.sequence_forward(inputs, *start, *params, *options, False)
+        assert all(t.numel() == 0 for t in lean[6:]) and all(t.numel() > 0 for t in kept[6:])
+        for got, want in zip(lean[:6], kept[:6]):
+            torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-7)
+        through_model = _outputs(model, inputs, True)
+    torch.testing.assert_close(through_model[0], kept[0], rtol=0, atol=0)
+    one = _model(SEVERAL_HEADS)
+    state = one.initial_state(1)
+    h0 = state.controller_h[0].clone().requires_grad_(True)
+    reads0 = state.reads.detach().clone().requires_grad_(True)
+    logits = _ntm_kernel.fused_sequence(inputs[:1], (h0, state.controller_c[0], reads0, state.weights, state.memory),
+                                        _params(one.cell), one.cell.clip_value, one.cell.read_heads,
+                                        one.cell.shift_radius, True)[0]
+    grad_h, grad_reads = torch.autograd.grad(logits.square().sum(), (h0, reads0))
+    assert grad_h.untyped_storage().data_ptr() != grad_reads.untyped_storage().data_ptr()
