@@ -205,6 +205,16 @@ def _fmt_hr(hr) -> str:
     return hr.reason if hr.ratio is None else f"{hr.ratio:.2f} {fmt_ci(hr.ci)}"
 
 
+def _p_text(test: stats.PermutationTest, adjusted: float) -> str:
+    """"p = 0.34 (Holm 0.34" for a test, or, where a Monte Carlo test's p is at the floor its draws can give (no
+    draw as extreme as the data), "p ≤ 5e-05 (the floor of 20,000 random relabellings; Holm ≤ 0.0001": the p is an
+    upper bound there, not a value."""
+    if test.exact or test.p_value > test.min_p * (1 + 1e-9):
+        return f"p = {test.p_value:.3g} (Holm {adjusted:.3g}"
+    draws = round(1 / test.min_p) - 1
+    return f"p ≤ {test.p_value:.3g} (the floor of {draws:,} random relabellings; Holm ≤ {adjusted:.3g}"
+
+
 def judge_fastest(claim: Claim, data, results: Path = RESULTS) -> Verdict:
     """`better` against each of `others` on the seeds every arm finished: the log-rank permutation test paired by
     seed, Holm-corrected over the comparisons. Replicates when every adjusted p < ALPHA with `better` converging in
@@ -235,7 +245,7 @@ def judge_fastest(claim: Claim, data, results: Path = RESULTS) -> Verdict:
     direction = {1: f"{claim.better} sooner", -1: f"{claim.better} later", 0: "even"}
     test = "log-rank permutation test paired by seed, Holm over the comparisons: " + "; ".join(
         f"vs {other} " + ("no run converged, p = 1" if t is None else
-                          f"p = {t.p_value:.3g} (Holm {p:.3g}; {direction[first]})")
+                          f"{_p_text(t, p)}; {direction[first]})")
         for other, t, p, first in zip(claim.others, tests, adjusted, ahead))
     significant = [p is not None and p < ALPHA for p in adjusted]
     if any(sig and first < 0 for sig, first in zip(significant, ahead)):

@@ -306,3 +306,17 @@ def test_a_two_model_speed_claim_also_reads_the_direction_from_the_log_rank(monk
     assert verdicts.judge_faster(claim, None).verdict == "does not replicate"
     claim = verdicts.Claim("(x)", "b faster than a", "faster", "f", "copy", "b", "a", declared=n)
     assert verdicts.judge_faster(claim, None).verdict == "replicates"
+
+
+def test_a_monte_carlo_p_at_its_floor_is_printed_as_a_bound(monkeypatch):
+    """24 paired seeds are too many relabellings to enumerate, so the log-rank test draws them; when no draw is as
+    extreme as the data, p is the floor 1 / (draws + 1) and the verdict table says "p ≤" (an exact p stays "p =")."""
+    never = ([10_000] * 24, [False] * 24)
+    early = ([600 + 50 * i for i in range(24)], [True] * 24)
+    for n, bound in ((24, True), (6, False)):
+        arms = {"a": (early[0][:n], early[1][:n]), "b": (never[0][:n], never[1][:n])}
+        _made_up_samples(monkeypatch, arms)
+        claim = verdicts.Claim("(x)", "t", "fastest", "f", "copy", "a", declared=n, others=("b",))
+        test = verdicts.judge_fastest(claim, None).test
+        assert ("p ≤ " in test and "random relabellings; Holm ≤ " in test) == bound, test
+        assert ("p = " in test) == (not bound), test
