@@ -21,6 +21,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.report.combine import parse_seeds  # noqa: E402
 from bench.report.page import write_comparison, write_report  # noqa: E402
 
 RESULTS = REPO / "results"
@@ -57,8 +58,6 @@ def draw(figure: Figure, scratch: Path, into: Path = FIGURES) -> Path:
         shutil.copytree(RESULTS / figure.bundles[0], out)
         write_report(out, collect_runs=False)
     else:
-        from bench.report.combine import parse_seeds
-
         seeds = parse_seeds(figure.seeds, figure.name) if figure.seeds else None
         write_comparison([(RESULTS / name, "") for name in figure.bundles], out, seeds)
     panel = out / "figures" / figure.panel
