@@ -106,10 +106,9 @@ def _register_sequence(namespace: str) -> None:
 
     def backward_fake(grad_logits, grad_h, grad_c, grad_reads, grad_weights, grad_memory, x, w_ih, w_hh, w_if, w_out,
                       *rest):
-        memory = grad_memory
         return (x.new_empty(x.shape), grad_h.new_empty(grad_h.shape), grad_c.new_empty(grad_c.shape),
                 grad_reads.new_empty(grad_reads.shape), grad_weights.new_empty(grad_weights.shape),
-                _memory_like(memory), w_ih.new_empty(w_ih.shape), w_ih.new_empty(w_ih.shape[0]),
+                _memory_like(grad_memory), w_ih.new_empty(w_ih.shape), w_ih.new_empty(w_ih.shape[0]),
                 w_hh.new_empty(w_hh.shape), w_hh.new_empty(w_hh.shape[0]), w_if.new_empty(w_if.shape),
                 w_if.new_empty(w_if.shape[0]), w_out.new_empty(w_out.shape), w_out.new_empty(w_out.shape[0]))
 
