@@ -173,9 +173,10 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("folder", metavar="OUT_DIR", help="a suite's output folder (finished or partly finished)")
     export.add_argument("--to", required=True, metavar="BUNDLE_DIR", help="the bundle folder to write (or refresh)")
 
-    compare = sub.add_parser("compare", help="one report from several output folders or bundles")
+    compare = sub.add_parser("compare", help="one report from several output folders or bundles (or one's own)")
     compare.add_argument("sources", nargs="+", metavar="DIR_OR_BUNDLE",
-                         help="output folders, bundle folders or shipped bundle names (at least two)")
+                         help="output folders, bundle folders or shipped bundle names (one gives its own report, "
+                              "written to --out)")
     compare.add_argument("--out", required=True, help="the folder to write the report into")
     compare.add_argument("--prefix", action="append", default=[], metavar="TEXT",
                          help="a prefix for each source's model labels, in order (give one per source)")

@@ -149,6 +149,19 @@ def test_compare_renders_one_report_from_two_folders(full, half_bundle, tmp_path
     assert len(pd.read_csv(out / "summary.csv")) == 4
 
 
+def test_compare_of_one_bundle_writes_its_own_report_elsewhere(half_bundle, tmp_path):
+    """One source: the bundle's own report in another folder, with the bundle's numbers; the bundle is untouched."""
+    before = {path.name: path.read_bytes() for path in half_bundle.iterdir() if path.is_file()}
+    out = tmp_path / "view"
+    assert main(["compare", str(half_bundle), "--out", str(out)]) == 0
+    assert (out / "index.html").is_file()
+    ours, theirs = pd.read_csv(out / "summary.csv"), pd.read_csv(half_bundle / "summary.csv")
+    pd.testing.assert_frame_equal(ours.drop(columns="source"), theirs)
+    name = json.loads((half_bundle / "manifest.json").read_text())["name"]
+    assert json.loads((out / "suite.json").read_text())["name"] == name
+    assert {path.name: path.read_bytes() for path in half_bundle.iterdir() if path.is_file()} == before
+
+
 def test_compare_on_the_seeds_the_sources_share(full, half_bundle, tmp_path, capsys):
     """--seeds keeps only those seeds' runs from every source (here the full suite has seeds 1-2, the bundle seed 1),
     and a later `report` redoes the comparison on the same seeds."""

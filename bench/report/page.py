@@ -308,15 +308,16 @@ def with_references(data: SuiteData, out_dir: Path, references: list[tuple[str, 
 
 def write_comparison(sources: list[tuple[str | Path, str]], out_dir: Path,
                      seeds: tuple[int, ...] | list[int] | None = None) -> Path:
-    """One report in `out_dir` from several output folders or bundles ((path or bundle name, prefix) pairs): every
-    task of every source, a task two sources share only when it is the same test; with `seeds`, only those seeds'
-    runs (e.g. the seeds every source ran). `out_dir` also gets the combined runs.csv, curves.csv and
-    generalization.csv, and a suite.json that records the sources and seeds (so `ntm-bench report` redoes the
-    comparison)."""
+    """One report in `out_dir` from one or more output folders or bundles ((path or bundle name, prefix) pairs):
+    every task of every source, a task two sources share only when it is the same test; with `seeds`, only those
+    seeds' runs (e.g. the seeds every source ran). One source gives that folder's or bundle's own report, written
+    elsewhere (a shipped bundle's report without touching the package). `out_dir` also gets the combined runs.csv,
+    curves.csv and generalization.csv, and a suite.json that records the sources and seeds (so `ntm-bench report`
+    redoes the comparison)."""
     started = time.perf_counter()
     out_dir = Path(out_dir)
-    if len(sources) < 2:
-        raise ConfigError("compare: give at least two folders or bundles")
+    if not sources:
+        raise ConfigError("compare: give at least one folder or bundle")
     paths = [resolve(path, "compare") for path, _ in sources]
     for path in paths:
         if path.resolve() == out_dir.resolve():
@@ -332,7 +333,7 @@ def write_comparison(sources: list[tuple[str | Path, str]], out_dir: Path,
         data = only_seeds(data, tuple(seeds))
     claim_output_folder(out_dir)
     title = " vs ".join(names)
-    manifest = {**data.manifest, "name": f"comparison: {title}",
+    manifest = {**data.manifest, "name": f"comparison: {title}" if len(names) > 1 else title,
                 "description": "One report from " + ", ".join(
                     f"{s['name']} ({s['suite'] or 'suite ?'}, {', '.join(s['devices']) or 'device ?'})"
                     for s in data.manifest["sources"]) + ".",
