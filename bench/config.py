@@ -358,6 +358,12 @@ def read_suite(source: str | Path | dict, overrides: list[str] | tuple[str, ...]
                 target[key] = {}
             target = target[key]
         target[keys[-1]] = value
+    described = any(parse_override(text)[0][0] == "description" for text in overrides)
+    if overrides and not described and isinstance(data.get("description", ""), str):
+        # the suite's description may no longer say what runs (other models, seeds, budget): the report says what
+        # changed, unless the description itself was set
+        text = f"{data.get('description', '').rstrip()} Changed from the suite: {'; '.join(overrides)}."
+        data["description"] = text.lstrip()
     return build_suite(data, path)
 
 

@@ -54,6 +54,16 @@ def test_set_overrides(tmp_path):
     assert suite.train.clip.kind == "value"
 
 
+def test_the_description_says_what_set_changed(tmp_path):
+    """A suite's description is about the file; --set can change its models, seeds or budget, so the description
+    (report header, suite.json, bundles) gains what was set, unless --set gives the description itself."""
+    path = str(write(tmp_path, GOOD + "description: An LSTM on Copy.\n"))
+    assert load_suite(path).description == "An LSTM on Copy."
+    changed = load_suite(path, ["seeds=[5, 7]", "models={gru: {model: gru}}"]).description
+    assert changed == "An LSTM on Copy. Changed from the suite: seeds=[5, 7]; models={gru: {model: gru}}."
+    assert load_suite(path, ["description=mine", "seeds=3"]).description == "mine"
+
+
 def test_run_id_ignores_device_and_checkpointing_but_not_the_numbers(tmp_path):
     path = str(write(tmp_path, GOOD))
     base = {r.run_id for r in expand(load_suite(path))}
