@@ -348,8 +348,10 @@ def read_suite(source: str | Path | dict, overrides: list[str] | tuple[str, ...]
     else:
         path = resolve_suite_path(str(source))
         data = _load_merged(path)
+    described = False  # whether --set gives the description itself
     for text in overrides:
         keys, value = parse_override(text)
+        described = described or keys[0] == "description"
         if keys[0] == "include":  # the include is read before any --set applies, so it could not take effect
             raise ConfigError(f"--set {text}: include: cannot be set with --set; edit the suite file")
         target = data
@@ -358,7 +360,6 @@ def read_suite(source: str | Path | dict, overrides: list[str] | tuple[str, ...]
                 target[key] = {}
             target = target[key]
         target[keys[-1]] = value
-    described = any(parse_override(text)[0][0] == "description" for text in overrides)
     if overrides and not described and isinstance(data.get("description", ""), str):
         # the suite's description may no longer say what runs (other models, seeds, budget): the report says what
         # changed, unless the description itself was set
